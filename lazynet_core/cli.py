@@ -1,0 +1,253 @@
+"""Command line: ``python -m lazynet_core demo|train|evaluate|predict|network ...``.
+
+Bad input exits with code 2 and one line on stderr; a progress bar is drawn on a terminal and plain
+lines are printed otherwise (logs, CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import ModelConfig, PairConfig, TrainConfig
+from .errors import RunError, ScreenError, TrainingCancelled, TrainingError
+
+USER_ERRORS = (ScreenError, RunError, TrainingError, TrainingCancelled, FileNotFoundError, KeyError, ValueError)
+
+
+class _Progress:
+    """A one-line progress bar on a terminal; one line per epoch otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr) -> None:
+        self.total, self.stream, self.tty = max(total, 1), stream, stream.isatty()
+        self.done, self.last = 0, 0.0
+
+    def step(self, replica, epoch, step, loss, elapsed) -> None:
+        self.done += 1
+        if self.tty and time.perf_counter() - self.last > 0.1:
+            self.last = time.perf_counter()
+            frac = min(self.done / self.total, 1.0)
+            bar = "#" * int(30 * frac)
+            self.stream.write(f"\r[{bar:<30}] {frac:5.1%} replica {replica + 1} epoch {epoch + 1} "
+                              f"loss {loss:.4f} {elapsed:5.1f}s")
+            self.stream.flush()
+
+    def epoch(self, replica, epoch, train_loss, val_loss, elapsed) -> None:
+        if not self.tty:
+            self.stream.write(f"replica {replica + 1} epoch {epoch + 1}: train {train_loss:.4f} "
+                              f"val {val_loss:.4f} ({elapsed:.1f}s)\n")
+
+    def close(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+
+
+def _load_screen(args) -> object:
+    from .data import read_screen
+    from .datasets import load_demo
+
+    if getattr(args, "demo", False) or not getattr(args, "data", None):
+        if not getattr(args, "demo", False):
+            raise ScreenError("Give a screen with --data FILE.h5ad, or --demo for the bundled demo.")
+        return read_screen(load_demo())
+    return read_screen(args.data, pert_key=args.pert_key, control=args.control, modality=args.modality)
+
+
+def _screen_for_run(run_dir: Path, data: str | None):
+    """The screen a run was trained on: ``--data`` or the provenance recorded in the run."""
+    from .data import read_screen
+    from .datasets import load_demo
+    from .runs import load_run
+
+    ensemble = load_run(run_dir)
+    source = data or ensemble.info.get("provenance", {}).get("source")
+    if source in (None, "demo"):
+        adata = read_screen(load_demo())
+    else:
+        adata = read_screen(source)
+    from .runs import check_genes
+
+    if list(adata.var_names) != list(ensemble.genes):
+        adata = adata[:, [g for g in ensemble.genes if g in set(adata.var_names)]].copy()
+    check_genes(ensemble, adata.var_names)
+    return ensemble, adata
+
+
+def cmd_train(args) -> int:
+    from .pairs import make_pairs
+    from .runs import save_run
+    from .train import planned_steps, train_ensemble
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise RunError(f"Run directory '{out}' already exists and is not empty; choose another --out or "
+                       "pass --overwrite.")
+    adata = _load_screen(args)
+    pairs = make_pairs(adata, PairConfig(pairing=args.pairing, split=args.split, seed=args.seed))
+    model_config = ModelConfig(hidden=args.hidden)
+    train_config = TrainConfig(replicas=args.replicas, epochs=args.epochs, seed=args.seed,
+                               time_budget_s=args.time_budget, threads=args.threads)
+    progress = _Progress(planned_steps(pairs, train_config))
+    print(f"Training {train_config.replicas} replica(s) on {adata.n_obs} cells x {adata.n_vars} genes, "
+          f"{len(pairs.perturbations)} perturbations ({int(pairs.test_perts.sum())} held out)...")
+    try:
+        ensemble = train_ensemble(pairs, model_config, train_config, on_progress=progress.step,
+                                  on_epoch=progress.epoch)
+    finally:
+        progress.close()
+    meta = adata.uns.get("lazynet", {})
+    source = "demo" if args.demo else str(Path(args.data).resolve())
+    save_run(ensemble, out, overwrite=args.overwrite, provenance={"source": source, "sha256": meta.get("sha256")})
+    info = ensemble.info
+    print(f"Saved {out} ({info['parameters_per_replica']:,} parameters per replica, hidden {info['hidden']}, "
+          f"{info['train_seconds']:.1f} s).")
+    return 0
+
+
+def _print_summary(frame: pd.DataFrame) -> None:
+    from .metrics import summary_table
+
+    for metric in ("pearson_delta", "pearson_delta_top20", "mse_delta", "auroc_de", "pearson_post_pooled"):
+        table = summary_table(frame, metric=metric)
+        print(f"\n{metric} (mean ± sd over perturbations; split = held-out set)")
+        print(table.to_string())
+    print("\npert_mean on the cells split is the noise ceiling; identity's delta-Pearson is undefined (NaN).")
+
+
+def cmd_evaluate(args) -> int:
+    from .metrics import evaluate
+    from .pairs import make_pairs
+
+    ensemble, adata = _screen_for_run(Path(args.run), args.data)
+    pairs = make_pairs(adata, ensemble.pair_config)
+    frame = evaluate(pairs, ensemble.predict)
+    _print_summary(frame)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"\nWrote per-perturbation metrics to {args.out}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .runs import load_run
+
+    ensemble = load_run(args.run)
+    settings = {}
+    for item in args.set:
+        gene, _, fold = item.partition("=")
+        if not fold:
+            raise ValueError(f"--set {item!r}: use GENE=FOLD, e.g. GPX4=0.25 for a 75 % knock-down.")
+        settings.update(ensemble.knockdown_settings([gene], float(fold)))
+    post = ensemble.perturb(settings)
+    delta = pd.Series(post - ensemble.reference, index=ensemble.genes, name="predicted_delta")
+    top = delta.drop(list(settings)).abs().sort_values(ascending=False).index[: args.top]
+    print(delta[top].to_frame().to_string(float_format=lambda v: f"{v:+.3f}"))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    args.demo, args.out, args.overwrite = True, args.out or "runs/demo", True
+    cmd_train(args)
+    args.run, args.data = args.out, None
+    return cmd_evaluate(args)
+
+
+def cmd_network(args) -> int:
+    from .export import write_edges_csv
+    from .jacobian import column_provider
+    from .modules import DEFAULT_SEEDS
+    from .network import expand_from_seeds, subgraph_summary
+
+    ensemble, adata = _screen_for_run(Path(args.run), args.data)
+    module = "lysosomal_mito_immune" if args.module.startswith("lyso") else args.module
+    seeds = args.seeds.split(",") if args.seeds else list(DEFAULT_SEEDS[module])
+    graph = expand_from_seeds(column_provider(ensemble), seeds, breadth=args.breadth, depth=args.depth,
+                              min_abs=args.min_abs, genes=list(ensemble.genes))
+    write_edges_csv(graph, args.out)
+    summary = subgraph_summary(graph)
+    print(f"{summary['n_nodes']} genes, {summary['n_edges']} edges; missing seeds: "
+          f"{summary['missing_seeds'] or 'none'}. Wrote {args.out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lazynet_core", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add_data(p):
+        p.add_argument("--data", help="screen .h5ad file (raw counts)")
+        p.add_argument("--pert-key", help="obs column with perturbations (auto-detected)")
+        p.add_argument("--control", help="control label (auto-detected)")
+        p.add_argument("--modality", help="CRISPRi or CRISPRa, or an obs column (auto)")
+
+    def add_train(p):
+        p.add_argument("--replicas", type=int, default=3)
+        p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+        p.add_argument("--hidden", type=int, default=None, help="hidden width (default: auto)")
+        p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
+        p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole ensemble")
+        p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--overwrite", action="store_true")
+
+    p = sub.add_parser("train", help="train an ensemble and save the run")
+    add_data(p)
+    add_train(p)
+    p.add_argument("--demo", action="store_true", help="use the bundled demo screen")
+    p.add_argument("--out", required=True, help="run directory to create")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="evaluate a run next to the baselines on both splits")
+    p.add_argument("run")
+    p.add_argument("--data", help="screen the run was trained on (default: recorded in the run)")
+    p.add_argument("--out", help="write per-perturbation metrics CSV")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="in-silico perturbation: predicted changes")
+    p.add_argument("run")
+    p.add_argument("--set", action="append", required=True, metavar="GENE=FOLD",
+                   help="scale GENE's expression by FOLD (0.25 = knock-down, 4 = activation); repeatable")
+    p.add_argument("--top", type=int, default=20)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="train on the bundled demo and evaluate (one command)")
+    add_data(p)
+    add_train(p)
+    p.add_argument("--out", default=None)
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("network", help="seed subgraph of the consensus Jacobian as an edges CSV")
+    p.add_argument("run")
+    p.add_argument("--data")
+    p.add_argument("--module", default="ferroptosis", choices=["ferroptosis", "lysosomal", "lysosomal_mito_immune"])
+    p.add_argument("--seeds", help="comma-separated seeds (default: the module's)")
+    p.add_argument("--breadth", type=int, default=32)
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--min-abs", type=float, default=0.0)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_network)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (2 on bad input)."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except USER_ERRORS as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; nothing was saved.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

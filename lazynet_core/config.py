@@ -1,0 +1,228 @@
+"""Frozen configuration dataclasses.
+
+Every choice the method leaves open (see ``method.md``) is a field here, never a hidden constant.
+Each config round-trips through ``to_dict`` / ``from_dict`` so a saved run rebuilds exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, TypeVar
+
+T = TypeVar("T", bound="_Config")
+
+
+class _Config:
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict of every field."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+        """Build the config from ``to_dict`` output; unknown keys raise ``ValueError``."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            msg = f"Unknown {cls.__name__} field(s) {unknown}; known fields are {sorted(known)}."
+            raise ValueError(msg)
+        return cls(**data)
+
+    def replace(self: T, **changes: Any) -> T:
+        """Return a copy with ``changes`` applied (validated like a new instance)."""
+        return type(self).from_dict({**self.to_dict(), **changes})
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ValueError(message)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Config):
+    """Architecture of one LazyNet replica.
+
+    Parameters
+    ----------
+    hidden
+        Hidden width H. ``None`` means "auto": one unit per gene (H = G, method §7b) up to
+        ``auto_full_width_max`` genes, else the bottleneck ``auto_bottleneck`` (method §1).
+    depth
+        Number of log-linear-exp blocks.
+    init
+        ``"linear"`` (method §7b: ``W_E = I`` + noise so F starts linear; zero output layer) or
+        ``"identity"`` (method §7: small positive ``W_L``, ``b_L`` ≈ 0.1, zero output layer).
+    positive
+        Keep ``W_L >= 0`` and ``b_L > 0`` by a softplus parametrisation so the log clamp never bites.
+    """
+
+    hidden: int | None = None
+    depth: int = 1
+    init: str = "linear"
+    positive: bool = True
+    log_floor: float = 1e-6
+    exp_clamp: float = 20.0
+    auto_full_width_max: int = 1024
+    auto_bottleneck: int = 256
+
+    def __post_init__(self) -> None:
+        _check(self.hidden is None or self.hidden >= 1, f"hidden must be >= 1 or None, got {self.hidden}.")
+        _check(self.depth >= 1, f"depth must be >= 1, got {self.depth}.")
+        _check(self.init in ("linear", "identity"), f"init must be 'linear' or 'identity', got {self.init!r}.")
+        _check(self.log_floor > 0, f"log_floor must be > 0, got {self.log_floor}.")
+
+    def hidden_for(self, n_genes: int) -> int:
+        """Hidden width actually used for ``n_genes`` genes."""
+        if self.hidden is not None:
+            return int(self.hidden)
+        return n_genes if n_genes <= self.auto_full_width_max else self.auto_bottleneck
+
+
+@dataclass(frozen=True)
+class PairConfig(_Config):
+    """How (pre, post) training pairs and the train/test split are built (method §2).
+
+    Parameters
+    ----------
+    pairing
+        ``"pseudobulk"`` (means of ``k`` cells a side) or ``"random_cells"`` (k = 1).
+    split
+        ``"perturbations"`` (a fraction of the targets held out entirely, never seen in training,
+        and a fraction of the other perturbations' cells) or ``"cells"`` (every perturbation seen;
+        only cells held out). Evaluation reports both held-out sets, each labelled by its split.
+    test_fraction
+        Fraction of perturbations (or of each perturbation's cells) held out.
+    val_fraction
+        Fraction of the training perturbations (or cells) used for early stopping.
+    k
+        Cells per pseudobulk side.
+    resamples
+        Pairs drawn per training perturbation per epoch.
+    control_pairs
+        Fraction of extra control→control pairs per epoch, relative to perturbation pairs.
+    delta_targets
+        Post = the same control pseudobulk used as pre + the perturbation's mean delta (method §7b),
+        instead of an independent pseudobulk of perturbed cells.
+    seed
+        Seed of the split and of the pair sampling.
+    """
+
+    pairing: str = "pseudobulk"
+    split: str = "perturbations"
+    test_fraction: float = 0.2
+    val_fraction: float = 0.1
+    k: int = 16
+    resamples: int = 64
+    control_pairs: float = 0.25
+    delta_targets: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check(self.pairing in ("pseudobulk", "random_cells"),
+               f"pairing must be 'pseudobulk' or 'random_cells', got {self.pairing!r}.")
+        _check(self.split in ("perturbations", "cells"),
+               f"split must be 'perturbations' or 'cells', got {self.split!r}.")
+        _check(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}.")
+        _check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+        _check(self.k >= 1, f"k must be >= 1, got {self.k}.")
+        _check(self.resamples >= 1, f"resamples must be >= 1, got {self.resamples}.")
+        _check(self.control_pairs >= 0, f"control_pairs must be >= 0, got {self.control_pairs}.")
+
+    @property
+    def cells_per_side(self) -> int:
+        """Cells averaged on each side of a pair."""
+        return 1 if self.pairing == "random_cells" else self.k
+
+
+@dataclass(frozen=True)
+class TrainConfig(_Config):
+    """Optimisation of an ensemble (method §3 and §7b).
+
+    Parameters
+    ----------
+    replicas
+        Independently seeded replicas (3 in the paper).
+    epochs
+        Maximum epochs per replica.
+    batch_size
+        Pairs per mini-batch.
+    lr
+        Adam learning rate; ``None`` means ``lr_scale / n_genes`` (method §7b), clipped to
+        ``[lr_min, lr_max]``.
+    loss
+        ``"std_mse"`` (per-gene standardised MSE, §7b) or ``"huber"`` (§3, δ = ``huber_delta``).
+    patience
+        Early stopping on the validation loss; 0 disables it.
+    time_budget_s
+        Wall-clock budget for the whole ensemble; training stops cleanly when it is spent.
+    device
+        Torch device string; CPU by default.
+    threads
+        Torch intra-op threads; ``None`` leaves torch's default.
+    """
+
+    replicas: int = 3
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float | None = None
+    lr_scale: float = 0.06
+    lr_min: float = 1e-4
+    lr_max: float = 3e-3
+    cosine: bool = True
+    weight_decay: float = 0.0
+    loss: str = "std_mse"
+    huber_delta: float = 1.0
+    patience: int = 8
+    seed: int = 0
+    time_budget_s: float | None = None
+    device: str = "cpu"
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}.")
+        _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}.")
+        _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
+        _check(self.lr is None or self.lr > 0, f"lr must be > 0 or None, got {self.lr}.")
+        _check(self.loss in ("std_mse", "huber"), f"loss must be 'std_mse' or 'huber', got {self.loss!r}.")
+        _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}.")
+        _check(self.time_budget_s is None or self.time_budget_s > 0,
+               f"time_budget_s must be > 0 or None, got {self.time_budget_s}.")
+
+    def lr_for(self, n_genes: int) -> float:
+        """Learning rate actually used for ``n_genes`` genes."""
+        if self.lr is not None:
+            return float(self.lr)
+        return float(min(max(self.lr_scale / n_genes, self.lr_min), self.lr_max))
+
+
+@dataclass(frozen=True)
+class NetworkConfig(_Config):
+    """Seed-subgraph extraction (method §5, the "32×4 BFS").
+
+    Parameters
+    ----------
+    breadth
+        Partners kept per frontier gene (top by |consensus J|).
+    depth
+        BFS levels.
+    direction
+        ``"out"`` (regulator → targets), ``"in"`` or ``"both"``.
+    min_abs
+        Edges with |J| below this are never followed.
+    level_caps
+        Optional maximum number of new genes per level (``None`` = uncapped).
+    """
+
+    breadth: int = 32
+    depth: int = 4
+    direction: str = "out"
+    min_abs: float = 0.0
+    level_caps: tuple[int, ...] | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.breadth >= 1, f"breadth must be >= 1, got {self.breadth}.")
+        _check(self.depth >= 1, f"depth must be >= 1, got {self.depth}.")
+        _check(self.direction in ("out", "in", "both"),
+               f"direction must be 'out', 'in' or 'both', got {self.direction!r}.")
+        _check(self.min_abs >= 0, f"min_abs must be >= 0, got {self.min_abs}.")
+        if self.level_caps is not None:
+            object.__setattr__(self, "level_caps", tuple(int(c) for c in self.level_caps))

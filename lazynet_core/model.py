@@ -1,0 +1,148 @@
+"""The LazyNet module: log-linear-exp residual blocks and one explicit Euler step (method §1).
+
+``f(x) = W_out · h_D + b_out`` with ``h_k = exp(W_E,k · log(clamp(W_L,k · h_(k-1) + b_L,k)) + b_E,k)``
+and ``F(x) = x + f(x)``. Each hidden unit is a generalised monomial of positive linear combinations
+of genes, so multiplicative effects are explicit terms and Jacobians read as elasticities.
+The module takes tensors only; it never sees AnnData.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .config import ModelConfig
+
+_B_L_FLOOR = 1e-3  # keeps b_L > 0 under the positive parametrisation
+
+
+def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
+    return torch.where(y > 20, y, torch.log(torch.expm1(y.clamp_min(1e-12))))
+
+
+class LogLinExpBlock(nn.Module):
+    """One block ``h = exp(W_E · log(clamp(W_L · x + b_L)) + b_E)``.
+
+    With ``positive=True`` the weights are stored as raw parameters ``A``, ``c`` and used as
+    ``W_L = softplus(A)``, ``b_L = softplus(c) + 1e-3``, so ``W_L x + b_L > 0`` for every ``x >= 0``
+    and the log clamp never bites (method §7b).
+
+    Parameters
+    ----------
+    n_in, n_out
+        Input and output widths.
+    positive
+        Use the softplus parametrisation of ``W_L`` and ``b_L``.
+    log_floor, exp_clamp
+        Clamp of the log argument (minimum) and of the exp argument (maximum).
+    """
+
+    def __init__(self, n_in: int, n_out: int, *, positive: bool = True, log_floor: float = 1e-6,
+                 exp_clamp: float = 20.0) -> None:
+        super().__init__()
+        self.positive = positive
+        self.log_floor = log_floor
+        self.exp_clamp = exp_clamp
+        self.A = nn.Parameter(torch.zeros(n_out, n_in))
+        self.c = nn.Parameter(torch.zeros(n_out))
+        self.W_E = nn.Parameter(torch.eye(n_out))
+        self.b_E = nn.Parameter(torch.zeros(n_out))
+
+    @property
+    def W_L(self) -> torch.Tensor:
+        """Effective ``W_L`` (non-negative under the positive parametrisation)."""
+        return F.softplus(self.A) if self.positive else self.A
+
+    @property
+    def b_L(self) -> torch.Tensor:
+        """Effective ``b_L`` (> 0 under the positive parametrisation)."""
+        return F.softplus(self.c) + _B_L_FLOOR if self.positive else self.c
+
+    @torch.no_grad()
+    def set_effective(self, W_L: torch.Tensor, b_L: torch.Tensor) -> None:
+        """Set the effective ``W_L`` and ``b_L`` (inverting the softplus when positive)."""
+        if self.positive:
+            self.A.copy_(_inverse_softplus(W_L.clamp_min(1e-8)))
+            self.c.copy_(_inverse_softplus((b_L - _B_L_FLOOR).clamp_min(1e-8)))
+        else:
+            self.A.copy_(W_L)
+            self.c.copy_(b_L)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = F.linear(x, self.W_L, self.b_L)
+        z = F.linear(torch.log(u.clamp_min(self.log_floor)), self.W_E, self.b_E)
+        return torch.exp(z.clamp_max(self.exp_clamp))
+
+
+class LazyNet(nn.Module):
+    """LazyNet: ``x -> f(x)``, the change of one Euler step; ``step(x) = x + f(x)``.
+
+    Parameters
+    ----------
+    n_genes
+        Number of genes G (input and output width).
+    config
+        Architecture; ``config.hidden_for(n_genes)`` gives the hidden width.
+    seed
+        Seed of the initialisation noise.
+    """
+
+    def __init__(self, n_genes: int, config: ModelConfig = ModelConfig(), *, seed: int = 0) -> None:
+        super().__init__()
+        self.n_genes = int(n_genes)
+        self.config = config
+        self.hidden = config.hidden_for(self.n_genes)
+        widths = [self.n_genes] + [self.hidden] * config.depth
+        self.blocks = nn.ModuleList(
+            LogLinExpBlock(a, b, positive=config.positive, log_floor=config.log_floor,
+                           exp_clamp=config.exp_clamp)
+            for a, b in zip(widths[:-1], widths[1:])
+        )
+        self.out = nn.Linear(self.hidden, self.n_genes)
+        self.reset_parameters(seed=seed)
+
+    @torch.no_grad()
+    def reset_parameters(self, *, seed: int = 0) -> None:
+        """Initialise as in method §7/§7b: no clamped unit, zero output layer (F = identity)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        for block in self.blocks:
+            n_out, n_in = block.A.shape
+            if self.config.init == "linear" and n_out == n_in:
+                W_L = torch.eye(n_out) + 3e-4 * (1 - torch.eye(n_out))
+            else:
+                W_L = torch.rand(n_out, n_in, generator=gen) * (2.0 / n_in)
+            b_L = 0.05 + 0.1 * torch.rand(n_out, generator=gen)
+            block.set_effective(W_L, b_L)
+            bound = 1.0 / math.sqrt(n_out)
+            noise = (torch.rand(n_out, n_out, generator=gen) * 2 - 1) * bound
+            if self.config.init == "linear":
+                block.W_E.copy_(torch.eye(n_out) + 0.1 * noise)  # h = u at start: F is linear
+            else:
+                block.W_E.copy_(0.1 * noise)
+            block.b_E.zero_()
+        self.out.weight.zero_()
+        self.out.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for block in self.blocks:
+            h = block(h)
+        return self.out(h)
+
+    def step(self, x: torch.Tensor) -> torch.Tensor:
+        """One explicit Euler step ``F(x) = x + f(x)``."""
+        return x + self.forward(x)
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters."""
+        return sum(p.numel() for p in self.parameters())
+
+    @torch.no_grad()
+    def clamped_fraction(self, x: torch.Tensor) -> float:
+        """Fraction of first-block units whose log argument sits at the clamp for inputs ``x``."""
+        block = self.blocks[0]
+        u = F.linear(x, block.W_L, block.b_L)
+        return float((u <= block.log_floor).float().mean())

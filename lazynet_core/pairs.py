@@ -1,0 +1,289 @@
+"""Training pairs and splits (method §2, §7b).
+
+``pre`` is a control state whose target gene(s) are set to the level observed in the perturbation's
+cells (a do-intervention); ``post`` is the perturbed state. Pairs are never materialised for a
+whole epoch: an epoch is a table of cell indices, and each mini-batch is densified from the CSR
+matrix on its own (``A @ X`` with a sparse averaging matrix ``A``), so paper-scale screens stay
+sparse in memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+from .config import PairConfig
+from .errors import ScreenError
+
+ROLES = ("train", "val", "test")
+_REQUIRED_OBS = ("lazynet_perturbation", "lazynet_modality", "lazynet_is_control")
+
+
+@dataclass(frozen=True)
+class EpochPairs:
+    """One epoch's pairs as cell indices.
+
+    ``pre_idx`` and ``post_idx`` are (n, k) indices into ``Pairs.X``; ``pert`` is (n,) the
+    perturbation index of each pair (-1 for a control→control pair).
+    """
+
+    pre_idx: np.ndarray
+    post_idx: np.ndarray
+    pert: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.pert)
+
+
+@dataclass(frozen=True, eq=False)
+class Pairs:
+    """A screen prepared for training and evaluation: the matrix, the split and the sampler.
+
+    Build it with :func:`make_pairs`. Attributes are described in the module contract; the
+    matrix ``X`` is shared with the AnnData it came from, never copied.
+    """
+
+    X: sp.csr_matrix
+    genes: np.ndarray
+    perturbations: np.ndarray
+    pert_targets: tuple[np.ndarray, ...]
+    pert_modality: np.ndarray
+    cell_pert: np.ndarray
+    cell_role: np.ndarray
+    test_perts: np.ndarray
+    config: PairConfig
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    # ---- cell sets and means -------------------------------------------------------------
+    @property
+    def n_genes(self) -> int:
+        """Number of genes."""
+        return len(self.genes)
+
+    def cells(self, p_idx: int, role: str) -> np.ndarray:
+        """Indices of the cells of perturbation ``p_idx`` (-1 = control) in ``role``."""
+        return np.flatnonzero((self.cell_pert == p_idx) & (self.cell_role == role))
+
+    def _mean(self, idx: np.ndarray) -> np.ndarray:
+        if len(idx) == 0:
+            return np.full(self.n_genes, np.nan, dtype=np.float32)
+        return np.asarray(self.X[idx].mean(axis=0), dtype=np.float32).ravel()
+
+    def control_mean(self, role: str = "train") -> np.ndarray:
+        """Mean log expression of the control cells in ``role``."""
+        key = ("control_mean", role)
+        if key not in self._cache:
+            self._cache[key] = self._mean(self.cells(-1, role))
+        return self._cache[key]
+
+    def pert_mean(self, p_idx: int, role: str) -> np.ndarray:
+        """Mean log expression of perturbation ``p_idx``'s cells in ``role`` (NaN if none)."""
+        key = ("pert_mean", p_idx, role)
+        if key not in self._cache:
+            self._cache[key] = self._mean(self.cells(p_idx, role))
+        return self._cache[key]
+
+    def pre_state(self, p_idx: int, role: str = "test") -> np.ndarray:
+        """Training control mean with the targets set to their level in ``p_idx``'s ``role`` cells."""
+        pre = self.control_mean("train").copy()
+        targets = self.pert_targets[p_idx]
+        pre[targets] = self.pert_mean(p_idx, role)[targets]
+        return pre
+
+    def evaluation_perturbations(self, role: str) -> np.ndarray:
+        """Perturbations with at least one cell in ``role``."""
+        mask = (self.cell_pert >= 0) & (self.cell_role == role)
+        return np.unique(self.cell_pert[mask])
+
+    def gene_scale(self) -> np.ndarray:
+        """Per-gene scale for the standardised loss: sd over training control cells, floored."""
+        if "gene_scale" not in self._cache:
+            idx = self.cells(-1, "train")
+            sub = self.X[idx]
+            mean = np.asarray(sub.mean(axis=0)).ravel()
+            sq = np.asarray(sub.multiply(sub).mean(axis=0)).ravel()
+            sd = np.sqrt(np.clip(sq - mean**2, 0, None))
+            floor = max(float(np.quantile(sd, 0.1)), 0.05)
+            self._cache["gene_scale"] = np.maximum(sd, floor).astype(np.float32)
+        return self._cache["gene_scale"]
+
+    def split_record(self) -> dict:
+        """JSON-serialisable record of the split, stored with a run."""
+        return {
+            "pair_config": self.config.to_dict(),
+            "test_perturbations": self.perturbations[self.test_perts].tolist(),
+            "train_perturbations": self.perturbations[~self.test_perts].tolist(),
+            "n_cells_by_role": {r: int((self.cell_role == r).sum()) for r in ROLES},
+        }
+
+    # ---- sampling --------------------------------------------------------------------------
+    def sample_epoch(self, rng: np.random.Generator, role: str = "train") -> EpochPairs:
+        """Draw one epoch of pairs from the cells of ``role``.
+
+        Each perturbation with cells in ``role`` gets ``config.resamples`` pairs, plus
+        ``config.control_pairs`` × that many control→control pairs.
+        """
+        k = self.config.cells_per_side
+        controls = self.cells(-1, role)
+        if len(controls) == 0:
+            controls = self.cells(-1, "train")
+        pre, post, pert = [], [], []
+        for p in self.evaluation_perturbations(role):
+            own = self.cells(p, role)
+            n = self.config.resamples
+            pre.append(rng.choice(controls, size=(n, k)))
+            post.append(rng.choice(own, size=(n, k)))
+            pert.append(np.full(n, p))
+        n_ctrl = int(round(self.config.control_pairs * sum(len(x) for x in pert)))
+        if n_ctrl:
+            pre.append(rng.choice(controls, size=(n_ctrl, k)))
+            post.append(rng.choice(controls, size=(n_ctrl, k)))
+            pert.append(np.full(n_ctrl, -1))
+        if not pert:
+            return EpochPairs(np.zeros((0, k), int), np.zeros((0, k), int), np.zeros(0, int))
+        order = rng.permutation(sum(len(x) for x in pert))
+        return EpochPairs(np.concatenate(pre)[order], np.concatenate(post)[order], np.concatenate(pert)[order])
+
+    def _average(self, idx: np.ndarray) -> np.ndarray:
+        n, k = idx.shape
+        rows = np.repeat(np.arange(n), k)
+        A = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), (rows, idx.ravel())),
+                          shape=(n, self.X.shape[0]))
+        return (A @ self.X).toarray().astype(np.float32, copy=False)
+
+    def batch(self, epoch: EpochPairs, sl: slice, role: str = "train") -> tuple[np.ndarray, np.ndarray]:
+        """Densify the pairs ``epoch[sl]`` into ``(pre, post)`` float32 arrays of shape (B, G)."""
+        pre = self._average(epoch.pre_idx[sl])
+        pert = epoch.pert[sl]
+        if self.config.delta_targets:
+            post = pre.copy()
+            cm = self.control_mean(role) if len(self.cells(-1, role)) else self.control_mean("train")
+            for p in np.unique(pert[pert >= 0]):
+                rows = np.flatnonzero(pert == p)
+                mean = self.pert_mean(p, role)
+                post[rows] += mean - cm
+                targets = self.pert_targets[p]
+                pre[np.ix_(rows, targets)] = mean[targets]
+                post[np.ix_(rows, targets)] = mean[targets]
+        else:
+            post = self._average(epoch.post_idx[sl])
+            for p in np.unique(pert[pert >= 0]):
+                rows = np.flatnonzero(pert == p)
+                targets = self.pert_targets[p]
+                pre[np.ix_(rows, targets)] = post[np.ix_(rows, targets)]
+        return pre, post
+
+    def iter_batches(self, epoch: EpochPairs, batch_size: int, role: str = "train"
+                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Yield the dense mini-batches of ``epoch`` in order."""
+        for start in range(0, len(epoch), batch_size):
+            yield self.batch(epoch, slice(start, start + batch_size), role)
+
+
+# ---- construction ----------------------------------------------------------------------------
+def _check_screen(adata: AnnData) -> None:
+    missing = [c for c in _REQUIRED_OBS if c not in adata.obs.columns]
+    if missing:
+        msg = (f"Obs columns {missing} do not exist in .obs; make_pairs needs a screen prepared by "
+               "`lazynet_core.read_screen` (run it first).")
+        raise ScreenError(msg)
+
+
+def _parse_targets(labels: np.ndarray, genes: pd.Index) -> tuple[np.ndarray, ...]:
+    out = []
+    for label in labels:
+        names = label.split("+")
+        idx = genes.get_indexer(names)
+        if (idx < 0).any():
+            unknown = [n for n, i in zip(names, idx) if i < 0]
+            msg = (f"Perturbation {label!r} targets {unknown}, which are not in the gene universe; "
+                   "read the screen with `read_screen` (it drops such cells) or add the genes.")
+            raise ScreenError(msg)
+        out.append(idx.astype(np.int64))
+    return tuple(out)
+
+
+def _assign_roles(cell_pert: np.ndarray, test_perts: np.ndarray, config: PairConfig,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Per-cell role: held-out perturbations -> test; other groups split by fractions."""
+    role = np.full(len(cell_pert), "train", dtype=object)
+    for p in np.unique(cell_pert):
+        idx = np.flatnonzero(cell_pert == p)
+        if p >= 0 and test_perts[p]:
+            role[idx] = "test"
+            continue
+        idx = rng.permutation(idx)
+        n_test = int(round(config.test_fraction * len(idx)))
+        n_val = int(round(config.val_fraction * len(idx)))
+        if len(idx) - n_test - n_val < 1:  # keep at least one training cell
+            n_val = max(0, len(idx) - n_test - 1)
+        role[idx[:n_test]] = "test"
+        role[idx[n_test:n_test + n_val]] = "val"
+    return role.astype(str)
+
+
+def _choose_test_perturbations(perturbations: np.ndarray, config: PairConfig,
+                               rng: np.random.Generator) -> np.ndarray:
+    test = np.zeros(len(perturbations), dtype=bool)
+    if config.split != "perturbations":
+        return test
+    singles = np.flatnonzero(["+" not in p for p in perturbations])
+    n_test = max(1, int(round(config.test_fraction * len(singles))))
+    held = set(perturbations[rng.choice(singles, size=n_test, replace=False)])
+    for i, label in enumerate(perturbations):
+        test[i] = any(t in held for t in label.split("+"))  # a combination with a held-out target
+    return test
+
+
+def make_pairs(adata: AnnData, config: PairConfig = PairConfig()) -> Pairs:
+    """Split a screen and prepare its pair sampler.
+
+    Parameters
+    ----------
+    adata
+        A screen returned by :func:`lazynet_core.read_screen` (log-normalised CSR ``.X`` and the
+        ``lazynet_*`` obs columns). It is not modified.
+    config
+        Pairing, split and sampling options; the split is seeded by ``config.seed``.
+
+    Returns
+    -------
+    Pairs
+        The sampler; ``Pairs.split_record()`` is what a run stores.
+    """
+    _check_screen(adata)
+    X = adata.X
+    if not sp.issparse(X):
+        X = sp.csr_matrix(np.asarray(X, dtype=np.float32))
+    X = X.tocsr() if X.format != "csr" else X
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
+    obs = adata.obs
+    is_control = obs["lazynet_is_control"].to_numpy(dtype=bool)
+    labels = obs["lazynet_perturbation"].astype(str).to_numpy()
+    perturbations = np.array(sorted(set(labels[~is_control])), dtype=str)
+    if len(perturbations) < 2:
+        msg = (f"The screen has {len(perturbations)} perturbation(s) besides control; at least 2 are "
+               "needed to train and evaluate.")
+        raise ScreenError(msg)
+    if is_control.sum() < 2:
+        msg = "The screen has fewer than 2 control cells; pairs need control cells on the pre side."
+        raise ScreenError(msg)
+    lookup = {p: i for i, p in enumerate(perturbations)}
+    cell_pert = np.array([-1 if c else lookup[lab] for lab, c in zip(labels, is_control)], dtype=np.int64)
+    modality = obs["lazynet_modality"].astype(str).to_numpy()
+    pert_modality = np.array([modality[np.flatnonzero(cell_pert == i)[0]] for i in range(len(perturbations))])
+    rng = np.random.default_rng(config.seed)
+    test_perts = _choose_test_perturbations(perturbations, config, rng)
+    cell_role = _assign_roles(cell_pert, test_perts, config, rng)
+    return Pairs(
+        X=X, genes=np.asarray(adata.var_names, dtype=str), perturbations=perturbations,
+        pert_targets=_parse_targets(perturbations, pd.Index(adata.var_names)),
+        pert_modality=pert_modality, cell_pert=cell_pert, cell_role=cell_role, test_perts=test_perts,
+        config=config,
+    )

@@ -1,0 +1,189 @@
+"""Saving and loading runs: ``state_dict`` per replica + JSON manifest, atomic and versioned.
+
+Layout of ``runs/<name>/``: ``replica_<k>.pt`` (state_dict only, loaded with ``weights_only=True``),
+``reference.npy`` (control mean), ``history.csv``, ``split.json`` and ``config.json``, written last.
+Everything is written into a hidden temporary sibling directory that is renamed into place at the
+end, so a crash or a cancel never leaves a half-written run; a directory without ``config.json``
+is reported as half-written.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__
+from .config import ModelConfig, PairConfig, TrainConfig
+from .ensemble import Ensemble
+from .errors import RunError
+from .model import LazyNet
+
+FORMAT_VERSION = 1
+MANIFEST = "config.json"
+
+
+def _json_default(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def save_run(ensemble: Ensemble, path: str | os.PathLike, *, overwrite: bool = False,
+             provenance: dict | None = None) -> Path:
+    """Write ``ensemble`` to the run directory ``path`` atomically.
+
+    Parameters
+    ----------
+    ensemble
+        The trained ensemble.
+    path
+        Run directory to create. An existing non-empty directory is refused unless ``overwrite``.
+    overwrite
+        Replace an existing run.
+    provenance
+        Extra data provenance (e.g. ``adata.uns["lazynet"]`` source and sha256) for the manifest.
+
+    Returns
+    -------
+    Path
+        The run directory.
+    """
+    path = Path(path).expanduser()
+    if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
+        msg = (f"Run directory '{path}' already exists and is not empty; choose another name or pass "
+               "overwrite=True (CLI: --overwrite).")
+        raise RunError(msg)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        _write_contents(ensemble, tmp, provenance or {})
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
+    for k, replica in enumerate(ensemble.replicas):
+        torch.save(replica.state_dict(), tmp / f"replica_{k}.pt")
+    np.save(tmp / "reference.npy", ensemble.reference)
+    ensemble.history.to_csv(tmp / "history.csv", index=False)
+    (tmp / "split.json").write_text(json.dumps(ensemble.split, indent=1, default=_json_default))
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "package_version": __version__,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model_config": ensemble.model_config.to_dict(),
+        "train_config": ensemble.train_config.to_dict(),
+        "pair_config": ensemble.pair_config.to_dict(),
+        "n_genes": ensemble.n_genes,
+        "genes": ensemble.genes.tolist(),
+        "replicas": ensemble.info.get("replicas", [{"replica": k} for k in range(len(ensemble.replicas))]),
+        "info": {k: v for k, v in ensemble.info.items() if k != "replicas"},
+        "provenance": provenance,
+    }
+    (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))  # last
+
+
+def _read_manifest(path: Path) -> dict:
+    if not path.is_dir():
+        msg = f"Run directory '{path}' does not exist; train one with `python -m lazynet_core train`."
+        raise RunError(msg)
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        msg = (f"'{path}' has no {MANIFEST}: it is not a LazyNet run or it was half-written "
+               "(training cancelled or crashed). Delete it and train again.")
+        raise RunError(msg)
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        msg = f"'{manifest_path}' is not valid JSON ({exc}); the run is damaged, train it again."
+        raise RunError(msg) from exc
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        msg = (f"Run '{path}' has format_version {version!r}; this LazyNet ({__version__}) reads "
+               f"version {FORMAT_VERSION}. Retrain with this version.")
+        raise RunError(msg)
+    return manifest
+
+
+def load_run(path: str | os.PathLike) -> Ensemble:
+    """Load a run written by :func:`save_run`; predictions are reproduced bit for bit.
+
+    Raises
+    ------
+    RunError
+        If the directory is missing, half-written, damaged or of another format version.
+    """
+    path = Path(path).expanduser()
+    manifest = _read_manifest(path)
+    model_config = ModelConfig.from_dict(manifest["model_config"])
+    genes = np.asarray(manifest["genes"], dtype=str)
+    replicas = []
+    for k, rec in enumerate(manifest["replicas"]):
+        file = path / f"replica_{k}.pt"
+        try:
+            state = torch.load(file, map_location="cpu", weights_only=True)
+            model = LazyNet(len(genes), model_config)
+            model.load_state_dict(state)
+        except (OSError, RuntimeError, KeyError) as exc:
+            msg = f"Could not load '{file}' ({type(exc).__name__}: {exc}); the run is damaged, train again."
+            raise RunError(msg) from exc
+        replicas.append(model)
+    history_file = path / "history.csv"
+    history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
+    split_file = path / "split.json"
+    split = json.loads(split_file.read_text()) if split_file.is_file() else {}
+    info = dict(manifest.get("info", {}), replicas=manifest["replicas"], path=str(path),
+                provenance=manifest.get("provenance", {}), created=manifest.get("created"))
+    return Ensemble(
+        replicas=replicas, genes=genes, reference=np.load(path / "reference.npy"),
+        model_config=model_config, train_config=TrainConfig.from_dict(manifest["train_config"]),
+        pair_config=PairConfig.from_dict(manifest["pair_config"]), history=history, split=split, info=info,
+    )
+
+
+def check_genes(ensemble: Ensemble, genes) -> None:
+    """Raise ``RunError`` when ``genes`` (a dataset's var_names) differ from the run's genes."""
+    genes = np.asarray(list(genes), dtype=str)
+    if len(genes) == ensemble.n_genes and np.array_equal(genes, ensemble.genes):
+        return
+    missing = [g for g in ensemble.genes if g not in set(genes)]
+    msg = (f"The dataset has {len(genes)} genes but the run was trained on {ensemble.n_genes}; "
+           f"{len(missing)} of the run's genes are missing from the dataset (first: {missing[:5]}). "
+           "Read the dataset with the same gene universe (genes=run genes) or retrain.")
+    raise RunError(msg)
+
+
+def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
+    """Table of the complete runs under ``root`` (half-written directories are skipped)."""
+    rows = []
+    root = Path(root).expanduser()
+    for child in sorted(root.iterdir()) if root.is_dir() else []:
+        if child.name.startswith(".") or not (child / MANIFEST).is_file():
+            continue
+        try:
+            m = _read_manifest(child)
+        except RunError:
+            continue
+        losses = [r.get("best_loss") for r in m.get("replicas", []) if r.get("best_loss") is not None]
+        rows.append(dict(name=child.name, path=str(child), created=m.get("created"), n_genes=m.get("n_genes"),
+                         replicas=len(m.get("replicas", [])), best_val_loss=float(np.mean(losses)) if losses else None,
+                         source=m.get("provenance", {}).get("source")))
+    columns = ["name", "path", "created", "n_genes", "replicas", "best_val_loss", "source"]
+    return pd.DataFrame(rows, columns=columns)

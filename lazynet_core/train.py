@@ -1,0 +1,199 @@
+"""Training: one replica at a time, shuffled mini-batches, validation early stopping (method §3, §7b).
+
+Progress is reported through callbacks and cancellation through ``should_stop``, checked before
+every mini-batch, so the same function serves the CLI, the app's background thread and tests.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.nn import functional as F
+
+from .config import ModelConfig, TrainConfig
+from .ensemble import Ensemble
+from .errors import TrainingCancelled, TrainingError
+from .model import LazyNet
+from .pairs import EpochPairs, Pairs
+
+ProgressFn = Callable[[int, int, int, float, float], None]
+EpochFn = Callable[[int, int, float, float, float], None]
+_MAX_VAL_PAIRS = 2048
+_NAN_RETRIES = 2
+
+
+def planned_steps(pairs: Pairs, train_config: TrainConfig) -> int:
+    """Mini-batch steps of the whole ensemble without early stopping (for progress bars and ETA)."""
+    n_perts = len(pairs.evaluation_perturbations("train"))
+    per_epoch = n_perts * pairs.config.resamples
+    per_epoch += int(round(pairs.config.control_pairs * per_epoch))
+    return train_config.replicas * train_config.epochs * math.ceil(per_epoch / train_config.batch_size)
+
+
+def _loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, config: TrainConfig) -> torch.Tensor:
+    if config.loss == "huber":
+        return F.huber_loss(pred, target, delta=config.huber_delta)
+    return (((pred - target) / scale) ** 2).mean()
+
+
+def _validation_set(pairs: Pairs, seed: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    epoch = pairs.sample_epoch(np.random.default_rng(seed), role="val")
+    if len(epoch) == 0:
+        return None
+    keep = slice(0, _MAX_VAL_PAIRS)
+    sub = EpochPairs(epoch.pre_idx[keep], epoch.post_idx[keep], epoch.pert[keep])
+    pre, post = pairs.batch(sub, slice(None), role="val")
+    return torch.from_numpy(pre), torch.from_numpy(post)
+
+
+@torch.no_grad()
+def _evaluate(model: LazyNet, val, scale, config: TrainConfig) -> float:
+    if val is None:
+        return float("nan")
+    pre, post = val
+    losses = [_loss(model.step(pre[i:i + 512]), post[i:i + 512], scale, config).item() * len(pre[i:i + 512])
+              for i in range(0, len(pre), 512)]
+    return float(sum(losses) / len(pre))
+
+
+class _Trainer:
+    """State of one ensemble run: clock, callbacks, stop flag."""
+
+    def __init__(self, pairs: Pairs, model_config: ModelConfig, config: TrainConfig,
+                 on_progress: ProgressFn | None, on_epoch: EpochFn | None,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.pairs, self.model_config, self.config = pairs, model_config, config
+        self.on_progress, self.on_epoch = on_progress, on_epoch
+        self.should_stop = should_stop or (lambda: False)
+        self.start = time.perf_counter()
+        self.scale = torch.from_numpy(pairs.gene_scale())
+        self.val = _validation_set(pairs, seed=config.seed + 10_007)
+        self.records: list[dict] = []
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def deadline(self, replica: int) -> float:
+        """Each replica gets an equal share of the time budget, so all of them train."""
+        if self.config.time_budget_s is None:
+            return math.inf
+        return self.config.time_budget_s * (replica + 1) / self.config.replicas
+
+    def train_replica(self, replica: int) -> tuple[LazyNet, dict]:
+        cfg = self.config
+        seed = cfg.seed * 1000 + replica
+        torch.manual_seed(seed)
+        rng = np.random.default_rng([self.pairs.config.seed, cfg.seed, replica])
+        model = LazyNet(self.pairs.n_genes, self.model_config, seed=seed).to(cfg.device)
+        lr = cfg.lr_for(self.pairs.n_genes)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
+        steps_per_epoch = max(1, planned_steps(self.pairs, cfg.replace(replicas=1, epochs=1)))
+        total = cfg.epochs * steps_per_epoch
+        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr * 0.05)
+                 if cfg.cosine else None)
+        best = (math.inf, copy.deepcopy(model.state_dict()))
+        bad_epochs, step, retries, stopped = 0, 0, 0, "epochs"
+        for epoch in range(cfg.epochs):
+            model.train()
+            batch_losses = []
+            for pre, post in self.pairs.iter_batches(self.pairs.sample_epoch(rng), cfg.batch_size):
+                if self.should_stop():
+                    raise TrainingCancelled("Training was cancelled; nothing was saved.")
+                pre_t, post_t = torch.from_numpy(pre).to(cfg.device), torch.from_numpy(post).to(cfg.device)
+                loss = _loss(model.step(pre_t), post_t, self.scale.to(cfg.device), cfg)
+                if not torch.isfinite(loss):
+                    retries = self._nan_guard(model, opt, best[1], replica, epoch, retries)
+                    continue
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if sched is not None:
+                    sched.step()
+                step += 1
+                batch_losses.append(loss.item())
+                if self.on_progress is not None:
+                    self.on_progress(replica, epoch, step, batch_losses[-1], self.elapsed())
+            train_loss = float(np.mean(batch_losses)) if batch_losses else float("nan")
+            model.eval()
+            val_loss = _evaluate(model, self.val, self.scale, cfg)
+            self.records.append(dict(replica=replica, epoch=epoch, train_loss=train_loss,
+                                     val_loss=val_loss, elapsed_s=self.elapsed()))
+            if self.on_epoch is not None:
+                self.on_epoch(replica, epoch, train_loss, val_loss, self.elapsed())
+            monitored = val_loss if math.isfinite(val_loss) else train_loss
+            if monitored < best[0] - 1e-6:
+                best, bad_epochs = (monitored, copy.deepcopy(model.state_dict())), 0
+            else:
+                bad_epochs += 1
+            if cfg.patience and bad_epochs >= cfg.patience:
+                stopped = "early_stopping"
+                break
+            if self.elapsed() >= self.deadline(replica):
+                stopped = "time_budget"
+                break
+        model.load_state_dict(best[1])
+        model.eval()
+        return model, dict(replica=replica, seed=seed, lr=lr, epochs_run=epoch + 1,
+                           best_loss=best[0], stopped=stopped,
+                           clamped_fraction=model.clamped_fraction(torch.from_numpy(
+                               self.pairs.control_mean("train")[None, :]).to(cfg.device)))
+
+    def _nan_guard(self, model, opt, good_state, replica, epoch, retries) -> int:
+        """Restore the last good weights and halve the learning rate; give up after a few tries."""
+        if retries >= _NAN_RETRIES:
+            msg = (f"The loss became NaN/inf in replica {replica}, epoch {epoch}, even after restoring "
+                   f"the last good weights and halving the learning rate {_NAN_RETRIES} times. "
+                   "Lower the learning rate (TrainConfig.lr) or check the input for extreme values.")
+            raise TrainingError(msg)
+        model.load_state_dict(good_state)
+        for group in opt.param_groups:
+            group["lr"] *= 0.5
+        return retries + 1
+
+
+def train_ensemble(pairs: Pairs, model_config: ModelConfig = ModelConfig(),
+                   train_config: TrainConfig = TrainConfig(), *, on_progress: ProgressFn | None = None,
+                   on_epoch: EpochFn | None = None, should_stop: Callable[[], bool] | None = None
+                   ) -> Ensemble:
+    """Train ``train_config.replicas`` independently seeded LazyNet replicas.
+
+    Parameters
+    ----------
+    pairs
+        The prepared screen (:func:`lazynet_core.make_pairs`).
+    model_config, train_config
+        Architecture and optimisation settings.
+    on_progress
+        ``on_progress(replica, epoch, step, loss, elapsed)`` after every mini-batch.
+    on_epoch
+        ``on_epoch(replica, epoch, train_loss, val_loss, elapsed)`` after every epoch.
+    should_stop
+        Checked before every mini-batch; when it returns True, ``TrainingCancelled`` is raised.
+
+    Returns
+    -------
+    Ensemble
+        The replicas (each at its best validation epoch), with history and split record.
+    """
+    torch.set_flush_denormal(True)  # fresh models at scale otherwise run ~6x slower (architecture note)
+    if train_config.threads:
+        torch.set_num_threads(train_config.threads)
+    trainer = _Trainer(pairs, model_config, train_config, on_progress, on_epoch, should_stop)
+    replicas, infos = [], []
+    for r in range(train_config.replicas):
+        model, info = trainer.train_replica(r)
+        replicas.append(model.cpu())
+        infos.append(info)
+    return Ensemble(
+        replicas=replicas, genes=pairs.genes, reference=pairs.control_mean("train"),
+        model_config=model_config, train_config=train_config, pair_config=pairs.config,
+        history=pd.DataFrame.from_records(trainer.records), split=pairs.split_record(),
+        info={"replicas": infos, "train_seconds": trainer.elapsed(), "hidden": replicas[0].hidden,
+              "parameters_per_replica": replicas[0].n_parameters()},
+    )

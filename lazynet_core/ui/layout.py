@@ -1,0 +1,178 @@
+"""Page furniture shared by every page: style, header, sidebar status, job polling, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lazynet_core.errors import RunError, ScreenError, TrainingCancelled, TrainingError
+from lazynet_core.jobs import JobRefused
+from lazynet_core.ui.loaders import current_ensemble, current_screen, job_registry
+from lazynet_core.ui.state import init_state, query_get, query_set
+
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
+# Errors the core raises for bad input; anything else is a bug and should surface in tests.
+USER_ERRORS = (ScreenError, RunError, TrainingError, TrainingCancelled, JobRefused, FileNotFoundError,
+               KeyError, ValueError, OSError)
+
+_PRESENTATION_CSS = """
+<style>
+html, body, [data-testid="stAppViewContainer"] { font-size: 21px !important; }
+[data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
+[data-testid="stCaptionContainer"], label, .stSelectbox, .stMultiSelect { font-size: 1.2rem !important; }
+h1 { font-size: 3rem !important; } h2 { font-size: 2.3rem !important; } h3 { font-size: 1.9rem !important; }
+[data-testid="stMetricValue"] { font-size: 2.8rem !important; }
+[data-testid="stMetricLabel"] p { font-size: 1.2rem !important; }
+</style>
+"""
+
+
+@contextmanager
+def user_errors(what: str) -> Iterator[None]:
+    """Show the core's user-facing errors as ``st.error`` (never a traceback) and carry on."""
+    try:
+        yield
+    except USER_ERRORS as exc:
+        text = str(exc).strip("'\"") or type(exc).__name__
+        st.error(f"**{what}.** {text}", icon=":material/error:")
+
+
+def apply_style() -> None:
+    """Inject the app CSS, plus large fonts in presentation mode."""
+    css = ASSETS / "style.css"
+    if css.exists():
+        st.html(f"<style>{css.read_text()}</style>")
+    if st.session_state.get("presentation"):
+        st.html(_PRESENTATION_CSS)
+
+
+def page_header(title: str, caption: str) -> None:
+    """Title plus a one-line caption saying what the page is for."""
+    st.title(title)
+    st.caption(caption)
+
+
+def need(*, screen: bool = True, run: bool = False) -> tuple[Any, Any]:
+    """Return ``(adata, ensemble)``; if a required one is missing, say where to get it and stop."""
+    adata = ens = None
+    with user_errors("Could not open the loaded screen"):
+        adata = current_screen()
+    if screen and adata is None:
+        st.info("No screen loaded yet. Start on the **Data** page: one click loads the demo screen.",
+                icon=":material/dataset:")
+        st.page_link("pages/1_Data.py", label="Go to Data", icon=":material/arrow_forward:")
+        st.stop()
+    with user_errors("Could not open the loaded run"):
+        ens = current_ensemble()
+    if run and ens is None:
+        st.info("No trained run loaded. Train one (or load a saved run) on the **Train** page.",
+                icon=":material/model_training:")
+        st.page_link("pages/2_Train.py", label="Go to Train", icon=":material/arrow_forward:")
+        st.stop()
+    return adata, ens
+
+
+# ---- background job ---------------------------------------------------------------------------
+def session_job() -> Any:
+    """This session's job (reattached from ``?job=`` after a refresh), else the active one."""
+    reg = job_registry()
+    job = reg.get(st.session_state.get("job_id"))
+    if job is None:
+        job = reg.get(query_get("job"))
+        if job is not None:
+            st.session_state["job_id"] = job.job_id
+    return job or reg.active()
+
+
+def handle_job_end(job: Any) -> bool:
+    """Once per job: adopt the finished run into the session. True if something changed."""
+    if job is None or job.progress().active or st.session_state.get("job_done_seen") == job.job_id:
+        return False
+    if job.job_id != st.session_state.get("job_id"):
+        return False
+    st.session_state["job_done_seen"] = job.job_id
+    snap = job.progress()
+    if snap.status == "done" and snap.run_path:
+        st.session_state["run_path"] = snap.run_path
+        query_set("run", snap.run_path)
+    query_set("job", None)
+    return True
+
+
+def _job_status() -> None:
+    job = session_job()
+    if job is None:
+        st.caption("No training job running.")
+        return
+    snap = job.progress()
+    if snap.active:
+        eta = "" if snap.eta_s is None else f" · ETA {snap.eta_s:.0f}s"
+        st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"{snap.name}: {snap.describe()}")
+        st.caption(f"elapsed {snap.elapsed_s:.0f}s{eta}")
+    elif snap.status == "failed":
+        st.error(f"Job {snap.name} failed: {snap.error}", icon=":material/error:")
+    else:
+        st.caption(f"Last job **{snap.name}**: {snap.status} in {snap.elapsed_s:.0f}s.")
+    if handle_job_end(job):
+        st.rerun()
+
+
+def job_status_fragment() -> None:
+    """Job progress that refreshes itself every second while a job is active."""
+    job = session_job()
+    active = job is not None and job.progress().active
+    st.fragment(_job_status, run_every=1.0 if active else None)()
+
+
+def sidebar() -> None:
+    """Logo, presentation toggle, loaded screen, run and job progress (on every page)."""
+    init_state()
+    logo = ASSETS / "logo.svg"
+    if logo.exists():
+        st.logo(str(logo), size="large")
+    with st.sidebar:
+        st.toggle("Presentation mode", key="presentation", help="Large fonts for lab meetings and projectors.")
+        st.markdown("##### Screen")
+        spec = st.session_state.get("screen")
+        adata = None
+        if spec is not None:
+            with user_errors("Screen"):
+                adata = current_screen()
+        if adata is not None:
+            st.markdown(f"**{spec['label']}** · {adata.n_obs:,} cells × {adata.n_vars:,} genes")
+        else:
+            st.caption("none loaded")
+        st.markdown("##### Run")
+        ens = None
+        if st.session_state.get("run_path"):
+            with user_errors("Run"):
+                ens = current_ensemble()
+        if ens is not None:
+            name = Path(st.session_state["run_path"]).name
+            st.markdown(f"**{name}** · {len(ens.replicas)} replicas · {ens.n_genes} genes")
+        else:
+            st.caption("none loaded")
+        st.markdown("##### Training")
+        job_status_fragment()
+    apply_style()
+
+
+def restore_from_url() -> None:
+    """Once per session: reopen the screen / run / job named in the URL (a shared or refreshed view)."""
+    from lazynet_core.ui.loaders import demo_source, load_run_into_session, load_screen_into_session, screen_spec
+
+    if st.session_state.get("_url_restored"):
+        return
+    st.session_state["_url_restored"] = True
+    if st.session_state.get("screen") is None and query_get("screen") == "demo":
+        with user_errors("Could not reopen the demo screen from the link"):
+            load_screen_into_session(screen_spec(demo_source(), label="demo"))
+    run = query_get("run")
+    if run and not st.session_state.get("run_path"):
+        with user_errors("Could not reopen the run from the link"):
+            load_run_into_session(run)
+    session_job()

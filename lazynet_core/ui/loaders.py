@@ -1,0 +1,277 @@
+"""Cached loaders and the session's current screen, run and pairs.
+
+Heavy objects (AnnData, Ensemble, Pairs, the job registry) live in ``st.cache_resource``, keyed by
+plain strings (paths, JSON of configs), and are shared read-only by every session of the process.
+A session only stores the *keys* (``st.session_state["screen"]``, ``["run_path"]``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+
+from lazynet_core.errors import RunError, ScreenError
+from lazynet_core.jobs import JobRegistry
+from lazynet_core.ui.state import query_set
+
+SCREEN_FIELDS = ("source", "pert_key", "control", "modality", "genes", "n_top_genes")
+
+
+def runs_root() -> Path:
+    """Directory of saved runs: ``$LAZYNET_RUNS_DIR`` or ``./runs`` (kept out of git)."""
+    root = Path(os.environ.get("LAZYNET_RUNS_DIR", "runs")).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    ignore = root / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("# trained runs are local data, never committed\n*\n")
+    return root
+
+
+@st.cache_resource
+def job_registry() -> JobRegistry:
+    """The process-wide training job registry (one active job at a time)."""
+    return JobRegistry()
+
+
+# ---- screens ------------------------------------------------------------------------------------
+def resolve_h5ad(path: str) -> str:
+    """Resolve a typed path to an existing ``.h5ad`` file, else raise a readable error."""
+    text = (path or "").strip().strip('"').strip("'")
+    if not text:
+        msg = "No path given: type the full path of an .h5ad file, e.g. ~/data/screen.h5ad."
+        raise ScreenError(msg)
+    try:
+        resolved = Path(text).expanduser().resolve(strict=True)
+    except (FileNotFoundError, RuntimeError):
+        msg = f"File not found: '{text}'. Check the path (it is read on the machine running the app)."
+        raise ScreenError(msg) from None
+    if resolved.is_dir() or resolved.suffix.lower() != ".h5ad":
+        msg = f"'{resolved}' is not an .h5ad file; LazyNet reads AnnData .h5ad files."
+        raise ScreenError(msg)
+    return str(resolved)
+
+
+def save_upload(name: str, data: bytes) -> str:
+    """Write uploaded bytes to a temp file named by their hash; return its path."""
+    if not name.lower().endswith(".h5ad"):
+        msg = f"'{name}' is not an .h5ad file; upload an AnnData .h5ad screen."
+        raise ScreenError(msg)
+    folder = Path(tempfile.gettempdir()) / "lazynet_uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.h5ad"
+    if not path.exists():
+        path.write_bytes(data)
+    return str(path)
+
+
+def demo_source() -> str:
+    """Path of the shipped demo screen (written from code if the file is missing)."""
+    from lazynet_core import datasets
+
+    path = datasets.demo_path()
+    if not path.exists():
+        datasets.write_demo(path)
+    return str(path)
+
+
+def screen_spec(source: str, *, label: str | None = None, pert_key: str | None = None,
+                control: str | None = None, modality: str | None = None, genes: str = "all",
+                n_top_genes: int = 2000) -> dict[str, Any]:
+    """The small dict that identifies a loaded screen (session state and cache key)."""
+    return {"source": str(source), "label": label or Path(source).stem, "pert_key": pert_key or None,
+            "control": control or None, "modality": modality or None, "genes": genes,
+            "n_top_genes": int(n_top_genes)}
+
+
+@st.cache_resource(show_spinner="Reading and normalising the screen…", max_entries=4)
+def _read_screen(source: str, pert_key: str | None, control: str | None, modality: str | None,
+                 genes: str, n_top_genes: int) -> Any:
+    from lazynet_core.data import read_screen
+
+    try:
+        return read_screen(source, pert_key=pert_key, control=control, modality=modality, genes=genes,
+                           n_top_genes=n_top_genes)
+    except OSError as exc:  # h5py raises bare OSError for corrupt / truncated files
+        msg = f"Could not read '{source}' as an .h5ad file ({exc}). Is the file complete and an AnnData?"
+        raise ScreenError(msg) from exc
+
+
+def _screen_key(spec: dict[str, Any]) -> tuple:
+    return tuple(spec.get(k) for k in SCREEN_FIELDS)
+
+
+def read_spec(spec: dict[str, Any]) -> Any:
+    """The AnnData of a screen spec (cached)."""
+    return _read_screen(*_screen_key(spec))
+
+
+def load_screen_into_session(spec: dict[str, Any]) -> Any:
+    """Read ``spec``; on success make it the session's screen (a different screen unloads the run)."""
+    adata = read_spec(spec)
+    old = st.session_state.get("screen")
+    st.session_state["screen"] = spec
+    if old is not None and _screen_key(old) != _screen_key(spec) and st.session_state.get("run_path"):
+        ens = current_ensemble()
+        if ens is not None and list(ens.genes) != list(adata.var_names):
+            st.session_state["run_path"] = None
+            query_set("run", None)
+    query_set("screen", "demo" if spec.get("label") == "demo" else None)
+    return adata
+
+
+def current_screen() -> Any | None:
+    """The session's AnnData, or ``None`` when no screen is loaded."""
+    spec = st.session_state.get("screen")
+    return None if spec is None else read_spec(spec)
+
+
+# ---- runs ---------------------------------------------------------------------------------------
+@st.cache_resource(show_spinner="Loading the run…", max_entries=8)
+def _load_run(path: str, stamp: float) -> Any:
+    from lazynet_core.runs import load_run
+
+    return load_run(path)
+
+
+def load_ensemble(path: str) -> Any:
+    """The Ensemble saved at ``path`` (cached; reloaded when its manifest changes)."""
+    manifest = Path(path) / "config.json"
+    stamp = manifest.stat().st_mtime if manifest.exists() else 0.0
+    return _load_run(str(path), stamp)
+
+
+def load_run_into_session(path: str) -> Any:
+    """Load the run at ``path`` and make it the session's run; load its screen too if none is.
+
+    The run's manifest records how its screen was read (``provenance["screen"]``), so a shared
+    URL with only ``?run=...`` reopens the same view.
+    """
+    path = str(Path(path).expanduser())
+    ens = load_ensemble(path)
+    prov = ens.info.get("provenance", {}) if isinstance(ens.info, dict) else {}
+    spec = prov.get("screen")
+    if st.session_state.get("screen") is None and spec and Path(spec.get("source", "")).exists():
+        load_screen_into_session(spec)
+    if st.session_state.get("screen") is not None:
+        from lazynet_core.runs import check_genes
+
+        check_genes(ens, read_spec(st.session_state["screen"]).var_names)
+    st.session_state["run_path"] = path
+    query_set("run", path)
+    return ens
+
+
+def current_ensemble() -> Any | None:
+    """The session's Ensemble, or ``None``."""
+    path = st.session_state.get("run_path")
+    return None if not path else load_ensemble(path)
+
+
+@st.cache_resource(show_spinner="Building pairs and split…", max_entries=8)
+def _pairs(screen_key: tuple, pair_config_json: str) -> Any:
+    from lazynet_core.config import PairConfig
+    from lazynet_core.pairs import make_pairs
+
+    spec = dict(zip(SCREEN_FIELDS, screen_key, strict=True))
+    return make_pairs(read_spec(spec), PairConfig.from_dict(json.loads(pair_config_json)))
+
+
+def pairs_for(spec: dict[str, Any], pair_config: Any) -> Any:
+    """Pairs of a screen spec under ``pair_config`` (cached)."""
+    return _pairs(_screen_key(spec), json.dumps(pair_config.to_dict(), sort_keys=True))
+
+
+def current_pairs(ensemble: Any) -> Any:
+    """Pairs of the session's screen with the run's own split; genes must match the run."""
+    from lazynet_core.runs import check_genes
+
+    spec = st.session_state.get("screen")
+    if spec is None:
+        msg = "No screen is loaded: load the screen this run was trained on (Data page)."
+        raise RunError(msg)
+    check_genes(ensemble, read_spec(spec).var_names)
+    return pairs_for(spec, ensemble.pair_config)
+
+
+# ---- derived results of the current run (cached per run path and screen) ---------------------------
+def _run_key() -> tuple[str, tuple]:
+    path = st.session_state.get("run_path")
+    spec = st.session_state.get("screen")
+    if not path or spec is None:
+        msg = "Load a screen and a run first (Data and Train pages)."
+        raise RunError(msg)
+    return str(path), _screen_key(spec)
+
+
+@st.cache_resource(show_spinner="Evaluating LazyNet and the baselines…", max_entries=16)
+def _evaluation(path: str, screen_key: tuple, role: str) -> Any:
+    from lazynet_core.ui import services
+
+    ens = load_ensemble(path)
+    pairs = current_pairs_for(ens, screen_key)
+    return services.evaluation_frame(ens, pairs, role)
+
+
+def current_pairs_for(ensemble: Any, screen_key: tuple) -> Any:
+    """Pairs of an explicit screen key with the run's split."""
+    return _pairs(screen_key, json.dumps(ensemble.pair_config.to_dict(), sort_keys=True))
+
+
+def run_evaluation(role: str) -> Any:
+    """Tidy ``metrics.evaluate`` frame of the current run on ``role`` (cached)."""
+    path, key = _run_key()
+    return _evaluation(path, key, role)
+
+
+@st.cache_resource(show_spinner="Computing the Jacobian…", max_entries=16)
+def _jacobian(path: str, genes: tuple[str, ...] | None) -> Any:
+    from lazynet_core.ui import services
+
+    return services.dense_jacobian(load_ensemble(path), None if genes is None else list(genes))
+
+
+def run_jacobian(genes: tuple[str, ...] | None = None) -> Any:
+    """Dense ``JacobianResult`` of the current run over ``genes`` (all genes if ``None``; cached)."""
+    path = st.session_state.get("run_path")
+    if not path:
+        msg = "No run loaded: train or load one on the Train page."
+        raise RunError(msg)
+    return _jacobian(str(path), genes)
+
+
+@st.cache_resource(max_entries=8)
+def _provider(path: str) -> Any:
+    from lazynet_core.jacobian import column_provider
+
+    return column_provider(load_ensemble(path))
+
+
+def run_provider() -> Any:
+    """On-demand Jacobian column provider of the current run (cached, shared)."""
+    path, _ = _run_key()
+    return _provider(path)
+
+
+@st.cache_resource(show_spinner="Scoring planted-network recovery…", max_entries=8)
+def _planted(path: str, screen_key: tuple) -> Any:
+    from lazynet_core.ui import services
+
+    ens = load_ensemble(path)
+    pairs = current_pairs_for(ens, screen_key)
+    adata = read_spec(dict(zip(SCREEN_FIELDS, screen_key, strict=True)))
+    if "planted_network" not in adata.uns:
+        return None
+    full = _jacobian(path, None) if ens.n_genes <= services.DENSE_MAX_GENES else None
+    return None if full is None else services.planted_recovery_table(ens, pairs, adata, full)
+
+
+def run_planted_recovery() -> Any:
+    """Planted-network recovery table of the current run (``None`` for real screens)."""
+    path, key = _run_key()
+    return _planted(path, key)

@@ -1,0 +1,153 @@
+"""Tests for the synthetic screen generators (``lazynet_core.datasets``)."""
+
+from __future__ import annotations
+
+import anndata as ad
+import numpy as np
+import pytest
+from scipy import sparse
+
+from lazynet_core import datasets
+from lazynet_core.datasets import CONTROL
+
+GENERATORS = [datasets.toy_screen, datasets.demo_screen, datasets.hill_screen]
+
+
+@pytest.fixture(scope="module")
+def screens() -> dict[str, ad.AnnData]:
+    return {f.__name__: f() for f in GENERATORS}
+
+
+def _lognorm(adata: ad.AnnData) -> np.ndarray:
+    x = adata.X.toarray()
+    return np.log1p(x / x.sum(1, keepdims=True) * 1e4)
+
+
+def _single_target_shifts(adata: ad.AnnData) -> list[tuple[str, str, float]]:
+    """(target, modality, mean log-normalised change of the target itself) for every single."""
+    x, obs = _lognorm(adata), adata.obs
+    pert = obs["perturbation"].astype(str).to_numpy()
+    ctrl = x[pert == CONTROL].mean(0)
+    genes = list(adata.var_names)
+    out = []
+    for target in np.unique(pert[(pert != CONTROL) & ~np.char.count(pert.astype(str), "+").astype(bool)]):
+        cells = pert == target
+        j = genes.index(target)
+        out.append((target, obs["modality"][cells].iloc[0], x[cells, j].mean() - ctrl[j]))
+    return out
+
+
+@pytest.mark.parametrize("generator", GENERATORS)
+def test_deterministic_given_seed(generator):
+    a, b, c = generator(seed=3), generator(seed=3), generator(seed=4)
+    assert (a.X != b.X).nnz == 0
+    assert a.obs.equals(b.obs)
+    assert a.shape != c.shape or (a.X != c.X).nnz > 0
+
+
+@pytest.mark.parametrize("name", [f.__name__ for f in GENERATORS])
+def test_contract_format(screens, name):
+    adata = screens[name]
+    assert sparse.issparse(adata.X) and adata.X.format == "csr" and adata.X.dtype == np.float32
+    data = adata.X.data
+    assert np.all(data >= 0) and np.array_equal(data, np.round(data))
+    assert {"perturbation", "modality"} <= set(adata.obs)
+    assert (adata.obs["perturbation"] == CONTROL).sum() > 0
+    assert set(adata.obs["modality"]) <= {"CRISPRi", "CRISPRa"}
+    net = adata.uns["planted_network"]
+    assert len(net["source"]) == len(net["target"]) == len(net["weight"]) > 0
+    assert set(net["source"]) | set(net["target"]) <= set(adata.var_names)
+    syn = adata.uns["synthetic"]
+    assert syn["generator"] == name and syn["n_cells"] == adata.n_obs and syn["n_genes"] == adata.n_vars
+
+
+def test_demo_contents(screens):
+    adata = screens["demo_screen"]
+    obs = adata.obs
+    assert 250 <= adata.n_vars <= 350 and 3500 <= adata.n_obs <= 4500
+    assert {"MTOR", "TLR4", "ADCY10", "SIRT3", "PSAP", "GPX4", "NFE2L2"} <= set(adata.var_names)
+    assert set(obs.loc[obs["perturbation"] == CONTROL, "modality"]) == {"CRISPRi", "CRISPRa"}
+    perts = set(obs["perturbation"]) - {CONTROL}
+    assert sum("+" in p for p in perts) >= 3
+    assert 55 <= len(perts) <= 70
+    edges = set(zip(adata.uns["planted_network"]["source"], adata.uns["planted_network"]["target"]))
+    assert {
+        ("NFE2L2", "SLC7A11"),
+        ("KEAP1", "NFE2L2"),
+        ("PSAP", "MTOR"),
+        ("MFN2", "TLR4"),
+        ("ADCY10", "SIRT3"),
+    } <= edges
+    regulators = set(adata.uns["planted_network"]["source"])
+    assert regulators & perts and regulators - perts  # perturbed and unperturbed regulators
+
+
+@pytest.mark.parametrize("name", [f.__name__ for f in GENERATORS])
+def test_targets_move_in_the_modality_direction(screens, name):
+    shifts = _single_target_shifts(screens[name])
+    down = [d < 0 for _, m, d in shifts if m == "CRISPRi"]
+    up = [d > 0 for _, m, d in shifts if m == "CRISPRa"]
+    assert np.mean(down) > 0.8
+    if up:
+        assert np.mean(up) > 0.8
+
+
+def test_toy_strong_edge_shows_downstream(screens):
+    adata = screens["toy_screen"]
+    x, pert = _lognorm(adata), adata.obs["perturbation"].to_numpy()
+    g1 = list(adata.var_names).index("G1")
+    assert x[pert == "G0", g1].mean() < x[pert == CONTROL, g1].mean() - 0.3
+
+
+def test_round_trip_h5ad(screens, tmp_path):
+    adata = screens["demo_screen"]
+    path = tmp_path / "demo.h5ad"
+    adata.write_h5ad(path)
+    back = ad.read_h5ad(path)
+    assert (back.X != adata.X).nnz == 0
+    for key in ("source", "target"):
+        assert list(back.uns["planted_network"][key]) == list(adata.uns["planted_network"][key])
+    np.testing.assert_allclose(back.uns["planted_network"]["weight"], adata.uns["planted_network"]["weight"])
+    assert dict(back.uns["synthetic"]) == adata.uns["synthetic"]
+
+
+def test_demo_asset_matches_generator(screens):
+    path = datasets.demo_path()
+    assert path.exists() and path.stat().st_size <= 5e6
+    shipped = datasets.load_demo()
+    assert (shipped.X != screens["demo_screen"].X).nnz == 0
+    assert list(shipped.obs["perturbation"].astype(str)) == list(screens["demo_screen"].obs["perturbation"])
+
+
+def test_planted_network_is_a_dag(screens):
+    net = datasets.PlantedNetwork(np.array(["a", "b"]), np.array([0, 1]), np.array([1, 0]), np.ones(2))
+    with pytest.raises(ValueError, match="cycle"):
+        net.levels()
+    for adata in screens.values():
+        uns = adata.uns["planted_network"]
+        index = {g: i for i, g in enumerate(adata.var_names)}
+        src = np.array([index[g] for g in uns["source"]])
+        tgt = np.array([index[g] for g in uns["target"]])
+        datasets.PlantedNetwork(np.asarray(adata.var_names), src, tgt, uns["weight"]).levels()
+
+
+def test_write_paper_screen_tiny(tmp_path):
+    path = datasets.write_paper_screen(
+        tmp_path / "paper.h5ad", n_cells=500, n_genes=300, n_perturbations=40, chunk_size=128
+    )
+    adata = ad.read_h5ad(path)
+    assert adata.shape == (500, 300)
+    assert sparse.issparse(adata.X) and adata.X.format == "csr"
+    assert np.array_equal(adata.X.data, np.round(adata.X.data))
+    assert adata.uns["synthetic"]["n_single_targets"] == 40
+    assert (adata.obs["perturbation"] == CONTROL).sum() == 50
+    assert not list(tmp_path.glob(".*.tmp"))
+    again = datasets.write_paper_screen(
+        tmp_path / "again.h5ad", n_cells=500, n_genes=300, n_perturbations=40, chunk_size=128
+    )
+    assert (ad.read_h5ad(again).X != adata.X).nnz == 0
+
+
+def test_paper_spec_rejects_impossible_sizes():
+    with pytest.raises(ValueError, match="n_perturbations"):
+        datasets.paper_screen_spec(n_cells=100, n_genes=50, n_perturbations=40)
