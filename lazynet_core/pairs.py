@@ -208,10 +208,24 @@ def _parse_targets(labels: np.ndarray, genes: pd.Index) -> tuple[np.ndarray, ...
     return tuple(out)
 
 
+def _validation_perturbations(test_perts: np.ndarray, config: PairConfig, rng: np.random.Generator) -> set:
+    """On the perturbation split, early stopping watches whole held-out training perturbations.
+
+    Their deltas average all their cells (a few cells per perturbation would be mostly noise) and
+    they measure what the split asks: prediction for targets not trained on.
+    """
+    if config.split != "perturbations" or config.val_fraction == 0:
+        return set()
+    candidates = np.flatnonzero(~test_perts)
+    n_val = int(round(config.val_fraction * len(candidates)))
+    return set(rng.choice(candidates, size=min(n_val, len(candidates) - 2), replace=False).tolist())
+
+
 def _assign_roles(cell_pert: np.ndarray, test_perts: np.ndarray, config: PairConfig,
                   rng: np.random.Generator) -> np.ndarray:
     """Per-cell role: held-out perturbations -> test; other groups split by fractions."""
     role = np.full(len(cell_pert), "train", dtype=object)
+    val_perts = _validation_perturbations(test_perts, config, rng)
     for p in np.unique(cell_pert):
         idx = np.flatnonzero(cell_pert == p)
         if p >= 0 and test_perts[p]:
@@ -219,8 +233,10 @@ def _assign_roles(cell_pert: np.ndarray, test_perts: np.ndarray, config: PairCon
             continue
         idx = rng.permutation(idx)
         n_test = int(round(config.test_fraction * len(idx)))
-        n_val = int(round(config.val_fraction * len(idx)))
-        if len(idx) - n_test - n_val < 1:  # keep at least one training cell
+        n_val = int(round(config.val_fraction * len(idx))) if p < 0 or config.split == "cells" else 0
+        if p in val_perts:
+            n_val = len(idx) - n_test
+        elif len(idx) - n_test - n_val < 1:  # keep at least one training cell
             n_val = max(0, len(idx) - n_test - 1)
         role[idx[:n_test]] = "test"
         role[idx[n_test:n_test + n_val]] = "val"

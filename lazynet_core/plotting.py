@@ -228,7 +228,7 @@ _EXTERNAL_TAG = re.compile(
     re.IGNORECASE | re.DOTALL)
 # Short HTML comments holding a src/href (pyvis keeps a commented-out ../node_modules link).
 _URL_COMMENT = re.compile(r"<!--(?:(?!-->).){0,1000}?(?:src|href)\s*=(?:(?!-->).){0,1000}?-->", re.DOTALL)
-_SOURCE_MAP = re.compile(r"//# sourceMappingURL=\S+")
+_SOURCE_MAP = re.compile(r"//# sourceMappingURL=[^\s<'\"]+")
 
 
 def strip_external_urls(page: str) -> str:

@@ -137,7 +137,8 @@ class _Trainer:
             if self.elapsed() >= self.deadline(replica):
                 stopped = "time_budget"
                 break
-        model.load_state_dict(best[1])
+        if cfg.patience:  # early stopping: keep the best validation epoch; otherwise the last one
+            model.load_state_dict(best[1])
         model.eval()
         return model, dict(replica=replica, seed=seed, lr=lr, epochs_run=epoch + 1,
                            best_loss=best[0], stopped=stopped,

@@ -14,8 +14,11 @@ into a page until ``st.navigation`` runs, so shared helpers there would show up 
 from lazynet_core.ui.layout import (
     USER_ERRORS,
     apply_style,
+    follow_deep_link,
+    frame_guard,
     need,
     page_header,
+    restore_deep_query,
     restore_from_url,
     session_job,
     sidebar,
@@ -33,7 +36,7 @@ from lazynet_core.ui.loaders import (
 from lazynet_core.ui.state import init_state, query_get, query_set
 
 __all__ = [
-    "USER_ERRORS", "apply_style", "current_ensemble", "current_pairs", "current_screen", "init_state",
+    "USER_ERRORS", "apply_style", "follow_deep_link", "frame_guard", "restore_deep_query", "current_ensemble", "current_pairs", "current_screen", "init_state",
     "job_registry", "load_run_into_session", "load_screen_into_session", "need", "page_header",
     "query_get", "query_set", "restore_from_url", "runs_root", "session_job", "sidebar", "user_errors",
 ]

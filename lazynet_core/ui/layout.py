@@ -176,3 +176,34 @@ def restore_from_url() -> None:
         with user_errors("Could not reopen the run from the link"):
             load_run_into_session(run)
     session_job()
+
+
+def frame_guard(page_file: str) -> None:
+    """Send a page that was opened directly (a deep link in a fresh session) through ``app.py``.
+
+    With a ``pages/`` folder, Streamlit 1.67 runs ``pages/X.py`` on its own for a URL such as
+    ``/Networks`` until ``st.navigation`` has run once in the session, so the frame (sidebar, page
+    config, URL state) would be skipped. The page stashes where the user wanted to go and the URL
+    parameters, and ``app.py`` comes back to it after setting up navigation.
+    """
+    if st.session_state.get("_framed"):
+        return
+    st.session_state["_deep_link"] = page_file
+    st.session_state["_deep_query"] = {k: st.query_params.get(k) for k in st.query_params}
+    st.switch_page("app.py")
+
+
+def follow_deep_link() -> None:
+    """In ``app.py`` after ``st.navigation``: mark the session framed and resume a deep link."""
+    st.session_state["_framed"] = True
+    target = st.session_state.pop("_deep_link", None)
+    if target:
+        st.switch_page(target)
+
+
+def restore_deep_query() -> None:
+    """Put back the URL parameters a deep link carried (``st.switch_page`` drops them)."""
+    stashed = st.session_state.pop("_deep_query", None) or {}
+    for key, value in stashed.items():
+        if value is not None and key not in st.query_params:
+            st.query_params[key] = value

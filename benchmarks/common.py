@@ -1,0 +1,211 @@
+"""Shared helpers of the benchmark scripts: machine info, stage timers with peak RSS, JSON output.
+
+Peak memory is measured two ways: a sampling thread reads ``VmRSS`` from ``/proc/self/status``
+every ``interval`` seconds and keeps the peak of each stage, and ``resource.getrusage`` gives the
+process-wide high-water mark (``ru_maxrss``, never reset, so it is the peak *so far*).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import resource
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+CACHE = ROOT / "benchmarks" / "cache"
+
+if str(ROOT) not in sys.path:  # allow `python benchmarks/x.py` as well as PYTHONPATH=.
+    sys.path.insert(0, str(ROOT))
+
+
+def rss_gb() -> float:
+    """Current resident set size of this process in GB (from /proc/self/status VmRSS)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1e6  # kB -> GB
+    except OSError:
+        pass
+    return float("nan")
+
+
+def maxrss_gb() -> float:
+    """Process-wide peak RSS so far in GB (``ru_maxrss`` is in kB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+
+
+class StageMeter:
+    """Wall time and peak RSS per named stage, sampled by a background thread.
+
+    Use ``with meter.stage("name"):``; ``meter.records`` holds one dict per stage with
+    ``stage, seconds, rss_start_gb, rss_end_gb, peak_rss_gb`` (sampled) and ``maxrss_gb``
+    (process high-water mark at the end of the stage).
+    """
+
+    def __init__(self, interval: float = 0.05) -> None:
+        self.interval = interval
+        self.records: list[dict[str, Any]] = []
+        self._peak = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = rss_gb()
+            with self._lock:
+                self._peak = max(self._peak, value)
+            time.sleep(self.interval)
+
+    @contextmanager
+    def stage(self, name: str, **extra: Any):
+        start_rss = rss_gb()
+        with self._lock:
+            self._peak = start_rss
+        t0 = time.perf_counter()
+        record: dict[str, Any] = {"stage": name, **extra}
+        try:
+            yield record
+        finally:
+            seconds = time.perf_counter() - t0
+            end_rss = rss_gb()
+            with self._lock:
+                peak = max(self._peak, end_rss)
+            record.update(seconds=seconds, rss_start_gb=start_rss, rss_end_gb=end_rss,
+                          peak_rss_gb=peak, maxrss_gb=maxrss_gb())
+            self.records.append(record)
+            print(f"  [{name}] {seconds:8.2f} s   RSS {start_rss:6.2f} -> {end_rss:6.2f} GB   "
+                  f"peak {peak:6.2f} GB", flush=True)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=1.0)
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU count, affinity, torch version and threads, platform and date (UTC)."""
+    import torch
+
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except AttributeError:
+        affinity = None
+    cpu_model = None
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        with open("/proc/meminfo") as fh:
+            mem_total_gb = int(fh.readline().split()[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        mem_total_gb = None
+    return {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "cpu_model": cpu_model,
+        "mem_total_gb": mem_total_gb,
+        "load_avg": list(os.getloadavg()),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+    }
+
+
+def _default(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return None if not np.isfinite(obj) else float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, set | tuple):
+        return list(obj)
+    return str(obj)
+
+
+def _clean(obj: Any) -> Any:
+    """Replace non-finite floats by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _clean(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_clean(v) for v in obj]
+    if isinstance(obj, np.floating):
+        return _clean(float(obj))
+    return obj
+
+
+def write_json(name: str, payload: dict[str, Any]) -> Path:
+    """Write ``benchmarks/results/<name>.json`` (NaN -> null) and return its path."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(_clean(payload), indent=1, default=_default) + "\n")
+    os.replace(tmp, path)
+    print(f"\nwrote {path}")
+    return path
+
+
+def paper_screen_path(n_cells: int, n_genes: int, n_perturbations: int, seed: int = 0) -> Path:
+    """Cache path of a synthetic screen written by ``datasets.write_paper_screen``."""
+    return CACHE / f"paper_{n_cells}x{n_genes}_p{n_perturbations}_s{seed}.h5ad"
+
+
+def ensure_paper_screen(n_cells: int, n_genes: int, n_perturbations: int, *, seed: int = 0,
+                        meter: StageMeter | None = None, chunk_size: int = 2000) -> tuple[Path, bool]:
+    """Generate (or reuse) a cached ``write_paper_screen`` file; returns (path, generated)."""
+    from lazynet_core import datasets
+
+    path = paper_screen_path(n_cells, n_genes, n_perturbations, seed)
+    if path.exists():
+        return path, False
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if meter is None:
+        datasets.write_paper_screen(path, n_cells=n_cells, n_genes=n_genes,
+                                    n_perturbations=n_perturbations, chunk_size=chunk_size, seed=seed)
+    else:
+        with meter.stage("generate", n_cells=n_cells, n_genes=n_genes) as rec:
+            datasets.write_paper_screen(path, n_cells=n_cells, n_genes=n_genes,
+                                        n_perturbations=n_perturbations, chunk_size=chunk_size, seed=seed)
+            rec["file_mb"] = path.stat().st_size / 1e6
+    return path, True
+
+
+def fmt_table(rows: list[dict[str, Any]], columns: list[str], floatfmt: str = "{:.3g}") -> str:
+    """Plain-text table of dicts (missing keys blank)."""
+    def cell(v: Any) -> str:
+        if isinstance(v, float | np.floating):
+            return "nan" if not np.isfinite(v) else floatfmt.format(v)
+        return "" if v is None else str(v)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(b[i]) for b in body)) if body else len(c) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
+    return "\n".join(lines)

@@ -1,0 +1,21 @@
+import pytest
+
+
+@pytest.fixture(scope="session")
+def toy_adata():
+    from lazynet_core.data import read_screen
+    from lazynet_core.datasets import toy_screen
+
+    return read_screen(toy_screen())
+
+
+@pytest.fixture(scope="session")
+def toy_ensemble(toy_adata):
+    """A small ensemble trained on every perturbation of the toy screen (cells split)."""
+    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.train import train_ensemble
+
+    pairs = make_pairs(toy_adata, PairConfig(split="cells", resamples=32, k=16, seed=0))
+    ensemble = train_ensemble(pairs, ModelConfig(), TrainConfig(replicas=2, epochs=60, patience=0, lr=1e-2, batch_size=32))
+    return pairs, ensemble

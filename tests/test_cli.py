@@ -1,0 +1,63 @@
+"""CLI: train / evaluate / predict on the demo; bad input exits 2 with one line."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, cwd=ROOT):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run([sys.executable, "-m", "lazynet_core", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env=env)
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "demo"
+    result = run_cli("train", "--demo", "--out", str(out), "--replicas", "2", "--epochs", "3")
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+def test_train_evaluate_predict(demo_run):
+    assert (demo_run / "config.json").is_file()
+    result = run_cli("evaluate", str(demo_run))
+    assert result.returncode == 0, result.stderr
+    for name in ("lazynet", "perturbed_mean", "pert_mean", "linear", "identity", "perturbations", "cells"):
+        assert name in result.stdout
+    result = run_cli("predict", str(demo_run), "--set", "GPX4=0.25", "--top", "5")
+    assert result.returncode == 0 and "predicted_delta" in result.stdout
+
+
+def test_network_command(demo_run, tmp_path):
+    out = tmp_path / "edges.csv"
+    result = run_cli("network", str(demo_run), "--module", "ferroptosis", "--breadth", "4", "--depth", "2",
+                     "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert out.read_text().splitlines()[0].startswith("source,target,weight,sign")
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("train", "--data", "/no/such/file.h5ad", "--out", "x"), "does not exist"),
+    (("evaluate", "/no/such/run"), "does not exist"),
+    (("predict", "RUN", "--set", "NOTAGENE=0.5"), "NOTAGENE"),
+])
+def test_bad_input_exit_2_one_line(args, needle, demo_run, tmp_path):
+    args = tuple(str(demo_run) if a == "RUN" else a for a in args)
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert needle in result.stderr
+    assert not (tmp_path / "x").exists()
+
+
+def test_existing_run_directory_refused(demo_run):
+    before = sorted(p.name for p in demo_run.iterdir())
+    result = run_cli("train", "--demo", "--out", str(demo_run), "--epochs", "1")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert sorted(p.name for p in demo_run.iterdir()) == before
