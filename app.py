@@ -21,15 +21,33 @@ def home() -> None:
         "Its Jacobian, an elasticity between genes, gives signed gene networks around the modules you "
         "care about, with the screen's own fold-change evidence beside each edge."
     )
-    steps = [("1", "Data", "Load the demo screen, a local .h5ad path or an upload.", "pages/1_Data.py"),
-             ("2", "Train", "Train an ensemble in the background (well under a minute on the demo).",
-              "pages/2_Train.py"),
-             ("3", "Effects", "Predicted vs observed effects, metrics beside baselines, in-silico perturbation.",
-              "pages/3_Effects.py"),
-             ("4", "Jacobian", "Clustered heatmap of gene-to-gene elasticities with replica agreement.",
-              "pages/4_Jacobian.py"),
-             ("5", "Networks", "Ferroptosis and lysosomal–mitochondrial–immune graphs; CSV / GraphML export.",
-              "pages/5_Networks.py")]
+    steps = [
+        ("1", "Data", "Load the demo screen, a local .h5ad path or an upload.", "pages/1_Data.py"),
+        (
+            "2",
+            "Train",
+            "Train an ensemble in the background (well under a minute on the demo).",
+            "pages/2_Train.py",
+        ),
+        (
+            "3",
+            "Effects",
+            "Predicted vs observed effects, metrics beside baselines, in-silico perturbation.",
+            "pages/3_Effects.py",
+        ),
+        (
+            "4",
+            "Jacobian",
+            "Clustered heatmap of gene-to-gene elasticities with replica agreement.",
+            "pages/4_Jacobian.py",
+        ),
+        (
+            "5",
+            "Networks",
+            "Ferroptosis and lysosomal–mitochondrial–immune graphs; CSV / GraphML export.",
+            "pages/5_Networks.py",
+        ),
+    ]
     cols = st.columns(len(steps))
     for col, (num, title, text, page) in zip(cols, steps, strict=True):
         with col.container(border=True):
@@ -39,18 +57,24 @@ def home() -> None:
     st.caption("Everything runs on this machine: no data leaves it, and the app needs no internet.")
 
 
-st.set_page_config(page_title="LazyNet", page_icon=str(ROOT / "assets" / "logo.svg"), layout="wide",
-                   initial_sidebar_state="expanded")
+st.set_page_config(
+    page_title="LazyNet",
+    page_icon=str(ROOT / "assets" / "logo.svg"),
+    layout="wide",
+    initial_sidebar_state="expanded",
+)
 ui.init_state()
+ui.restore_deep_query()
 ui.restore_from_url()
 pages = [
-    st.Page(home, title="Home", icon=":material/home:", default=True, url_path="home"),
-    st.Page("pages/1_Data.py", title="Data", icon=":material/dataset:", url_path="data"),
-    st.Page("pages/2_Train.py", title="Train", icon=":material/model_training:", url_path="train"),
-    st.Page("pages/3_Effects.py", title="Effects", icon=":material/scatter_plot:", url_path="effects"),
-    st.Page("pages/4_Jacobian.py", title="Jacobian", icon=":material/grid_on:", url_path="jacobian"),
-    st.Page("pages/5_Networks.py", title="Networks", icon=":material/hub:", url_path="networks"),
+    st.Page(home, title="Home", icon=":material/home:", default=True),
+    st.Page("pages/1_Data.py", title="Data", icon=":material/dataset:"),
+    st.Page("pages/2_Train.py", title="Train", icon=":material/model_training:"),
+    st.Page("pages/3_Effects.py", title="Effects", icon=":material/scatter_plot:"),
+    st.Page("pages/4_Jacobian.py", title="Jacobian", icon=":material/grid_on:"),
+    st.Page("pages/5_Networks.py", title="Networks", icon=":material/hub:"),
 ]
 page = st.navigation(pages)
+ui.follow_deep_link()
 ui.sidebar()
 page.run()

@@ -251,6 +251,10 @@ def main(argv: list[str] | None = None) -> dict:
         with meter.stage("train_ensemble") as rec:
             ens = train_ensemble(pairs, ModelConfig(hidden=H), tc, on_progress=on_progress, on_epoch=on_epoch)
             rec.update(train_seconds=ens.info["train_seconds"])
+        with meter.stage("roofline_after") as rec:  # the machine may be shared: measure again
+            roof_after = matmul_roofline(B, G, H, seconds=2.0 if args.quick else 4.0)
+            rec.update(gflops=roof_after["gflops"])
+        result["roofline_after_training"] = roof_after
         infos = ens.info["replicas"]
         ep = np.array([e["elapsed_s"] for e in epochs])
         per_epoch = np.diff(np.r_[0.0, ep])  # includes validation and replica setup
@@ -262,6 +266,7 @@ def main(argv: list[str] | None = None) -> dict:
             "seconds_per_epoch_median": float(np.median(per_epoch)),
             "seconds_per_step_median": med_step, "loop_gflops": loop_gflops,
             "loop_fraction_of_roofline": loop_gflops / roof["gflops"],
+            "loop_fraction_of_roofline_after": loop_gflops / roof_after["gflops"],
             "train_seconds": ens.info["train_seconds"], "replicas": infos, "epochs": epochs,
             "parameters_per_replica": ens.info["parameters_per_replica"], "hidden": ens.info["hidden"],
             "stopped": [i["stopped"] for i in infos], "all_early_stopped": converged,
@@ -275,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
         result["train"] = train
         print(f"  training: {train['seconds_per_epoch_median']:.1f} s/epoch ({steps_per_epoch} steps), "
               f"{med_step * 1e3:.1f} ms/step = {loop_gflops:.1f} GFLOP/s ({train['loop_fraction_of_roofline']:.0%} of "
-              f"roofline); ensemble {ens.info['train_seconds']:.0f} s, stopped {train['stopped']}", flush=True)
+              f"roofline before, {train['loop_fraction_of_roofline_after']:.0%} of {roof_after['gflops']:.1f} after); ensemble {ens.info['train_seconds']:.0f} s, stopped {train['stopped']}", flush=True)
         seeds_probe = [g for g in ("GPX4", "SLC7A11", "ACSL4", "AIFM2", "NCOA4", "TFRC", "LPCAT3", "PSAP",
                                    "MTOR") if g in set(ens.genes)]
         with meter.stage("jacobian_column") as rec:

@@ -102,6 +102,16 @@ class PairConfig(_Config):
     delta_targets
         Post = the same control pseudobulk used as pre + the perturbation's mean delta (method §7b),
         instead of an independent pseudobulk of perturbed cells.
+    natural_pairs
+        Fraction of extra "natural-variation" pairs per epoch, relative to perturbation pairs
+        (our addition; 0 turns it off). For a random gene j, the ``k`` control cells with the
+        highest (or lowest) x_j among a pool of ``natural_pool`` random control cells form the
+        post side, and the pre side is a control pseudobulk with x_j set to their level: a
+        do-intervention read off natural cell-to-cell variation. It is the only training signal
+        that keeps the within-cell covariance of control cells, which is what carries information
+        about regulators the screen never perturbed (method §7).
+    natural_pool
+        Control cells drawn per natural pair before the top/bottom ``k`` are kept.
     seed
         Seed of the split and of the pair sampling.
     """
@@ -114,6 +124,8 @@ class PairConfig(_Config):
     resamples: int = 64
     control_pairs: float = 0.25
     delta_targets: bool = True
+    natural_pairs: float = 0.0
+    natural_pool: int = 64
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -126,6 +138,8 @@ class PairConfig(_Config):
         _check(self.k >= 1, f"k must be >= 1, got {self.k}.")
         _check(self.resamples >= 1, f"resamples must be >= 1, got {self.resamples}.")
         _check(self.control_pairs >= 0, f"control_pairs must be >= 0, got {self.control_pairs}.")
+        _check(self.natural_pairs >= 0, f"natural_pairs must be >= 0, got {self.natural_pairs}.")
+        _check(self.natural_pool >= 2, f"natural_pool must be >= 2, got {self.natural_pool}.")
 
     @property
     def cells_per_side(self) -> int:

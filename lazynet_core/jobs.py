@@ -73,8 +73,10 @@ class JobProgress:
         if self.status in ("running", "saving"):
             loss = "" if self.loss is None else f" · loss {self.loss:.4g}"
             head = "saving" if self.status == "saving" else "training"
-            return (f"{head}: replica {self.replica + 1}/{self.n_replicas} · "
-                    f"epoch {self.epoch + 1}/{self.n_epochs}{loss}")
+            return (
+                f"{head}: replica {self.replica + 1}/{self.n_replicas} · "
+                f"epoch {self.epoch + 1}/{self.n_epochs}{loss}"
+            )
         if self.status == "failed":
             return f"failed: {self.error}"
         return self.status
@@ -87,8 +89,10 @@ def safe_run_name(name: str) -> str:
     """
     name = (name or "").strip()
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,79}", name):
-        msg = (f"Run name {name!r} is not allowed: use 1-80 letters, digits, '-', '_' or '.', "
-               "not starting with '.' (e.g. 'demo-3rep').")
+        msg = (
+            f"Run name {name!r} is not allowed: use 1-80 letters, digits, '-', '_' or '.', "
+            "not starting with '.' (e.g. 'demo-3rep')."
+        )
         raise ValueError(msg)
     return name
 
@@ -134,17 +138,28 @@ class TrainingJob:
         Data provenance stored in the run manifest (e.g. source path and sha256 of the screen).
     """
 
-    def __init__(self, pairs: Any, model_config: Any, train_config: Any, *, runs_root: str | Path,
-                 name: str, train_fn: Callable[..., Any] | None = None,
-                 save_fn: Callable[..., Any] | None = None, total_steps: int | None = None,
-                 provenance: dict | None = None) -> None:
+    def __init__(
+        self,
+        pairs: Any,
+        model_config: Any,
+        train_config: Any,
+        *,
+        runs_root: str | Path,
+        name: str,
+        train_fn: Callable[..., Any] | None = None,
+        save_fn: Callable[..., Any] | None = None,
+        total_steps: int | None = None,
+        provenance: dict | None = None,
+    ) -> None:
         self.job_id = uuid.uuid4().hex[:12]
         self.name = safe_run_name(name)
         self.runs_root = Path(runs_root)
         self.final_path = self.runs_root / self.name
         if self.final_path.exists():
-            msg = (f"A run named {self.name!r} already exists in {self.runs_root}; "
-                   "choose another run name or delete that directory.")
+            msg = (
+                f"A run named {self.name!r} already exists in {self.runs_root}; "
+                "choose another run name or delete that directory."
+            )
             raise RunError(msg)
         self._pairs = pairs
         self._model_config = model_config
@@ -165,8 +180,13 @@ class TrainingJob:
         self._per_replica = max(1, int(total_steps) // max(1, n_rep)) if total_steps else 0
         self._t0 = 0.0
         self._rec: dict[str, Any] = {
-            "job_id": self.job_id, "name": self.name, "status": "queued", "n_replicas": n_rep,
-            "n_epochs": n_ep, "total_steps": int(total_steps or 0), "curves": {},
+            "job_id": self.job_id,
+            "name": self.name,
+            "status": "queued",
+            "n_replicas": n_rep,
+            "n_epochs": n_ep,
+            "total_steps": int(total_steps or 0),
+            "curves": {},
         }
 
     # -- public API --------------------------------------------------------------------------
@@ -213,12 +233,21 @@ class TrainingJob:
             left = max(float(self._budget) - elapsed, 0.0)
             eta = left if eta is None else min(eta, left)
             fraction = max(fraction, min(elapsed / float(self._budget), 1.0))
-        self._update(status="running", replica=int(replica), epoch=int(epoch), step=int(step),
-                     loss=float(loss), elapsed_s=float(elapsed), steps_done=done,
-                     fraction=fraction, eta_s=eta)
+        self._update(
+            status="running",
+            replica=int(replica),
+            epoch=int(epoch),
+            step=int(step),
+            loss=float(loss),
+            elapsed_s=float(elapsed),
+            steps_done=done,
+            fraction=fraction,
+            eta_s=eta,
+        )
 
-    def _on_epoch(self, replica: int, epoch: int, train_loss: float, val_loss: float | None,
-                  elapsed: float) -> None:
+    def _on_epoch(
+        self, replica: int, epoch: int, train_loss: float, val_loss: float | None, elapsed: float
+    ) -> None:
         val = None if val_loss is None else float(val_loss)
         with self._lock:
             self._rec["curves"].setdefault(int(replica), []).append((int(epoch), float(train_loss), val))
@@ -228,9 +257,14 @@ class TrainingJob:
         try:
             self._update(status="running")
             train = self._train_fn or _default_train_fn()
-            ensemble = train(self._pairs, self._model_config, self._train_config,
-                             on_progress=self._on_progress, on_epoch=self._on_epoch,
-                             should_stop=self._cancel.is_set)
+            ensemble = train(
+                self._pairs,
+                self._model_config,
+                self._train_config,
+                on_progress=self._on_progress,
+                on_epoch=self._on_epoch,
+                should_stop=self._cancel.is_set,
+            )
             if self._cancel.is_set():
                 raise TrainingCancelled("Training was cancelled before the run was saved.")
             self._update(status="saving", fraction=1.0, eta_s=0.0)
@@ -238,19 +272,30 @@ class TrainingJob:
             save = self._save_fn or _default_save_fn()
             save(ensemble, tmp, provenance=self._provenance)
             if self.final_path.exists():
-                msg = f"A run named {self.name!r} appeared in {self.runs_root} while training; not overwritten."
+                msg = (
+                    f"A run named {self.name!r} appeared in {self.runs_root} while training; not overwritten."
+                )
                 raise RunError(msg)
             tmp.rename(self.final_path)
             self.ensemble = ensemble
-            self._update(status="done", run_path=str(self.final_path), fraction=1.0, eta_s=0.0,
-                         elapsed_s=time.perf_counter() - self._t0)
+            self._update(
+                status="done",
+                run_path=str(self.final_path),
+                fraction=1.0,
+                eta_s=0.0,
+                elapsed_s=time.perf_counter() - self._t0,
+            )
         except TrainingCancelled:
             self._update(status="cancelled", elapsed_s=time.perf_counter() - self._t0, eta_s=None)
         except Exception as exc:  # noqa: BLE001 - any crash becomes a readable failed status
             self.exception = exc
             text = str(exc) or type(exc).__name__
-            self._update(status="failed", error=f"{type(exc).__name__}: {text}",
-                         elapsed_s=time.perf_counter() - self._t0, eta_s=None)
+            self._update(
+                status="failed",
+                error=f"{type(exc).__name__}: {text}",
+                elapsed_s=time.perf_counter() - self._t0,
+                eta_s=None,
+            )
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -271,8 +316,10 @@ class JobRegistry:
             running = self.active()
             if running is not None:
                 snap = running.progress()
-                msg = (f"Training job {snap.name!r} is still {snap.status} ({snap.describe()}). "
-                       "Only one job runs at a time: wait for it or cancel it, then start again.")
+                msg = (
+                    f"Training job {snap.name!r} is still {snap.status} ({snap.describe()}). "
+                    "Only one job runs at a time: wait for it or cancel it, then start again."
+                )
                 raise JobRefused(msg)
             self._jobs[job.job_id] = job
             job.start()

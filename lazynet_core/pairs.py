@@ -29,12 +29,22 @@ class EpochPairs:
     """One epoch's pairs as cell indices.
 
     ``pre_idx`` and ``post_idx`` are (n, k) indices into ``Pairs.X``; ``pert`` is (n,) the
-    perturbation index of each pair (-1 for a control→control pair).
+    perturbation index of each pair (-1 for a control→control or natural pair); ``gene`` is (n,)
+    the gene of a natural-variation pair (-1 otherwise).
     """
 
     pre_idx: np.ndarray
     post_idx: np.ndarray
     pert: np.ndarray
+    gene: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.gene is None:
+            object.__setattr__(self, "gene", np.full(len(self.pert), -1, dtype=np.int64))
+
+    def subset(self, sl: slice) -> "EpochPairs":
+        """The pairs ``sl`` of this epoch."""
+        return EpochPairs(self.pre_idx[sl], self.post_idx[sl], self.pert[sl], self.gene[sl])
 
     def __len__(self) -> int:
         return len(self.pert)
@@ -139,15 +149,44 @@ class Pairs:
             pre.append(rng.choice(controls, size=(n, k)))
             post.append(rng.choice(own, size=(n, k)))
             pert.append(np.full(n, p))
-        n_ctrl = int(round(self.config.control_pairs * sum(len(x) for x in pert)))
+        n_pert = sum(len(x) for x in pert)
+        gene = [np.full(n_pert, -1)]
+        n_ctrl = int(round(self.config.control_pairs * n_pert))
         if n_ctrl:
             pre.append(rng.choice(controls, size=(n_ctrl, k)))
             post.append(rng.choice(controls, size=(n_ctrl, k)))
             pert.append(np.full(n_ctrl, -1))
+            gene.append(np.full(n_ctrl, -1))
+        n_nat = int(round(self.config.natural_pairs * n_pert))
+        if n_nat and len(controls) > k:
+            nat_pre, nat_post, nat_gene = self._natural_pairs(controls, n_nat, k, rng)
+            pre.append(nat_pre)
+            post.append(nat_post)
+            pert.append(np.full(n_nat, -1))
+            gene.append(nat_gene)
         if not pert:
             return EpochPairs(np.zeros((0, k), int), np.zeros((0, k), int), np.zeros(0, int))
         order = rng.permutation(sum(len(x) for x in pert))
-        return EpochPairs(np.concatenate(pre)[order], np.concatenate(post)[order], np.concatenate(pert)[order])
+        return EpochPairs(np.concatenate(pre)[order], np.concatenate(post)[order], np.concatenate(pert)[order],
+                          np.concatenate(gene)[order])
+
+    def _natural_pairs(self, controls: np.ndarray, n: int, k: int, rng: np.random.Generator):
+        """Pairs whose post side is the k pool cells with the highest or lowest x_j (see PairConfig)."""
+        key = ("control_csc", len(controls))
+        if key not in self._cache:
+            self._cache[key] = (controls, self.X[controls].tocsc())
+        controls, csc = self._cache[key]
+        pool_size = min(self.config.natural_pool, len(controls))
+        genes = rng.choice(self.n_genes, size=n)
+        high = rng.random(n) < 0.5
+        pre = rng.choice(len(controls), size=(n, k))
+        post = np.empty((n, k), dtype=np.int64)
+        for i, j in enumerate(genes):
+            pool = rng.choice(len(controls), size=pool_size, replace=False)
+            values = csc[:, j].toarray().ravel()[pool] + rng.random(pool_size) * 1e-6  # random tie-break
+            order = np.argsort(values)
+            post[i] = pool[order[-k:] if high[i] else order[:k]]
+        return controls[pre], controls[post], genes
 
     def _average(self, idx: np.ndarray) -> np.ndarray:
         n, k = idx.shape
@@ -160,9 +199,14 @@ class Pairs:
         """Densify the pairs ``epoch[sl]`` into ``(pre, post)`` float32 arrays of shape (B, G)."""
         pre = self._average(epoch.pre_idx[sl])
         pert = epoch.pert[sl]
+        natural = np.flatnonzero(epoch.gene[sl] >= 0)
+        cm = self.control_mean(role) if len(self.cells(-1, role)) else self.control_mean("train")
+        if len(natural):
+            sub = epoch.subset(sl)
+            nat_post = self._average(sub.post_idx[natural])
+            nat_gene = sub.gene[natural]
         if self.config.delta_targets:
             post = pre.copy()
-            cm = self.control_mean(role) if len(self.cells(-1, role)) else self.control_mean("train")
             for p in np.unique(pert[pert >= 0]):
                 rows = np.flatnonzero(pert == p)
                 mean = self.pert_mean(p, role)
@@ -176,6 +220,14 @@ class Pairs:
                 rows = np.flatnonzero(pert == p)
                 targets = self.pert_targets[p]
                 pre[np.ix_(rows, targets)] = post[np.ix_(rows, targets)]
+        if len(natural):
+            if self.config.delta_targets:
+                post[natural] = pre[natural] + nat_post - cm
+            else:
+                post[natural] = nat_post
+            rows = np.arange(len(natural))
+            pre[natural, nat_gene] = nat_post[rows, nat_gene]
+            post[natural, nat_gene] = nat_post[rows, nat_gene]
         return pre, post
 
     def iter_batches(self, epoch: EpochPairs, batch_size: int, role: str = "train"

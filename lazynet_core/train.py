@@ -20,7 +20,7 @@ from .config import ModelConfig, TrainConfig
 from .ensemble import Ensemble
 from .errors import TrainingCancelled, TrainingError
 from .model import LazyNet
-from .pairs import EpochPairs, Pairs
+from .pairs import Pairs
 
 ProgressFn = Callable[[int, int, int, float, float], None]
 EpochFn = Callable[[int, int, float, float, float], None]
@@ -32,7 +32,7 @@ def planned_steps(pairs: Pairs, train_config: TrainConfig) -> int:
     """Mini-batch steps of the whole ensemble without early stopping (for progress bars and ETA)."""
     n_perts = len(pairs.evaluation_perturbations("train"))
     per_epoch = n_perts * pairs.config.resamples
-    per_epoch += int(round(pairs.config.control_pairs * per_epoch))
+    per_epoch += int(round(pairs.config.control_pairs * per_epoch)) + int(round(pairs.config.natural_pairs * per_epoch))
     return train_config.replicas * train_config.epochs * math.ceil(per_epoch / train_config.batch_size)
 
 
@@ -47,7 +47,7 @@ def _validation_set(pairs: Pairs, seed: int) -> tuple[torch.Tensor, torch.Tensor
     if len(epoch) == 0:
         return None
     keep = slice(0, _MAX_VAL_PAIRS)
-    sub = EpochPairs(epoch.pre_idx[keep], epoch.post_idx[keep], epoch.pert[keep])
+    sub = epoch.subset(keep)
     pre, post = pairs.batch(sub, slice(None), role="val")
     return torch.from_numpy(pre), torch.from_numpy(post)
 

@@ -5,6 +5,7 @@ import streamlit as st
 from lazynet_core import plotting, ui
 from lazynet_core.ui import loaders, services
 
+ui.frame_guard("pages/1_Data.py")
 ui.page_header("Data", "Load a CRISPRi/a screen (.h5ad). Raw counts are normalised (log1p CP10k) on load.")
 
 spec = st.session_state.get("screen")
@@ -15,7 +16,8 @@ with col_demo:
     if st.button("Load demo screen", type="primary", icon=":material/play_arrow:", key="load_demo"):
         with ui.user_errors("Could not load the demo screen"):
             ui.load_screen_into_session(loaders.screen_spec(loaders.demo_source(), label="demo"))
-            st.toast("Demo screen loaded.", icon=":material/check:")
+            ui.toast_after_rerun("Demo screen loaded.")
+            st.rerun()
 with col_path:
     tab_path, tab_upload = st.tabs(["Local path (large files)", "Upload (small files)"])
     with tab_path, st.form("path_form", border=False):
@@ -23,20 +25,32 @@ with col_path:
         if st.form_submit_button("Load file", icon=":material/folder_open:"):
             with ui.user_errors("Could not load that file"):
                 ui.load_screen_into_session(loaders.screen_spec(loaders.resolve_h5ad(path)))
+                ui.toast_after_rerun("Screen loaded.")
+                st.rerun()
     with tab_upload:
-        upload = st.file_uploader("Upload an .h5ad file (up to 200 MB; use the path box for bigger files)",
-                                  type=["h5ad"], key="upload")
+        upload = st.file_uploader(
+            "Upload an .h5ad file (up to 200 MB; use the path box for bigger files)",
+            type=["h5ad"],
+            key="upload",
+        )
         if upload is not None and st.button("Load upload", key="load_upload"):
             with ui.user_errors("Could not load the upload"):
                 source = loaders.save_upload(upload.name, upload.getvalue())
-                ui.load_screen_into_session(loaders.screen_spec(source, label=upload.name.removesuffix(".h5ad")))
+                ui.load_screen_into_session(
+                    loaders.screen_spec(source, label=upload.name.removesuffix(".h5ad"))
+                )
+                ui.toast_after_rerun("Upload loaded.")
+                st.rerun()
 
 adata = None
 if st.session_state.get("screen") is not None:
     with ui.user_errors("Could not read the loaded screen"):
         adata = ui.current_screen()
 if adata is None:
-    st.info("No screen loaded yet: click **Load demo screen** to try LazyNet in one click.", icon=":material/info:")
+    st.info(
+        "No screen loaded yet: click **Load demo screen** to try LazyNet in one click.",
+        icon=":material/info:",
+    )
     st.stop()
 
 spec = st.session_state["screen"]
@@ -49,35 +63,54 @@ cards[1].metric("Genes", f"{info['genes']:,}")
 cards[2].metric("Control cells", f"{info['controls']:,}")
 cards[3].metric("CRISPRi perturbations", info["by_modality"].get("CRISPRi", 0))
 cards[4].metric("CRISPRa perturbations", info["by_modality"].get("CRISPRa", 0))
-st.caption(f"{info['perturbations']} perturbations ({info['combinations']} combinations) · source `{meta['source']}`"
-           + (" · input was already log-normalised" if meta.get("input_was_log") else ""))
+st.caption(
+    f"{info['perturbations']} perturbations ({info['combinations']} combinations) · source `{meta['source']}`"
+    + (" · input was already log-normalised" if meta.get("input_was_log") else "")
+)
 for warning in meta.get("warnings", []):
     st.warning(warning, icon=":material/warning:")
 
 left, right = st.columns(2, gap="large")
 with left:
     fig = plotting.cells_per_perturbation(services.cells_per_perturbation(adata))
-    st.plotly_chart(fig, config=plotting.chart_config("cells_per_perturbation"), key="cells_fig")
+    ui.plot(fig, "cells_per_perturbation", key="cells_fig")
 with right:
     fig = plotting.target_check_plot(meta.get("target_check", {}))
-    st.plotly_chart(fig, config=plotting.chart_config("target_check"), key="check_fig")
-    st.caption("Each target's own expression in its cells vs control: CRISPRi should lower it, CRISPRa raise it.")
+    ui.plot(fig, "target_check", key="check_fig")
+    st.caption(
+        "Each target's own expression in its cells vs control: CRISPRi should lower it, CRISPRa raise it."
+    )
 
 with st.expander("Detected columns and overrides", expanded=False, icon=":material/tune:"):
-    st.markdown(f"Perturbation column **`{meta['pert_key']}`** · control label **`{meta['control']}`** · "
-                f"modality from **{meta['modality_source']}**")
+    st.markdown(
+        f"Perturbation column **`{meta['pert_key']}`** · control label **`{meta['control']}`** · "
+        f"modality from **{meta['modality_source']}**"
+    )
     with st.form("overrides"):
         columns = services.obs_columns(adata)
         c1, c2, c3, c4 = st.columns(4)
-        key = c1.selectbox("Perturbation column", columns,
-                           index=columns.index(meta["pert_key"]) if meta["pert_key"] in columns else 0)
+        key = c1.selectbox(
+            "Perturbation column",
+            columns,
+            index=columns.index(meta["pert_key"]) if meta["pert_key"] in columns else 0,
+        )
         control = c2.text_input("Control label", value=str(meta["control"]).rstrip("*"))
         modality = c3.selectbox("Modality", ["auto", "CRISPRi", "CRISPRa"])
-        genes = c4.selectbox("Gene universe", ["all", "hvg"], index=0 if spec.get("genes") == "all" else 1,
-                             help="'hvg': highly variable genes plus every target (for large screens).")
+        genes = c4.selectbox(
+            "Gene universe",
+            ["all", "hvg"],
+            index=0 if spec.get("genes") == "all" else 1,
+            help="'hvg': highly variable genes plus every target (for large screens).",
+        )
         if st.form_submit_button("Re-read with these settings"):
             with ui.user_errors("Could not re-read the screen with these settings"):
-                new = loaders.screen_spec(spec["source"], label=spec["label"], pert_key=key, control=control,
-                                          modality=None if modality == "auto" else modality, genes=genes)
+                new = loaders.screen_spec(
+                    spec["source"],
+                    label=spec["label"],
+                    pert_key=key,
+                    control=control,
+                    modality=None if modality == "auto" else modality,
+                    genes=genes,
+                )
                 ui.load_screen_into_session(new)
                 st.rerun()

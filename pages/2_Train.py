@@ -11,7 +11,10 @@ from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
 from lazynet_core.jobs import TrainingJob
 from lazynet_core.ui import loaders
 
-ui.page_header("Train", "Train a LazyNet ensemble on the loaded screen, in the background on this machine's CPU.")
+ui.frame_guard("pages/2_Train.py")
+ui.page_header(
+    "Train", "Train a LazyNet ensemble on the loaded screen, in the background on this machine's CPU."
+)
 adata, _ = ui.need(screen=True)
 spec = st.session_state["screen"]
 
@@ -38,10 +41,11 @@ def live_job() -> None:
     elif snap.status == "cancelled":
         st.warning("Training was cancelled; nothing was saved.", icon=":material/cancel:")
     else:
-        st.success(f"Run **{snap.name}** saved to `{snap.run_path}` and loaded.", icon=":material/check_circle:")
-    if snap.curves:
-        st.plotly_chart(plotting.loss_curves(snap.curves), config=plotting.chart_config("loss_curves"),
-                        key="live_loss")
+        st.success(
+            f"Run **{snap.name}** saved to `{snap.run_path}` and loaded.", icon=":material/check_circle:"
+        )
+    if snap.curves and snap.status != "done":  # a finished run's curves are shown below, from its history
+        ui.plot(plotting.loss_curves(snap.curves), "loss_curves", key="live_loss")
     if ui.layout.handle_job_end(job):
         st.rerun()
 
@@ -54,31 +58,57 @@ st.subheader("Settings")
 with st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
     replicas = c1.number_input("Replicas", 1, 10, 3, help="Independently seeded models; the paper uses 3.")
-    hidden = c2.number_input("Hidden width (0 = auto)", 0, 4096, 0,
-                             help="Auto: one unit per gene up to 1024 genes, else a 256-unit bottleneck.")
-    epochs = c3.number_input("Max epochs", 1, 500, 20, help="Early stopping on the validation loss may stop sooner.")
-    budget = c4.number_input("Time budget (s)", 5, 24 * 3600, 120, help="Training stops cleanly when it is spent.")
+    hidden = c2.number_input(
+        "Hidden width (0 = auto)",
+        0,
+        4096,
+        0,
+        help="Auto: one unit per gene up to 1024 genes, else a 256-unit bottleneck.",
+    )
+    epochs = c3.number_input(
+        "Max epochs", 1, 500, 20, help="Early stopping on the validation loss may stop sooner."
+    )
+    budget = c4.number_input(
+        "Time budget (s)", 5, 24 * 3600, 120, help="Training stops cleanly when it is spent."
+    )
     c5, c6, c7, c8 = st.columns(4)
-    pairing = c5.selectbox("Pairing", ["pseudobulk", "random_cells"],
-                           help="pseudobulk: means of 16 cells a side (less noise); random_cells: single cells.")
-    split = c6.selectbox("Held-out split", ["perturbations", "cells"],
-                         help="perturbations: 20 % of targets never seen in training; cells: 20 % of each "
-                              "perturbation's cells held out.")
+    pairing = c5.selectbox(
+        "Pairing",
+        ["pseudobulk", "random_cells"],
+        help="pseudobulk: means of 16 cells a side (less noise); random_cells: single cells.",
+    )
+    split = c6.selectbox(
+        "Held-out split",
+        ["perturbations", "cells"],
+        help="perturbations: 20 % of targets never seen in training; cells: 20 % of each "
+        "perturbation's cells held out.",
+    )
     seed = c7.number_input("Seed", 0, 10**6, 0)
     name = c8.text_input("Run name", value=f"{spec['label']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
-    submitted = st.form_submit_button("Start training", type="primary", icon=":material/play_arrow:")
+    submitted = st.form_submit_button(
+        "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
+    )
 
 if submitted:
     with ui.user_errors("Could not start training"):
         pair_config = PairConfig(pairing=pairing, split=split, seed=int(seed))
-        train_config = TrainConfig(replicas=int(replicas), epochs=int(epochs), time_budget_s=float(budget),
-                                   seed=int(seed), threads=max(1, (os.cpu_count() or 2) - 1))
+        train_config = TrainConfig(
+            replicas=int(replicas),
+            epochs=int(epochs),
+            time_budget_s=float(budget),
+            seed=int(seed),
+            threads=max(1, (os.cpu_count() or 2) - 1),
+        )
         model_config = ModelConfig(hidden=int(hidden) or None)
         pairs = loaders.pairs_for(spec, pair_config)
-        provenance = {"source": adata.uns["lazynet"].get("source"), "sha256": adata.uns["lazynet"].get("sha256"),
-                      "screen": spec}
-        new_job = TrainingJob(pairs, model_config, train_config, runs_root=ui.runs_root(), name=name,
-                              provenance=provenance)
+        provenance = {
+            "source": adata.uns["lazynet"].get("source"),
+            "sha256": adata.uns["lazynet"].get("sha256"),
+            "screen": spec,
+        }
+        new_job = TrainingJob(
+            pairs, model_config, train_config, runs_root=ui.runs_root(), name=name, provenance=provenance
+        )
         ui.job_registry().submit(new_job)
         st.session_state["job_id"] = new_job.job_id
         ui.query_set("job", new_job.job_id)
@@ -106,6 +136,8 @@ if st.session_state.get("run_path"):
     with ui.user_errors("Could not open the loaded run"):
         ens = ui.current_ensemble()
 if ens is not None and not ens.history.empty:
-    st.markdown(f"**Loaded run** `{Path(st.session_state['run_path']).name}` · {len(ens.replicas)} replicas · "
-                f"{ens.n_genes} genes · split: held-out {ens.pair_config.split}")
-    st.plotly_chart(plotting.loss_curves(ens.history), config=plotting.chart_config("run_loss"), key="run_loss")
+    st.markdown(
+        f"**Loaded run** `{Path(st.session_state['run_path']).name}` · {len(ens.replicas)} replicas · "
+        f"{ens.n_genes} genes · split: held-out {ens.pair_config.split}"
+    )
+    ui.plot(plotting.loss_curves(ens.history), "run_loss", key="run_loss")

@@ -7,28 +7,45 @@ from lazynet_core import plotting, ui
 from lazynet_core.modules import module_genes
 from lazynet_core.ui import loaders, services
 
+ui.frame_guard("pages/4_Jacobian.py")
 ui.page_header("Jacobian", "Gene-to-gene elasticities of the trained model at the control state.")
 adata, ens = ui.need(screen=True, run=True)
-st.caption("J[i, j] = ∂f_i/∂x_j is the effect of source gene j on target gene i's change. Expression is on a log "
-           "scale, so J is an **elasticity**: J = 0.5 means a 10 % rise of j moves i by about 5 %. Columns of "
-           "regulators that were never perturbed in the screen are **not supported by the screen's data**.")
+st.caption(
+    "J[i, j] = ∂f_i/∂x_j is the effect of source gene j on target gene i's change. Expression is on a log "
+    "scale, so J is an **elasticity**: J = 0.5 means a 10 % rise of j moves i by about 5 %. Columns of "
+    "regulators that were never perturbed in the screen are **not supported by the screen's data**."
+)
 
 modules = services.module_choices()
 kinds = ["module", "top genes by |J|", "typed list"]
 wanted = ui.query_get("gene_set") or ""
 c1, c2 = st.columns([1, 2])
-kind = c1.radio("Gene set", kinds, index=2 if wanted.startswith("list:") else 1 if wanted.startswith("top:") else 0,
-                key="jac_kind")
+kind = c1.radio(
+    "Gene set",
+    kinds,
+    index=2 if wanted.startswith("list:") else 1 if wanted.startswith("top:") else 0,
+    key="jac_kind",
+)
 genes: list[str] = []
 with c2:
     if kind == "module":
         names = list(modules)
-        module = st.selectbox("Module", names, format_func=modules.get, key="jac_module",
-                              index=names.index(wanted[7:]) if wanted[7:] in names else 0)
+        module = st.selectbox(
+            "Module",
+            names,
+            format_func=modules.get,
+            key="jac_module",
+            index=names.index(wanted[7:]) if wanted[7:] in names else 0,
+        )
         genes, missing = services.check_genes_known(module_genes(module), ens.genes)
-        st.caption(f"{len(genes)} of the module's genes are modelled" + (f"; not modelled: {', '.join(missing[:12])}"
-                                                                          + ("…" if len(missing) > 12 else "")
-                                                                          if missing else "."))
+        st.caption(
+            f"{len(genes)} of the module's genes are modelled"
+            + (
+                f"; not modelled: {', '.join(missing[:12])}" + ("…" if len(missing) > 12 else "")
+                if missing
+                else "."
+            )
+        )
         tag = f"module:{module}"
     elif kind == "top genes by |J|":
         n = st.slider("Number of genes", 5, 80, 30, key="jac_top")
@@ -36,18 +53,28 @@ with c2:
             genes = services.top_genes_by_abs_j(loaders.run_jacobian(None), n)
         tag = f"top:{n}"
     else:
-        text = st.text_area("Genes (comma, space or new line separated)", value="GPX4 SLC7A11 NFE2L2 FTH1 TFRC NCOA4",
-                            key="jac_list")
+        text = st.text_area(
+            "Genes (comma, space or new line separated)",
+            value="GPX4 SLC7A11 NFE2L2 FTH1 TFRC NCOA4",
+            key="jac_list",
+        )
         genes, unknown = services.check_genes_known(services.parse_gene_list(text), ens.genes)
         if unknown:
-            st.error(f"Not in the model's genes: {', '.join(unknown[:20])}. Check spelling (symbols are "
-                     "case-sensitive).", icon=":material/error:")
+            st.error(
+                f"Not in the model's genes: {', '.join(unknown[:20])}. Check spelling (symbols are "
+                "case-sensitive).",
+                icon=":material/error:",
+            )
         tag = "list:" + ",".join(genes[:30])
 ui.query_set("gene_set", tag)
 st.session_state["gene_set"] = tag
 
-view = st.segmented_control("Show", ["consensus J", "replica sign agreement", "replica SD"], default="consensus J",
-                            key="jac_view") or "consensus J"
+view = (
+    st.segmented_control(
+        "Show", ["consensus J", "replica sign agreement", "replica SD"], default="consensus J", key="jac_view"
+    )
+    or "consensus J"
+)
 result = None
 if len(genes) >= 2:
     with ui.user_errors("Could not compute the Jacobian"):
@@ -55,12 +82,20 @@ if len(genes) >= 2:
 elif not (kind == "typed list" and genes == []):
     st.info("Choose at least two modelled genes.", icon=":material/info:")
 if result is not None:
-    values = {"consensus J": result.mean, "replica sign agreement": result.sign_agreement,
-              "replica SD": result.sd}[view]
+    values = {
+        "consensus J": result.mean,
+        "replica sign agreement": result.sign_agreement,
+        "replica SD": result.sd,
+    }[view]
     label = {"consensus J": "J", "replica sign agreement": "agreement", "replica SD": "SD"}[view]
-    fig = plotting.jacobian_heatmap(values, list(result.sources), agreement=result.sign_agreement,
-                                    value_label=label, title=f"{view} over {len(genes)} genes ({result.n_replicas} replicas)")
-    st.plotly_chart(fig, config=plotting.chart_config("jacobian", fmt="svg"), key="jac_fig")
+    fig = plotting.jacobian_heatmap(
+        values,
+        list(result.sources),
+        agreement=result.sign_agreement,
+        value_label=label,
+        title=f"{view} over {len(genes)} genes ({result.n_replicas} replicas)",
+    )
+    ui.plot(fig, "jacobian", key="jac_fig")
     pairs = ui.current_pairs(ens)
     perturbed = services.perturbed_targets(pairs)
     unsupported = [g for g in result.sources if g not in perturbed]
@@ -70,7 +105,15 @@ if result is not None:
     m2.metric("Mean sign agreement", f"{np.nanmean(result.sign_agreement[off]):.2f}")
     m3.metric("Sources perturbed in the screen", f"{len(genes) - len(unsupported)}/{len(genes)}")
     if unsupported:
-        st.caption(f"Regulators never perturbed (their columns are model extrapolation): {', '.join(unsupported[:30])}"
-                   + ("…" if len(unsupported) > 30 else ""))
-    st.download_button("Download heatmap (HTML)", plotting.figure_html(fig), "jacobian.html", "text/html",
-                       icon=":material/download:", key="dl_jac")
+        st.caption(
+            "Regulators never perturbed (their columns are model extrapolation): "
+            f"{', '.join(unsupported[:30])}" + ("…" if len(unsupported) > 30 else "")
+        )
+    st.download_button(
+        "Download heatmap (HTML)",
+        plotting.figure_html(fig),
+        "jacobian.html",
+        "text/html",
+        icon=":material/download:",
+        key="dl_jac",
+    )

@@ -34,6 +34,7 @@ def _fake_train(steps: int = 5, sleep: float = 0.002, fail_at: int | None = None
                     n += 1
                 on_epoch(r, e, 1.0 / (e + 1), 1.2 / (e + 1), time.perf_counter() - t0)
         return {"trained": n}
+
     return train
 
 
@@ -50,8 +51,16 @@ def _fake_save(ensemble, path, *, provenance=None, fail: bool = False):
 def _job(tmp_path, name="run1", *, steps=5, sleep=0.002, fail_at=None, cfg=None, save=_fake_save):
     cfg = cfg or _Cfg()
     total = cfg.replicas * cfg.epochs * steps
-    return TrainingJob(object(), object(), cfg, runs_root=tmp_path / "runs", name=name,
-                       train_fn=_fake_train(steps, sleep, fail_at), save_fn=save, total_steps=total)
+    return TrainingJob(
+        object(),
+        object(),
+        cfg,
+        runs_root=tmp_path / "runs",
+        name=name,
+        train_fn=_fake_train(steps, sleep, fail_at),
+        save_fn=save,
+        total_steps=total,
+    )
 
 
 def test_job_completes_and_saves(tmp_path):
@@ -158,8 +167,13 @@ def test_real_training_on_toy_screen(tmp_path):
     from lazynet_core.runs import load_run
 
     pairs = make_pairs(read_screen(datasets.toy_screen()), PairConfig(resamples=4))
-    job = TrainingJob(pairs, ModelConfig(hidden=8), TrainConfig(replicas=2, epochs=2),
-                      runs_root=tmp_path / "runs", name="toy").start()
+    job = TrainingJob(
+        pairs,
+        ModelConfig(hidden=8),
+        TrainConfig(replicas=2, epochs=2),
+        runs_root=tmp_path / "runs",
+        name="toy",
+    ).start()
     snap = job.wait(60)
     assert snap.status == "done", snap.error
     assert len(snap.curves) == 2

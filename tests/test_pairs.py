@@ -88,3 +88,23 @@ def test_does_not_modify_input(toy_adata):
     before = toy_adata.X.copy()
     make_pairs(toy_adata)
     assert (toy_adata.X != before).nnz == 0
+
+
+@pytest.mark.parametrize("delta", [True, False])
+def test_natural_pairs_intervene_on_the_selected_gene(toy_adata, delta):
+    pairs = make_pairs(toy_adata, PairConfig(k=3, resamples=4, control_pairs=0, natural_pairs=1.0,
+                                             natural_pool=12, delta_targets=delta))
+    epoch = pairs.sample_epoch(np.random.default_rng(2))
+    natural = np.flatnonzero(epoch.gene >= 0)
+    assert len(natural) == (epoch.pert >= 0).sum()
+    assert set(pairs.cell_role[epoch.post_idx[natural].ravel()]) == {"train"}
+    pre, post = pairs.batch(epoch, slice(None))
+    X = pairs.X.toarray()
+    for row in natural[:5]:
+        j = epoch.gene[row]
+        level = X[epoch.post_idx[row], j].mean()
+        assert pre[row, j] == pytest.approx(level, abs=1e-5) and post[row, j] == pytest.approx(level, abs=1e-5)
+        if delta:
+            effect = X[epoch.post_idx[row]].mean(axis=0) - pairs.control_mean("train")
+            others = np.delete(np.arange(pairs.n_genes), j)
+            assert np.allclose((post - pre)[row, others], effect[others], atol=1e-5)

@@ -16,8 +16,17 @@ from lazynet_core.ui.state import init_state, query_get, query_set
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # Errors the core raises for bad input; anything else is a bug and should surface in tests.
-USER_ERRORS = (ScreenError, RunError, TrainingError, TrainingCancelled, JobRefused, FileNotFoundError,
-               KeyError, ValueError, OSError)
+USER_ERRORS = (
+    ScreenError,
+    RunError,
+    TrainingError,
+    TrainingCancelled,
+    JobRefused,
+    FileNotFoundError,
+    KeyError,
+    ValueError,
+    OSError,
+)
 
 _PRESENTATION_CSS = """
 <style>
@@ -25,8 +34,8 @@ html, body, [data-testid="stAppViewContainer"] { font-size: 21px !important; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
 [data-testid="stCaptionContainer"], label, .stSelectbox, .stMultiSelect { font-size: 1.2rem !important; }
 h1 { font-size: 3rem !important; } h2 { font-size: 2.3rem !important; } h3 { font-size: 1.9rem !important; }
-[data-testid="stMetricValue"] { font-size: 2.8rem !important; }
-[data-testid="stMetricLabel"] p { font-size: 1.2rem !important; }
+[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: 2.4rem !important; }
+[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"] p { font-size: 1rem !important; }
 </style>
 """
 
@@ -62,15 +71,19 @@ def need(*, screen: bool = True, run: bool = False) -> tuple[Any, Any]:
     with user_errors("Could not open the loaded screen"):
         adata = current_screen()
     if screen and adata is None:
-        st.info("No screen loaded yet. Start on the **Data** page: one click loads the demo screen.",
-                icon=":material/dataset:")
+        st.info(
+            "No screen loaded yet. Start on the **Data** page: one click loads the demo screen.",
+            icon=":material/dataset:",
+        )
         st.page_link("pages/1_Data.py", label="Go to Data", icon=":material/arrow_forward:")
         st.stop()
     with user_errors("Could not open the loaded run"):
         ens = current_ensemble()
     if run and ens is None:
-        st.info("No trained run loaded. Train one (or load a saved run) on the **Train** page.",
-                icon=":material/model_training:")
+        st.info(
+            "No trained run loaded. Train one (or load a saved run) on the **Train** page.",
+            icon=":material/model_training:",
+        )
         st.page_link("pages/2_Train.py", label="Go to Train", icon=":material/arrow_forward:")
         st.stop()
     return adata, ens
@@ -131,11 +144,22 @@ def job_status_fragment() -> None:
 def sidebar() -> None:
     """Logo, presentation toggle, loaded screen, run and job progress (on every page)."""
     init_state()
+    toast = st.session_state.pop("_toast", None)
+    if toast:
+        st.toast(toast, icon=":material/check:")
     logo = ASSETS / "logo.svg"
     if logo.exists():
         st.logo(str(logo), size="large")
     with st.sidebar:
-        st.toggle("Presentation mode", key="presentation", help="Large fonts for lab meetings and projectors.")
+        st.toggle(
+            "Presentation mode", key="presentation", help="Large fonts for lab meetings and projectors."
+        )
+        st.segmented_control(
+            "Figure download format",
+            ["png", "svg"],
+            key="export_fmt",
+            help="Format of the camera button in every chart's toolbar.",
+        )
         st.markdown("##### Screen")
         spec = st.session_state.get("screen")
         adata = None
@@ -163,7 +187,12 @@ def sidebar() -> None:
 
 def restore_from_url() -> None:
     """Once per session: reopen the screen / run / job named in the URL (a shared or refreshed view)."""
-    from lazynet_core.ui.loaders import demo_source, load_run_into_session, load_screen_into_session, screen_spec
+    from lazynet_core.ui.loaders import (
+        demo_source,
+        load_run_into_session,
+        load_screen_into_session,
+        screen_spec,
+    )
 
     if st.session_state.get("_url_restored"):
         return
@@ -198,6 +227,7 @@ def follow_deep_link() -> None:
     st.session_state["_framed"] = True
     target = st.session_state.pop("_deep_link", None)
     if target:
+        st.session_state["_deep_query"] = {k: st.query_params.get(k) for k in st.query_params}
         st.switch_page(target)
 
 
@@ -207,3 +237,23 @@ def restore_deep_query() -> None:
     for key, value in stashed.items():
         if value is not None and key not in st.query_params:
             st.query_params[key] = value
+
+
+def chart_config(name: str) -> dict[str, Any]:
+    """Plotly toolbar config whose camera button downloads ``name`` in the session's format."""
+    from lazynet_core.plotting import chart_config as _config
+
+    return _config(name, fmt=st.session_state.get("export_fmt") or "png")
+
+
+def toast_after_rerun(message: str) -> None:
+    """Show ``message`` as a toast on the next run (a toast right before ``st.rerun`` is lost)."""
+    st.session_state["_toast"] = message
+
+
+def plot(fig: Any, name: str, *, key: str) -> None:
+    """``st.plotly_chart`` with the session's toolbar export format; larger fonts in presentation mode."""
+    big = bool(st.session_state.get("presentation"))
+    if big:  # Streamlit's chart theme fixes font sizes, so presentation mode uses the figure's own template
+        fig = fig.update_layout(font={"size": 20}, title_font={"size": 24})
+    st.plotly_chart(fig, config=chart_config(name), key=key, theme=None if big else "streamlit")

@@ -80,23 +80,43 @@ def demo_source() -> str:
     return str(path)
 
 
-def screen_spec(source: str, *, label: str | None = None, pert_key: str | None = None,
-                control: str | None = None, modality: str | None = None, genes: str = "all",
-                n_top_genes: int = 2000) -> dict[str, Any]:
+def screen_spec(
+    source: str,
+    *,
+    label: str | None = None,
+    pert_key: str | None = None,
+    control: str | None = None,
+    modality: str | None = None,
+    genes: str = "all",
+    n_top_genes: int = 2000,
+) -> dict[str, Any]:
     """The small dict that identifies a loaded screen (session state and cache key)."""
-    return {"source": str(source), "label": label or Path(source).stem, "pert_key": pert_key or None,
-            "control": control or None, "modality": modality or None, "genes": genes,
-            "n_top_genes": int(n_top_genes)}
+    return {
+        "source": str(source),
+        "label": label or Path(source).stem,
+        "pert_key": pert_key or None,
+        "control": control or None,
+        "modality": modality or None,
+        "genes": genes,
+        "n_top_genes": int(n_top_genes),
+    }
 
 
 @st.cache_resource(show_spinner="Reading and normalising the screen…", max_entries=4)
-def _read_screen(source: str, pert_key: str | None, control: str | None, modality: str | None,
-                 genes: str, n_top_genes: int) -> Any:
+def _read_screen(
+    source: str, pert_key: str | None, control: str | None, modality: str | None, genes: str, n_top_genes: int
+) -> Any:
     from lazynet_core.data import read_screen
 
     try:
-        return read_screen(source, pert_key=pert_key, control=control, modality=modality, genes=genes,
-                           n_top_genes=n_top_genes)
+        return read_screen(
+            source,
+            pert_key=pert_key,
+            control=control,
+            modality=modality,
+            genes=genes,
+            n_top_genes=n_top_genes,
+        )
     except OSError as exc:  # h5py raises bare OSError for corrupt / truncated files
         msg = f"Could not read '{source}' as an .h5ad file ({exc}). Is the file complete and an AnnData?"
         raise ScreenError(msg) from exc
@@ -265,10 +285,10 @@ def _planted(path: str, screen_key: tuple) -> Any:
     ens = load_ensemble(path)
     pairs = current_pairs_for(ens, screen_key)
     adata = read_spec(dict(zip(SCREEN_FIELDS, screen_key, strict=True)))
-    if "planted_network" not in adata.uns:
+    truth = adata.uns.get("planted_network") or services.read_planted_network(screen_key[0])
+    if truth is None or ens.n_genes > services.DENSE_MAX_GENES:
         return None
-    full = _jacobian(path, None) if ens.n_genes <= services.DENSE_MAX_GENES else None
-    return None if full is None else services.planted_recovery_table(ens, pairs, adata, full)
+    return services.planted_recovery_table(ens, pairs, truth, _jacobian(path, None))
 
 
 def run_planted_recovery() -> Any:

@@ -16,11 +16,20 @@ import pandas as pd
 
 from lazynet_core.errors import ScreenError
 
-KEY_METRICS = {"pearson_delta": "Δ-Pearson (all genes)", "pearson_delta_top20": "Δ-Pearson (top-20 DE)",
-               "direction_acc_top20": "direction accuracy (top-20 DE)", "auroc_de": "AUROC of DE genes",
-               "mse_delta": "Δ MSE (lower is better)"}
-METHOD_LABELS = {"lazynet": "LazyNet", "identity": "identity (no change)", "perturbed_mean": "perturbed mean",
-                 "pert_mean": "per-perturbation mean (ceiling)", "linear": "linear (Ahlmann-Eltze)"}
+KEY_METRICS = {
+    "pearson_delta": "Δ-Pearson (all genes)",
+    "pearson_delta_top20": "Δ-Pearson (top-20 DE)",
+    "direction_acc_top20": "direction accuracy (top-20 DE)",
+    "auroc_de": "AUROC of DE genes",
+    "mse_delta": "Δ MSE (lower is better)",
+}
+METHOD_LABELS = {
+    "lazynet": "LazyNet",
+    "identity": "identity (no change)",
+    "perturbed_mean": "perturbed mean",
+    "pert_mean": "per-perturbation mean (ceiling)",
+    "linear": "linear (Ahlmann-Eltze)",
+}
 # Upper bound of genes for which a dense gene × gene Jacobian is computed in the app.
 DENSE_MAX_GENES = 600
 
@@ -32,8 +41,14 @@ def screen_overview(adata: Any) -> dict[str, Any]:
     pert = obs.loc[~obs["lazynet_is_control"], ["lazynet_perturbation", "lazynet_modality"]].drop_duplicates()
     by_mod = pert["lazynet_modality"].value_counts().to_dict()
     combos = int(pert["lazynet_perturbation"].str.contains(r"\+").sum())
-    return {"cells": int(adata.n_obs), "genes": int(adata.n_vars), "controls": int(obs["lazynet_is_control"].sum()),
-            "perturbations": int(pert["lazynet_perturbation"].nunique()), "by_modality": by_mod, "combinations": combos}
+    return {
+        "cells": int(adata.n_obs),
+        "genes": int(adata.n_vars),
+        "controls": int(obs["lazynet_is_control"].sum()),
+        "perturbations": int(pert["lazynet_perturbation"].nunique()),
+        "by_modality": by_mod,
+        "combinations": combos,
+    }
 
 
 def cells_per_perturbation(adata: Any) -> pd.DataFrame:
@@ -63,10 +78,22 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
     for i, name in enumerate(pairs.perturbations):
         held = bool(pairs.test_perts[i])
         role = "test" if i in test else "train"
-        note = "held out (never trained on)" if held else ("seen; test cells held out" if role == "test" else "seen")
-        rows.append({"index": i, "perturbation": str(name), "modality": str(pairs.pert_modality[i]),
-                     "held_out": held, "role": role, "n_cells": int(counts[i]),
-                     "label": f"{name} · {pairs.pert_modality[i]} · {note}"})
+        note = (
+            "held out (never trained on)"
+            if held
+            else ("seen; test cells held out" if role == "test" else "seen")
+        )
+        rows.append(
+            {
+                "index": i,
+                "perturbation": str(name),
+                "modality": str(pairs.pert_modality[i]),
+                "held_out": held,
+                "role": role,
+                "n_cells": int(counts[i]),
+                "label": f"{name} · {pairs.pert_modality[i]} · {note}",
+            }
+        )
     return pd.DataFrame(rows).sort_values(["modality", "perturbation"], ignore_index=True)
 
 
@@ -80,8 +107,14 @@ def effects_frame(ensemble: Any, pairs: Any, p_idx: int, role: str) -> pd.DataFr
     obs = np.asarray(pairs.pert_mean(p_idx, role), dtype=float)
     is_target = np.zeros(len(control), dtype=bool)
     is_target[targets] = True
-    return pd.DataFrame({"gene": np.asarray(pairs.genes, dtype=str), "observed": obs - control,
-                         "predicted": pred - control, "is_target": is_target})
+    return pd.DataFrame(
+        {
+            "gene": np.asarray(pairs.genes, dtype=str),
+            "observed": obs - control,
+            "predicted": pred - control,
+            "is_target": is_target,
+        }
+    )
 
 
 def evaluation_frame(ensemble: Any, pairs: Any, role: str) -> pd.DataFrame:
@@ -96,13 +129,21 @@ def method_table(frame: pd.DataFrame, *, perturbation: str | None = None) -> pd.
     data = frame[frame["metric"].isin(list(KEY_METRICS))]
     if perturbation is not None:
         data = data[data["perturbation"] == perturbation]
-    table = data.pivot_table(index="method", columns="metric", values="value", aggfunc="mean", sort=False)
+    data = data.assign(value=pd.to_numeric(data["value"], errors="coerce"))
+    table = data.pivot_table(
+        index="method", columns="metric", values="value", aggfunc="mean", sort=False, dropna=False
+    )
     table = table.reindex(columns=[m for m in KEY_METRICS if m in table.columns])
     order = [m for m in METHOD_LABELS if m in table.index]
     table = table.reindex(order)
     table.index = [METHOD_LABELS.get(m, m) for m in table.index]
     table.columns = [KEY_METRICS[c] for c in table.columns]
-    return table
+    return table.astype(float)
+
+
+def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
+    """Numbers as fixed-precision strings, undefined values as "–" (Streamlit shows NaN as "None")."""
+    return table.map(lambda v: "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}")
 
 
 def baselines_beating(frame: pd.DataFrame, *, metric: str = "pearson_delta") -> list[str]:
@@ -110,7 +151,11 @@ def baselines_beating(frame: pd.DataFrame, *, metric: str = "pearson_delta") -> 
     means = frame[frame["metric"] == metric].groupby("method")["value"].mean()
     if "lazynet" not in means or not np.isfinite(means["lazynet"]):
         return []
-    return [METHOD_LABELS.get(m, m) for m, v in means.items() if m != "lazynet" and np.isfinite(v) and v > means["lazynet"]]
+    return [
+        METHOD_LABELS.get(m, m)
+        for m, v in means.items()
+        if m != "lazynet" and np.isfinite(v) and v > means["lazynet"]
+    ]
 
 
 def method_summary(frame: pd.DataFrame, metric: str = "pearson_delta") -> pd.DataFrame:
@@ -127,7 +172,7 @@ def perturbed_targets(pairs: Any) -> set[str]:
 
 
 def in_silico(ensemble: Any, genes: Sequence[str], fold: float) -> pd.Series:
-    """Predicted Δ (post − control reference) when ``genes`` are scaled by ``fold`` (linear scale).
+    """Predicted Δ when ``genes`` are scaled by ``fold`` (linear scale): F(perturbed) − F(control).
 
     ``fold`` < 1 is a knock-down (0.25 = 75 % down, CRISPRi-like), > 1 an activation.
     """
@@ -139,7 +184,10 @@ def in_silico(ensemble: Any, genes: Sequence[str], fold: float) -> pd.Series:
         raise ValueError(msg)
     settings = ensemble.knockdown_settings(list(genes), float(fold))
     post = ensemble.perturb(settings)
-    delta = np.asarray(post, dtype=float) - np.asarray(ensemble.reference, dtype=float)
+    # Net effect of the intervention: compare with the model's own prediction for the unperturbed
+    # control state, so the model's small drift at the reference (F(x_ref) != x_ref) cancels.
+    baseline = ensemble.predict(np.asarray(ensemble.reference, dtype=np.float32))
+    delta = np.asarray(post, dtype=float) - np.asarray(baseline, dtype=float)
     series = pd.Series(delta, index=np.asarray(ensemble.genes, dtype=str), name="predicted_delta")
     return series.drop(index=list(genes))
 
@@ -165,8 +213,10 @@ def dense_jacobian(ensemble: Any, genes: Sequence[str] | None = None) -> Any:
 
     names = list(ensemble.genes) if genes is None else list(genes)
     if len(names) > DENSE_MAX_GENES:
-        msg = (f"{len(names)} genes is too many for a dense Jacobian in the app (max {DENSE_MAX_GENES}); "
-               "choose a module, fewer top genes or a shorter list.")
+        msg = (
+            f"{len(names)} genes is too many for a dense Jacobian in the app (max {DENSE_MAX_GENES}); "
+            "choose a module, fewer top genes or a shorter list."
+        )
         raise ValueError(msg)
     if len(names) < 2:
         msg = "A Jacobian heatmap needs at least 2 genes."
@@ -196,16 +246,23 @@ def seeds_in_universe(module: str, genes: Iterable[str]) -> tuple[list[str], lis
     return check_genes_known(default_seeds(module), genes)
 
 
-def subgraph(provider: Any, seeds: Sequence[str], *, breadth: int, depth: int, min_abs: float,
-             direction: str = "out") -> nx.DiGraph:
+def subgraph(
+    provider: Any, seeds: Sequence[str], *, breadth: int, depth: int, min_abs: float, direction: str = "out"
+) -> nx.DiGraph:
     """Seed subgraph (``network.expand_from_seeds``) from an on-demand Jacobian provider."""
     from lazynet_core.network import expand_from_seeds
 
     if not seeds:
         msg = "Choose at least one seed gene."
         raise ScreenError(msg)
-    return expand_from_seeds(provider, list(seeds), breadth=int(breadth), depth=int(depth),
-                             min_abs=float(min_abs), direction=direction)
+    return expand_from_seeds(
+        provider,
+        list(seeds),
+        breadth=int(breadth),
+        depth=int(depth),
+        min_abs=float(min_abs),
+        direction=direction,
+    )
 
 
 def _all_cells_mean(pairs: Any, p_idx: int) -> np.ndarray:
@@ -224,7 +281,9 @@ def single_target_means(pairs: Any, *, role: str | None = None) -> dict[str, np.
     for i, targets in enumerate(pairs.pert_targets):
         if len(targets) != 1:
             continue
-        mean = _all_cells_mean(pairs, i) if role is None else np.asarray(pairs.pert_mean(i, role), dtype=float)
+        mean = (
+            _all_cells_mean(pairs, i) if role is None else np.asarray(pairs.pert_mean(i, role), dtype=float)
+        )
         if np.isfinite(mean).all():
             out[str(genes[int(targets[0])])] = mean
     return out
@@ -251,15 +310,19 @@ def annotated_edges(G: nx.DiGraph, pairs: Any) -> pd.DataFrame:
     # Regulators perturbed in a CRISPRa cell line flip the expected sign: the model's J is the
     # response to *raising* x_s, and CRISPRi lowers it; compare signs of J·Δx_s with the effect.
     src_shift = {g: m[index[g]] - control[index[g]] for g, m in means.items()}
-    delta = [means[s][index[t]] - control[index[t]] if s in means and t in index else np.nan
-             for s, t in zip(frame["source"], frame["target"], strict=True)]
+    delta = [
+        means[s][index[t]] - control[index[t]] if s in means and t in index else np.nan
+        for s, t in zip(frame["source"], frame["target"], strict=True)
+    ]
     frame["screen_delta"] = delta
-    expected = [np.sign(w) * np.sign(src_shift.get(s, np.nan))
-                for s, w in zip(frame["source"], frame["weight"], strict=True)]
+    expected = [
+        np.sign(w) * np.sign(src_shift.get(s, np.nan))
+        for s, w in zip(frame["source"], frame["weight"], strict=True)
+    ]
     frame["evidence"] = [
-        "unsupported by the screen" if not np.isfinite(d) else
-        ("agrees" if np.sign(d) == e else "disagrees")
-        for d, e in zip(frame["screen_delta"], expected, strict=True)]
+        "unsupported by the screen" if not np.isfinite(d) else ("agrees" if np.sign(d) == e else "disagrees")
+        for d, e in zip(frame["screen_delta"], expected, strict=True)
+    ]
     return frame
 
 
@@ -284,7 +347,9 @@ def graphml_bytes(G: nx.DiGraph, frame: pd.DataFrame) -> bytes:
     H = G.copy()
     for row in frame[["source", "target", *EXTRA_EDGE_COLUMNS]].itertuples(index=False):
         if H.has_edge(row.source, row.target):
-            H.edges[row.source, row.target].update(screen_delta=float(row.screen_delta), evidence=row.evidence)
+            H.edges[row.source, row.target].update(
+                screen_delta=float(row.screen_delta), evidence=row.evidence
+            )
     buffer = io.BytesIO()
     write_graphml(H, buffer)
     return buffer.getvalue()
@@ -308,7 +373,25 @@ def coexpression(G: nx.DiGraph, pairs: Any) -> dict[str, Any]:
     return coexpression_support(G, X, list(pairs.genes))
 
 
-def planted_recovery_table(ensemble: Any, pairs: Any, adata: Any, full_jacobian: Any) -> pd.DataFrame | None:
+def read_planted_network(source: str) -> dict[str, np.ndarray] | None:
+    """``uns["planted_network"]`` of an ``.h5ad`` file (synthetic screens), read without loading ``X``.
+
+    ``read_screen`` returns a new AnnData without the input's ``uns``, so the truth is read from
+    the file itself; ``None`` when the file has none (real screens) or cannot be read.
+    """
+    import h5py
+    from anndata.io import read_elem
+
+    try:
+        with h5py.File(source, "r") as handle:
+            if "uns" not in handle or "planted_network" not in handle["uns"]:
+                return None
+            return dict(read_elem(handle["uns"]["planted_network"]))
+    except OSError:
+        return None
+
+
+def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian: Any) -> pd.DataFrame | None:
     """AUROC / AUPRC against the planted network (synthetic screens only), next to baselines.
 
     Baselines see only training cells: fold change (regulator perturbed), |correlation| among
@@ -322,7 +405,6 @@ def planted_recovery_table(ensemble: Any, pairs: Any, adata: Any, full_jacobian:
         regulator_expression_scores,
     )
 
-    truth = adata.uns.get("planted_network")
     if truth is None:
         return None
     genes = list(np.asarray(pairs.genes, dtype=str))

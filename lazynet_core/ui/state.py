@@ -11,13 +11,13 @@ from typing import Any
 import streamlit as st
 
 DEFAULTS: dict[str, Any] = {
-    "screen": None,          # dict(source=, label=, pert_key=, control=, modality=, genes=) or None
-    "run_path": None,        # str path of the loaded run
-    "job_id": None,          # id of this session's training job
-    "job_done_seen": None,   # job id whose completion this session has already handled
-    "presentation": False,   # large fonts for lab meetings
-    "perturbation": None,    # selected perturbation on the Effects page
-    "gene_set": None,        # selected gene set on the Jacobian / Networks pages
+    "screen": None,  # dict(source=, label=, pert_key=, control=, modality=, genes=) or None
+    "run_path": None,  # str path of the loaded run
+    "job_id": None,  # id of this session's training job
+    "job_done_seen": None,  # job id whose completion this session has already handled
+    "presentation": False,  # large fonts for lab meetings
+    "perturbation": None,  # selected perturbation on the Effects page
+    "gene_set": None,  # selected gene set on the Jacobian / Networks pages
 }
 
 # URL keys: short names so a shared link stays readable.
