@@ -123,7 +123,8 @@ def verdicts(means: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def run(screens: list[str], seeds: list[int], pairings: list[str], *, epochs: int | None, threads: int,
-        replicas: int, network: bool, time_budget: float | None = None) -> dict[str, Any]:
+        replicas: int, network: bool, time_budget: float | None = None,
+        patience: int | None = None) -> dict[str, Any]:
     import torch
 
     from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
@@ -145,6 +146,8 @@ def run(screens: list[str], seeds: list[int], pairings: list[str], *, epochs: in
                 tc = TrainConfig(seed=seed, replicas=replicas, threads=threads, time_budget_s=time_budget)
                 if epochs is not None:
                     tc = tc.replace(epochs=epochs)
+                if patience is not None:
+                    tc = tc.replace(patience=patience)
                 t0 = time.perf_counter()
                 ens = train_ensemble(pairs, ModelConfig(), tc)
                 train_s = time.perf_counter() - t0
@@ -233,6 +236,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pairings", nargs="+", default=list(PAIRINGS), choices=list(PAIRINGS))
     parser.add_argument("--epochs", type=int, default=None, help="override TrainConfig.epochs (default 40)")
     parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="override TrainConfig.patience (0 disables early stopping)")
     parser.add_argument("--time-budget", type=float, default=None,
                         help="TrainConfig.time_budget_s per ensemble (default none)")
     parser.add_argument("--threads", type=int, default=2)
@@ -251,12 +256,13 @@ def main(argv: list[str] | None = None) -> None:
     name = args.name or ("accuracy_quick" if args.quick else "accuracy")
     config = {"screens": screens, "seeds": seeds, "pairings": args.pairings, "epochs": epochs,
               "replicas": args.replicas, "threads": args.threads, "quick": args.quick,
-              "time_budget_s": args.time_budget,
+              "time_budget_s": args.time_budget, "patience": args.patience,
               "medium_size": MEDIUM if "medium" in screens else None,
               "model_config": "ModelConfig() defaults", "train_config": "TrainConfig(seed=seed) defaults"}
     t0 = time.perf_counter()
     out = run(screens, seeds, args.pairings, epochs=epochs, threads=args.threads, replicas=args.replicas,
-              network=not args.no_network, time_budget=args.time_budget)
+              network=not args.no_network, time_budget=args.time_budget,
+              patience=args.patience)
     config["wall_seconds"] = time.perf_counter() - t0
     frame = out["frame"]
     means = per_seed_means(frame)

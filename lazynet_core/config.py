@@ -165,7 +165,14 @@ class TrainConfig(_Config):
     loss
         ``"std_mse"`` (per-gene standardised MSE, §7b) or ``"huber"`` (§3, δ = ``huber_delta``).
     patience
-        Early stopping on the validation loss; 0 disables it.
+        Early stopping on the validation loss (held-out training perturbations on the
+        perturbation split, held-out cells otherwise): stop after ``patience`` epochs without
+        improvement and keep the best epoch. 0 (the default) trains all ``epochs`` with cosine
+        decay and keeps the last epoch. Measured on the demo and Hill screens (3 split seeds): the
+        validation loss on unseen perturbations flattens after ~10 epochs while the fit of the
+        seen ones keeps improving, so early stopping at patience 8 left the model at the
+        perturbed-mean level (training-fit delta-Pearson 0.33 vs 0.85 after 40 epochs; held-out
+        perturbations 0.21 vs 0.26 on the Hill screen).
     time_budget_s
         Wall-clock budget for the whole ensemble; training stops cleanly when it is spent.
     device
@@ -185,7 +192,7 @@ class TrainConfig(_Config):
     weight_decay: float = 0.0
     loss: str = "std_mse"
     huber_delta: float = 1.0
-    patience: int = 8
+    patience: int = 0
     seed: int = 0
     time_budget_s: float | None = None
     device: str = "cpu"

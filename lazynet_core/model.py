@@ -23,6 +23,23 @@ def _inverse_softplus(y: torch.Tensor) -> torch.Tensor:
     return torch.where(y > 20, y, torch.log(torch.expm1(y.clamp_min(1e-12))))
 
 
+def _selection_start(n_out: int, n_in: int, gen: torch.Generator) -> torch.Tensor:
+    """``W_L`` of the linear start: each unit reads one input (+3e-4 of every other).
+
+    With ``n_out == n_in`` this is ``I`` (method §7b). For a bottleneck (``n_out < n_in``) each unit
+    reads a distinct random input, so units start different from one another; dense random
+    positive rows would make every unit a near-copy of the mean expression, and the model then
+    fails to fit (measured: training-fit Pearson 0.32 with H = 64 on the demo vs 0.85 with H = G).
+    """
+    W_L = torch.full((n_out, n_in), 3e-4)
+    if n_out == n_in:
+        chosen = torch.arange(n_in)
+    else:
+        chosen = torch.randperm(n_in, generator=gen)[:n_out] if n_out <= n_in else torch.arange(n_out) % n_in
+    W_L[torch.arange(n_out), chosen] = 1.0
+    return W_L
+
+
 class LogLinExpBlock(nn.Module):
     """One block ``h = exp(W_E · log(clamp(W_L · x + b_L)) + b_E)``.
 
@@ -110,8 +127,8 @@ class LazyNet(nn.Module):
         gen = torch.Generator().manual_seed(int(seed))
         for block in self.blocks:
             n_out, n_in = block.A.shape
-            if self.config.init == "linear" and n_out == n_in:
-                W_L = torch.eye(n_out) + 3e-4 * (1 - torch.eye(n_out))
+            if self.config.init == "linear":
+                W_L = _selection_start(n_out, n_in, gen)
             else:
                 W_L = torch.rand(n_out, n_in, generator=gen) * (2.0 / n_in)
             b_L = 0.05 + 0.1 * torch.rand(n_out, generator=gen)

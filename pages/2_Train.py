@@ -66,7 +66,7 @@ with st.form("train_form"):
         help="Auto: one unit per gene up to 1024 genes, else a 256-unit bottleneck.",
     )
     epochs = c3.number_input(
-        "Max epochs", 1, 500, 20, help="Early stopping on the validation loss may stop sooner."
+        "Epochs", 1, 500, 40, help="Passes over the training pairs (cosine learning-rate decay)."
     )
     budget = c4.number_input(
         "Time budget (s)", 5, 24 * 3600, 120, help="Training stops cleanly when it is spent."
@@ -80,8 +80,8 @@ with st.form("train_form"):
     split = c6.selectbox(
         "Held-out split",
         ["perturbations", "cells"],
-        help="perturbations: 20 % of targets never seen in training; cells: 20 % of each "
-        "perturbation's cells held out.",
+        help="perturbations: 20 % of targets never seen in training, plus 20 % of the other "
+        "perturbations' cells; cells: only 20 % of each perturbation's cells held out.",
     )
     seed = c7.number_input("Seed", 0, 10**6, 0)
     name = c8.text_input("Run name", value=f"{spec['label']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
