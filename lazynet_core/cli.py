@@ -11,13 +11,20 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from .config import ModelConfig, PairConfig, TrainConfig
 from .errors import RunError, ScreenError, TrainingCancelled, TrainingError
 
-USER_ERRORS = (ScreenError, RunError, TrainingError, TrainingCancelled, FileNotFoundError, KeyError, ValueError)
+USER_ERRORS = (
+    ScreenError,
+    RunError,
+    TrainingError,
+    TrainingCancelled,
+    FileNotFoundError,
+    KeyError,
+    ValueError,
+)
 
 
 class _Progress:
@@ -33,14 +40,18 @@ class _Progress:
             self.last = time.perf_counter()
             frac = min(self.done / self.total, 1.0)
             bar = "#" * int(30 * frac)
-            self.stream.write(f"\r[{bar:<30}] {frac:5.1%} replica {replica + 1} epoch {epoch + 1} "
-                              f"loss {loss:.4f} {elapsed:5.1f}s")
+            self.stream.write(
+                f"\r[{bar:<30}] {frac:5.1%} replica {replica + 1} epoch {epoch + 1} "
+                f"loss {loss:.4f} {elapsed:5.1f}s"
+            )
             self.stream.flush()
 
     def epoch(self, replica, epoch, train_loss, val_loss, elapsed) -> None:
         if not self.tty:
-            self.stream.write(f"replica {replica + 1} epoch {epoch + 1}: train {train_loss:.4f} "
-                              f"val {val_loss:.4f} ({elapsed:.1f}s)\n")
+            self.stream.write(
+                f"replica {replica + 1} epoch {epoch + 1}: train {train_loss:.4f} "
+                f"val {val_loss:.4f} ({elapsed:.1f}s)\n"
+            )
 
     def close(self) -> None:
         if self.tty:
@@ -85,27 +96,41 @@ def cmd_train(args) -> int:
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise RunError(f"Run directory '{out}' already exists and is not empty; choose another --out or "
-                       "pass --overwrite.")
+        raise RunError(
+            f"Run directory '{out}' already exists and is not empty; choose another --out or "
+            "pass --overwrite."
+        )
     adata = _load_screen(args)
     pairs = make_pairs(adata, PairConfig(pairing=args.pairing, split=args.split, seed=args.seed))
     model_config = ModelConfig(hidden=args.hidden)
-    train_config = TrainConfig(replicas=args.replicas, epochs=args.epochs, seed=args.seed,
-                               time_budget_s=args.time_budget, threads=args.threads)
+    train_config = TrainConfig(
+        replicas=args.replicas,
+        epochs=args.epochs,
+        seed=args.seed,
+        time_budget_s=args.time_budget,
+        threads=args.threads,
+    )
     progress = _Progress(planned_steps(pairs, train_config))
-    print(f"Training {train_config.replicas} replica(s) on {adata.n_obs} cells x {adata.n_vars} genes, "
-          f"{len(pairs.perturbations)} perturbations ({int(pairs.test_perts.sum())} held out)...")
+    print(
+        f"Training {train_config.replicas} replica(s) on {adata.n_obs} cells x {adata.n_vars} genes, "
+        f"{len(pairs.perturbations)} perturbations ({int(pairs.test_perts.sum())} held out)..."
+    )
     try:
-        ensemble = train_ensemble(pairs, model_config, train_config, on_progress=progress.step,
-                                  on_epoch=progress.epoch)
+        ensemble = train_ensemble(
+            pairs, model_config, train_config, on_progress=progress.step, on_epoch=progress.epoch
+        )
     finally:
         progress.close()
     meta = adata.uns.get("lazynet", {})
     source = "demo" if args.demo else str(Path(args.data).resolve())
-    save_run(ensemble, out, overwrite=args.overwrite, provenance={"source": source, "sha256": meta.get("sha256")})
+    save_run(
+        ensemble, out, overwrite=args.overwrite, provenance={"source": source, "sha256": meta.get("sha256")}
+    )
     info = ensemble.info
-    print(f"Saved {out} ({info['parameters_per_replica']:,} parameters per replica, hidden {info['hidden']}, "
-          f"{info['train_seconds']:.1f} s).")
+    print(
+        f"Saved {out} ({info['parameters_per_replica']:,} parameters per replica, hidden {info['hidden']}, "
+        f"{info['train_seconds']:.1f} s)."
+    )
     return 0
 
 
@@ -166,12 +191,20 @@ def cmd_network(args) -> int:
     ensemble, adata = _screen_for_run(Path(args.run), args.data)
     module = "lysosomal_mito_immune" if args.module.startswith("lyso") else args.module
     seeds = args.seeds.split(",") if args.seeds else list(DEFAULT_SEEDS[module])
-    graph = expand_from_seeds(column_provider(ensemble), seeds, breadth=args.breadth, depth=args.depth,
-                              min_abs=args.min_abs, genes=list(ensemble.genes))
+    graph = expand_from_seeds(
+        column_provider(ensemble),
+        seeds,
+        breadth=args.breadth,
+        depth=args.depth,
+        min_abs=args.min_abs,
+        genes=list(ensemble.genes),
+    )
     write_edges_csv(graph, args.out)
     summary = subgraph_summary(graph)
-    print(f"{summary['n_nodes']} genes, {summary['n_edges']} edges; missing seeds: "
-          f"{summary['missing_seeds'] or 'none'}. Wrote {args.out}")
+    print(
+        f"{summary['n_nodes']} genes, {summary['n_edges']} edges; missing seeds: "
+        f"{summary['missing_seeds'] or 'none'}. Wrote {args.out}"
+    )
     return 0
 
 
@@ -211,8 +244,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="in-silico perturbation: predicted changes")
     p.add_argument("run")
-    p.add_argument("--set", action="append", required=True, metavar="GENE=FOLD",
-                   help="scale GENE's expression by FOLD (0.25 = knock-down, 4 = activation); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        required=True,
+        metavar="GENE=FOLD",
+        help="scale GENE's expression by FOLD (0.25 = knock-down, 4 = activation); repeatable",
+    )
     p.add_argument("--top", type=int, default=20)
     p.set_defaults(func=cmd_predict)
 
@@ -225,7 +263,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("network", help="seed subgraph of the consensus Jacobian as an edges CSV")
     p.add_argument("run")
     p.add_argument("--data")
-    p.add_argument("--module", default="ferroptosis", choices=["ferroptosis", "lysosomal", "lysosomal_mito_immune"])
+    p.add_argument(
+        "--module", default="ferroptosis", choices=["ferroptosis", "lysosomal", "lysosomal_mito_immune"]
+    )
     p.add_argument("--seeds", help="comma-separated seeds (default: the module's)")
     p.add_argument("--breadth", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)

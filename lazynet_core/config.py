@@ -67,7 +67,9 @@ class ModelConfig(_Config):
     def __post_init__(self) -> None:
         _check(self.hidden is None or self.hidden >= 1, f"hidden must be >= 1 or None, got {self.hidden}.")
         _check(self.depth >= 1, f"depth must be >= 1, got {self.depth}.")
-        _check(self.init in ("linear", "identity"), f"init must be 'linear' or 'identity', got {self.init!r}.")
+        _check(
+            self.init in ("linear", "identity"), f"init must be 'linear' or 'identity', got {self.init!r}."
+        )
         _check(self.log_floor > 0, f"log_floor must be > 0, got {self.log_floor}.")
 
     def hidden_for(self, n_genes: int) -> int:
@@ -129,10 +131,14 @@ class PairConfig(_Config):
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.pairing in ("pseudobulk", "random_cells"),
-               f"pairing must be 'pseudobulk' or 'random_cells', got {self.pairing!r}.")
-        _check(self.split in ("perturbations", "cells"),
-               f"split must be 'perturbations' or 'cells', got {self.split!r}.")
+        _check(
+            self.pairing in ("pseudobulk", "random_cells"),
+            f"pairing must be 'pseudobulk' or 'random_cells', got {self.pairing!r}.",
+        )
+        _check(
+            self.split in ("perturbations", "cells"),
+            f"split must be 'perturbations' or 'cells', got {self.split!r}.",
+        )
         _check(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}.")
         _check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}.")
         _check(self.k >= 1, f"k must be >= 1, got {self.k}.")
@@ -205,8 +211,10 @@ class TrainConfig(_Config):
         _check(self.lr is None or self.lr > 0, f"lr must be > 0 or None, got {self.lr}.")
         _check(self.loss in ("std_mse", "huber"), f"loss must be 'std_mse' or 'huber', got {self.loss!r}.")
         _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}.")
-        _check(self.time_budget_s is None or self.time_budget_s > 0,
-               f"time_budget_s must be > 0 or None, got {self.time_budget_s}.")
+        _check(
+            self.time_budget_s is None or self.time_budget_s > 0,
+            f"time_budget_s must be > 0 or None, got {self.time_budget_s}.",
+        )
 
     def lr_for(self, n_genes: int) -> float:
         """Learning rate actually used for ``n_genes`` genes."""
@@ -242,8 +250,10 @@ class NetworkConfig(_Config):
     def __post_init__(self) -> None:
         _check(self.breadth >= 1, f"breadth must be >= 1, got {self.breadth}.")
         _check(self.depth >= 1, f"depth must be >= 1, got {self.depth}.")
-        _check(self.direction in ("out", "in", "both"),
-               f"direction must be 'out', 'in' or 'both', got {self.direction!r}.")
+        _check(
+            self.direction in ("out", "in", "both"),
+            f"direction must be 'out', 'in' or 'both', got {self.direction!r}.",
+        )
         _check(self.min_abs >= 0, f"min_abs must be >= 0, got {self.min_abs}.")
         if self.level_caps is not None:
             object.__setattr__(self, "level_caps", tuple(int(c) for c in self.level_caps))

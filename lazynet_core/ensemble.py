@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -61,9 +61,11 @@ class Ensemble:
         names = [names] if isinstance(names, str) else list(names)
         idx = self._index.get_indexer(names)
         if (idx < 0).any():
-            unknown = [n for n, i in zip(names, idx) if i < 0]
-            msg = (f"Gene(s) {unknown[:10]} are not in this model's {self.n_genes} genes; "
-                   "check the spelling (symbols are case-sensitive) or retrain with them included.")
+            unknown = [n for n, i in zip(names, idx, strict=False) if i < 0]
+            msg = (
+                f"Gene(s) {unknown[:10]} are not in this model's {self.n_genes} genes; "
+                "check the spelling (symbols are case-sensitive) or retrain with them included."
+            )
             raise ScreenError(msg)
         return idx
 
@@ -78,9 +80,9 @@ class Ensemble:
             raise ValueError(msg)
         out = np.empty((len(self.replicas), *x2.shape), dtype=np.float32)
         for start in range(0, len(x2), _PREDICT_CHUNK):
-            chunk = torch.from_numpy(np.ascontiguousarray(x2[start:start + _PREDICT_CHUNK]))
+            chunk = torch.from_numpy(np.ascontiguousarray(x2[start : start + _PREDICT_CHUNK]))
             for r, replica in enumerate(self.replicas):
-                out[r, start:start + len(chunk)] = replica.step(chunk).numpy()
+                out[r, start : start + len(chunk)] = replica.step(chunk).numpy()
         return out[:, 0] if single else out
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -110,7 +112,7 @@ class Ensemble:
         genes = list(genes)
         idx = self.gene_index(genes)
         linear = np.expm1(self.reference[idx].astype(np.float64)) * float(fold)
-        return dict(zip(genes, np.log1p(linear).astype(float)))
+        return dict(zip(genes, np.log1p(linear).astype(float), strict=False))
 
     def n_parameters(self) -> int:
         """Total parameters over all replicas."""

@@ -81,13 +81,20 @@ def delta_metrics(
     pred = np.asarray(pred_delta, dtype=np.float64).ravel()
     obs = np.asarray(obs_delta, dtype=np.float64).ravel()
     if pred.shape != obs.shape:
-        msg = f"pred_delta has {pred.size} genes but obs_delta has {obs.size}; pass vectors over the same genes."
+        msg = (f"pred_delta has {pred.size} genes but obs_delta has {obs.size}; "
+               "pass vectors over the same genes.")
         raise ValueError(msg)
     if top_k < 1:
         msg = f"top_k must be >= 1, got {top_k}."
         raise ValueError(msg)
-    names = ("pearson_delta", f"pearson_delta_top{top_k}", "mse_delta", f"direction_acc_top{top_k}",
-             "auroc_de", "auprc_de")
+    names = (
+        "pearson_delta",
+        f"pearson_delta_top{top_k}",
+        "mse_delta",
+        f"direction_acc_top{top_k}",
+        "auroc_de",
+        "auprc_de",
+    )
     keep = np.ones(pred.size, dtype=bool)
     keep[np.asarray(exclude, dtype=int)] = False
     pred, obs = pred[keep], obs[keep]
@@ -130,7 +137,11 @@ def _train_pert_means(pairs: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _linear_deltas(
-    deltas: np.ndarray, train_targets: np.ndarray, query_targets: Sequence[np.ndarray], *, n_pcs: int,
+    deltas: np.ndarray,
+    train_targets: np.ndarray,
+    query_targets: Sequence[np.ndarray],
+    *,
+    n_pcs: int,
     ridge: float,
 ) -> np.ndarray:
     """Ahlmann-Eltze et al. (2025) linear model fitted on single-target training deltas.
@@ -193,7 +204,8 @@ def baseline_predictions(
     """
     evals = np.asarray(pairs.evaluation_perturbations(role), dtype=int)
     if evals.size == 0:
-        msg = f"No perturbation has cells of role {role!r}; choose a role among 'train', 'val', 'test' with cells."
+        msg = (f"No perturbation has cells of role {role!r}; "
+               "choose a role among 'train', 'val', 'test' with cells.")
         raise ScreenError(msg)
     control = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     pre = np.stack([np.asarray(pairs.pre_state(p, role), dtype=np.float64) for p in evals])
@@ -202,8 +214,13 @@ def baseline_predictions(
     singles = np.flatnonzero((counts > 0) & np.array([len(t) == 1 for t in pairs.pert_targets]))
     if singles.size:
         train_targets = np.array([pairs.pert_targets[p][0] for p in singles], dtype=int)
-        linear = control + _linear_deltas(means[singles] - control, train_targets,
-                                          [pairs.pert_targets[p] for p in evals], n_pcs=n_pcs, ridge=ridge)
+        linear = control + _linear_deltas(
+            means[singles] - control,
+            train_targets,
+            [pairs.pert_targets[p] for p in evals],
+            n_pcs=n_pcs,
+            ridge=ridge,
+        )
     else:
         linear = np.full_like(pre, np.nan)
     preds = {
@@ -286,8 +303,15 @@ def evaluate(
             records += [(split[row], method, label, metric, value) for metric, value in scores.items()]
         for name_split in np.unique(split):
             rows = (split == name_split) & np.isfinite(pred).all(axis=1)
-            records.append((name_split, method, "ALL", "pearson_post_pooled",
-                            _pearson(pred[rows].ravel(), obs[rows].ravel())))
+            records.append(
+                (
+                    name_split,
+                    method,
+                    "ALL",
+                    "pearson_post_pooled",
+                    _pearson(pred[rows].ravel(), obs[rows].ravel()),
+                )
+            )
     frame = pd.DataFrame.from_records(records, columns=["split", "method", "perturbation", "metric", "value"])
     frame.insert(1, "role", role)
     return frame

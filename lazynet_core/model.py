@@ -57,8 +57,15 @@ class LogLinExpBlock(nn.Module):
         Clamp of the log argument (minimum) and of the exp argument (maximum).
     """
 
-    def __init__(self, n_in: int, n_out: int, *, positive: bool = True, log_floor: float = 1e-6,
-                 exp_clamp: float = 20.0) -> None:
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        *,
+        positive: bool = True,
+        log_floor: float = 1e-6,
+        exp_clamp: float = 20.0,
+    ) -> None:
         super().__init__()
         self.positive = positive
         self.log_floor = log_floor
@@ -114,9 +121,10 @@ class LazyNet(nn.Module):
         self.hidden = config.hidden_for(self.n_genes)
         widths = [self.n_genes] + [self.hidden] * config.depth
         self.blocks = nn.ModuleList(
-            LogLinExpBlock(a, b, positive=config.positive, log_floor=config.log_floor,
-                           exp_clamp=config.exp_clamp)
-            for a, b in zip(widths[:-1], widths[1:])
+            LogLinExpBlock(
+                a, b, positive=config.positive, log_floor=config.log_floor, exp_clamp=config.exp_clamp
+            )
+            for a, b in zip(widths[:-1], widths[1:], strict=False)
         )
         self.out = nn.Linear(self.hidden, self.n_genes)
         self.reset_parameters(seed=seed)

@@ -9,8 +9,8 @@ sparse in memory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,7 @@ class EpochPairs:
         if self.gene is None:
             object.__setattr__(self, "gene", np.full(len(self.pert), -1, dtype=np.int64))
 
-    def subset(self, sl: slice) -> "EpochPairs":
+    def subset(self, sl: slice) -> EpochPairs:
         """The pairs ``sl`` of this epoch."""
         return EpochPairs(self.pre_idx[sl], self.post_idx[sl], self.pert[sl], self.gene[sl])
 
@@ -167,8 +167,12 @@ class Pairs:
         if not pert:
             return EpochPairs(np.zeros((0, k), int), np.zeros((0, k), int), np.zeros(0, int))
         order = rng.permutation(sum(len(x) for x in pert))
-        return EpochPairs(np.concatenate(pre)[order], np.concatenate(post)[order], np.concatenate(pert)[order],
-                          np.concatenate(gene)[order])
+        return EpochPairs(
+            np.concatenate(pre)[order],
+            np.concatenate(post)[order],
+            np.concatenate(pert)[order],
+            np.concatenate(gene)[order],
+        )
 
     def _natural_pairs(self, controls: np.ndarray, n: int, k: int, rng: np.random.Generator):
         """Pairs whose post side is the k pool cells with the highest or lowest x_j (see PairConfig)."""
@@ -191,8 +195,9 @@ class Pairs:
     def _average(self, idx: np.ndarray) -> np.ndarray:
         n, k = idx.shape
         rows = np.repeat(np.arange(n), k)
-        A = sp.csr_matrix((np.full(n * k, 1.0 / k, dtype=np.float32), (rows, idx.ravel())),
-                          shape=(n, self.X.shape[0]))
+        A = sp.csr_matrix(
+            (np.full(n * k, 1.0 / k, dtype=np.float32), (rows, idx.ravel())), shape=(n, self.X.shape[0])
+        )
         return (A @ self.X).toarray().astype(np.float32, copy=False)
 
     def batch(self, epoch: EpochPairs, sl: slice, role: str = "train") -> tuple[np.ndarray, np.ndarray]:
@@ -230,8 +235,9 @@ class Pairs:
             post[natural, nat_gene] = nat_post[rows, nat_gene]
         return pre, post
 
-    def iter_batches(self, epoch: EpochPairs, batch_size: int, role: str = "train"
-                     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def iter_batches(
+        self, epoch: EpochPairs, batch_size: int, role: str = "train"
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the dense mini-batches of ``epoch`` in order."""
         for start in range(0, len(epoch), batch_size):
             yield self.batch(epoch, slice(start, start + batch_size), role)
@@ -241,8 +247,10 @@ class Pairs:
 def _check_screen(adata: AnnData) -> None:
     missing = [c for c in _REQUIRED_OBS if c not in adata.obs.columns]
     if missing:
-        msg = (f"Obs columns {missing} do not exist in .obs; make_pairs needs a screen prepared by "
-               "`lazynet_core.read_screen` (run it first).")
+        msg = (
+            f"Obs columns {missing} do not exist in .obs; make_pairs needs a screen prepared by "
+            "`lazynet_core.read_screen` (run it first)."
+        )
         raise ScreenError(msg)
 
 
@@ -252,9 +260,11 @@ def _parse_targets(labels: np.ndarray, genes: pd.Index) -> tuple[np.ndarray, ...
         names = label.split("+")
         idx = genes.get_indexer(names)
         if (idx < 0).any():
-            unknown = [n for n, i in zip(names, idx) if i < 0]
-            msg = (f"Perturbation {label!r} targets {unknown}, which are not in the gene universe; "
-                   "read the screen with `read_screen` (it drops such cells) or add the genes.")
+            unknown = [n for n, i in zip(names, idx, strict=False) if i < 0]
+            msg = (
+                f"Perturbation {label!r} targets {unknown}, which are not in the gene universe; "
+                "read the screen with `read_screen` (it drops such cells) or add the genes."
+            )
             raise ScreenError(msg)
         out.append(idx.astype(np.int64))
     return tuple(out)
@@ -273,8 +283,9 @@ def _validation_perturbations(test_perts: np.ndarray, config: PairConfig, rng: n
     return set(rng.choice(candidates, size=min(n_val, len(candidates) - 2), replace=False).tolist())
 
 
-def _assign_roles(cell_pert: np.ndarray, test_perts: np.ndarray, config: PairConfig,
-                  rng: np.random.Generator) -> np.ndarray:
+def _assign_roles(
+    cell_pert: np.ndarray, test_perts: np.ndarray, config: PairConfig, rng: np.random.Generator
+) -> np.ndarray:
     """Per-cell role: held-out perturbations -> test; other groups split by fractions."""
     role = np.full(len(cell_pert), "train", dtype=object)
     val_perts = _validation_perturbations(test_perts, config, rng)
@@ -291,12 +302,13 @@ def _assign_roles(cell_pert: np.ndarray, test_perts: np.ndarray, config: PairCon
         elif len(idx) - n_test - n_val < 1:  # keep at least one training cell
             n_val = max(0, len(idx) - n_test - 1)
         role[idx[:n_test]] = "test"
-        role[idx[n_test:n_test + n_val]] = "val"
+        role[idx[n_test : n_test + n_val]] = "val"
     return role.astype(str)
 
 
-def _choose_test_perturbations(perturbations: np.ndarray, config: PairConfig,
-                               rng: np.random.Generator) -> np.ndarray:
+def _choose_test_perturbations(
+    perturbations: np.ndarray, config: PairConfig, rng: np.random.Generator
+) -> np.ndarray:
     test = np.zeros(len(perturbations), dtype=bool)
     if config.split != "perturbations":
         return test
@@ -336,22 +348,31 @@ def make_pairs(adata: AnnData, config: PairConfig = PairConfig()) -> Pairs:
     labels = obs["lazynet_perturbation"].astype(str).to_numpy()
     perturbations = np.array(sorted(set(labels[~is_control])), dtype=str)
     if len(perturbations) < 2:
-        msg = (f"The screen has {len(perturbations)} perturbation(s) besides control; at least 2 are "
-               "needed to train and evaluate.")
+        msg = (
+            f"The screen has {len(perturbations)} perturbation(s) besides control; at least 2 are "
+            "needed to train and evaluate."
+        )
         raise ScreenError(msg)
     if is_control.sum() < 2:
         msg = "The screen has fewer than 2 control cells; pairs need control cells on the pre side."
         raise ScreenError(msg)
     lookup = {p: i for i, p in enumerate(perturbations)}
-    cell_pert = np.array([-1 if c else lookup[lab] for lab, c in zip(labels, is_control)], dtype=np.int64)
+    cell_pert = np.array(
+        [-1 if c else lookup[lab] for lab, c in zip(labels, is_control, strict=False)], dtype=np.int64
+    )
     modality = obs["lazynet_modality"].astype(str).to_numpy()
     pert_modality = np.array([modality[np.flatnonzero(cell_pert == i)[0]] for i in range(len(perturbations))])
     rng = np.random.default_rng(config.seed)
     test_perts = _choose_test_perturbations(perturbations, config, rng)
     cell_role = _assign_roles(cell_pert, test_perts, config, rng)
     return Pairs(
-        X=X, genes=np.asarray(adata.var_names, dtype=str), perturbations=perturbations,
+        X=X,
+        genes=np.asarray(adata.var_names, dtype=str),
+        perturbations=perturbations,
         pert_targets=_parse_targets(perturbations, pd.Index(adata.var_names)),
-        pert_modality=pert_modality, cell_pert=cell_pert, cell_role=cell_role, test_perts=test_perts,
+        pert_modality=pert_modality,
+        cell_pert=cell_pert,
+        cell_role=cell_role,
+        test_perts=test_perts,
         config=config,
     )

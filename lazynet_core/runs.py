@@ -40,8 +40,9 @@ def _json_default(value):
     return str(value)
 
 
-def save_run(ensemble: Ensemble, path: str | os.PathLike, *, overwrite: bool = False,
-             provenance: dict | None = None) -> Path:
+def save_run(
+    ensemble: Ensemble, path: str | os.PathLike, *, overwrite: bool = False, provenance: dict | None = None
+) -> Path:
     """Write ``ensemble`` to the run directory ``path`` atomically.
 
     Parameters
@@ -62,8 +63,10 @@ def save_run(ensemble: Ensemble, path: str | os.PathLike, *, overwrite: bool = F
     """
     path = Path(path).expanduser()
     if path.exists() and (not path.is_dir() or any(path.iterdir())) and not overwrite:
-        msg = (f"Run directory '{path}' already exists and is not empty; choose another name or pass "
-               "overwrite=True (CLI: --overwrite).")
+        msg = (
+            f"Run directory '{path}' already exists and is not empty; choose another name or pass "
+            "overwrite=True (CLI: --overwrite)."
+        )
         raise RunError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
@@ -87,7 +90,7 @@ def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
     manifest = {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "model_config": ensemble.model_config.to_dict(),
         "train_config": ensemble.train_config.to_dict(),
         "pair_config": ensemble.pair_config.to_dict(),
@@ -106,8 +109,10 @@ def _read_manifest(path: Path) -> dict:
         raise RunError(msg)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        msg = (f"'{path}' has no {MANIFEST}: it is not a LazyNet run or it was half-written "
-               "(training cancelled or crashed). Delete it and train again.")
+        msg = (
+            f"'{path}' has no {MANIFEST}: it is not a LazyNet run or it was half-written "
+            "(training cancelled or crashed). Delete it and train again."
+        )
         raise RunError(msg)
     try:
         manifest = json.loads(manifest_path.read_text())
@@ -116,8 +121,10 @@ def _read_manifest(path: Path) -> dict:
         raise RunError(msg) from exc
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
-        msg = (f"Run '{path}' has format_version {version!r}; this LazyNet ({__version__}) reads "
-               f"version {FORMAT_VERSION}. Retrain with this version.")
+        msg = (
+            f"Run '{path}' has format_version {version!r}; this LazyNet ({__version__}) reads "
+            f"version {FORMAT_VERSION}. Retrain with this version."
+        )
         raise RunError(msg)
     return manifest
 
@@ -135,7 +142,7 @@ def load_run(path: str | os.PathLike) -> Ensemble:
     model_config = ModelConfig.from_dict(manifest["model_config"])
     genes = np.asarray(manifest["genes"], dtype=str)
     replicas = []
-    for k, rec in enumerate(manifest["replicas"]):
+    for k, _rec in enumerate(manifest["replicas"]):
         file = path / f"replica_{k}.pt"
         try:
             state = torch.load(file, map_location="cpu", weights_only=True)
@@ -149,12 +156,23 @@ def load_run(path: str | os.PathLike) -> Ensemble:
     history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
     split_file = path / "split.json"
     split = json.loads(split_file.read_text()) if split_file.is_file() else {}
-    info = dict(manifest.get("info", {}), replicas=manifest["replicas"], path=str(path),
-                provenance=manifest.get("provenance", {}), created=manifest.get("created"))
+    info = dict(
+        manifest.get("info", {}),
+        replicas=manifest["replicas"],
+        path=str(path),
+        provenance=manifest.get("provenance", {}),
+        created=manifest.get("created"),
+    )
     return Ensemble(
-        replicas=replicas, genes=genes, reference=np.load(path / "reference.npy"),
-        model_config=model_config, train_config=TrainConfig.from_dict(manifest["train_config"]),
-        pair_config=PairConfig.from_dict(manifest["pair_config"]), history=history, split=split, info=info,
+        replicas=replicas,
+        genes=genes,
+        reference=np.load(path / "reference.npy"),
+        model_config=model_config,
+        train_config=TrainConfig.from_dict(manifest["train_config"]),
+        pair_config=PairConfig.from_dict(manifest["pair_config"]),
+        history=history,
+        split=split,
+        info=info,
     )
 
 
@@ -164,9 +182,11 @@ def check_genes(ensemble: Ensemble, genes) -> None:
     if len(genes) == ensemble.n_genes and np.array_equal(genes, ensemble.genes):
         return
     missing = [g for g in ensemble.genes if g not in set(genes)]
-    msg = (f"The dataset has {len(genes)} genes but the run was trained on {ensemble.n_genes}; "
-           f"{len(missing)} of the run's genes are missing from the dataset (first: {missing[:5]}). "
-           "Read the dataset with the same gene universe (genes=run genes) or retrain.")
+    msg = (
+        f"The dataset has {len(genes)} genes but the run was trained on {ensemble.n_genes}; "
+        f"{len(missing)} of the run's genes are missing from the dataset (first: {missing[:5]}). "
+        "Read the dataset with the same gene universe (genes=run genes) or retrain."
+    )
     raise RunError(msg)
 
 
@@ -182,8 +202,16 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
         except RunError:
             continue
         losses = [r.get("best_loss") for r in m.get("replicas", []) if r.get("best_loss") is not None]
-        rows.append(dict(name=child.name, path=str(child), created=m.get("created"), n_genes=m.get("n_genes"),
-                         replicas=len(m.get("replicas", [])), best_val_loss=float(np.mean(losses)) if losses else None,
-                         source=m.get("provenance", {}).get("source")))
+        rows.append(
+            dict(
+                name=child.name,
+                path=str(child),
+                created=m.get("created"),
+                n_genes=m.get("n_genes"),
+                replicas=len(m.get("replicas", [])),
+                best_val_loss=float(np.mean(losses)) if losses else None,
+                source=m.get("provenance", {}).get("source"),
+            )
+        )
     columns = ["name", "path", "created", "n_genes", "replicas", "best_val_loss", "source"]
     return pd.DataFrame(rows, columns=columns)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -32,7 +32,9 @@ def planned_steps(pairs: Pairs, train_config: TrainConfig) -> int:
     """Mini-batch steps of the whole ensemble without early stopping (for progress bars and ETA)."""
     n_perts = len(pairs.evaluation_perturbations("train"))
     per_epoch = n_perts * pairs.config.resamples
-    per_epoch += int(round(pairs.config.control_pairs * per_epoch)) + int(round(pairs.config.natural_pairs * per_epoch))
+    per_epoch += int(round(pairs.config.control_pairs * per_epoch)) + int(
+        round(pairs.config.natural_pairs * per_epoch)
+    )
     return train_config.replicas * train_config.epochs * math.ceil(per_epoch / train_config.batch_size)
 
 
@@ -57,17 +59,25 @@ def _evaluate(model: LazyNet, val, scale, config: TrainConfig) -> float:
     if val is None:
         return float("nan")
     pre, post = val
-    losses = [_loss(model.step(pre[i:i + 512]), post[i:i + 512], scale, config).item() * len(pre[i:i + 512])
-              for i in range(0, len(pre), 512)]
+    losses = [
+        _loss(model.step(pre[i : i + 512]), post[i : i + 512], scale, config).item() * len(pre[i : i + 512])
+        for i in range(0, len(pre), 512)
+    ]
     return float(sum(losses) / len(pre))
 
 
 class _Trainer:
     """State of one ensemble run: clock, callbacks, stop flag."""
 
-    def __init__(self, pairs: Pairs, model_config: ModelConfig, config: TrainConfig,
-                 on_progress: ProgressFn | None, on_epoch: EpochFn | None,
-                 should_stop: Callable[[], bool] | None) -> None:
+    def __init__(
+        self,
+        pairs: Pairs,
+        model_config: ModelConfig,
+        config: TrainConfig,
+        on_progress: ProgressFn | None,
+        on_epoch: EpochFn | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
         self.pairs, self.model_config, self.config = pairs, model_config, config
         self.on_progress, self.on_epoch = on_progress, on_epoch
         self.should_stop = should_stop or (lambda: False)
@@ -95,8 +105,11 @@ class _Trainer:
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, planned_steps(self.pairs, cfg.replace(replicas=1, epochs=1)))
         total = cfg.epochs * steps_per_epoch
-        sched = (torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr * 0.05)
-                 if cfg.cosine else None)
+        sched = (
+            torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total, eta_min=lr * 0.05)
+            if cfg.cosine
+            else None
+        )
         best = (math.inf, copy.deepcopy(model.state_dict()))
         bad_epochs, step, retries, stopped = 0, 0, 0, "epochs"
         for epoch in range(cfg.epochs):
@@ -122,8 +135,15 @@ class _Trainer:
             train_loss = float(np.mean(batch_losses)) if batch_losses else float("nan")
             model.eval()
             val_loss = _evaluate(model, self.val, self.scale, cfg)
-            self.records.append(dict(replica=replica, epoch=epoch, train_loss=train_loss,
-                                     val_loss=val_loss, elapsed_s=self.elapsed()))
+            self.records.append(
+                dict(
+                    replica=replica,
+                    epoch=epoch,
+                    train_loss=train_loss,
+                    val_loss=val_loss,
+                    elapsed_s=self.elapsed(),
+                )
+            )
             if self.on_epoch is not None:
                 self.on_epoch(replica, epoch, train_loss, val_loss, self.elapsed())
             monitored = val_loss if math.isfinite(val_loss) else train_loss
@@ -140,17 +160,26 @@ class _Trainer:
         if cfg.patience:  # early stopping: keep the best validation epoch; otherwise the last one
             model.load_state_dict(best[1])
         model.eval()
-        return model, dict(replica=replica, seed=seed, lr=lr, epochs_run=epoch + 1,
-                           best_loss=best[0], stopped=stopped,
-                           clamped_fraction=model.clamped_fraction(torch.from_numpy(
-                               self.pairs.control_mean("train")[None, :]).to(cfg.device)))
+        return model, dict(
+            replica=replica,
+            seed=seed,
+            lr=lr,
+            epochs_run=epoch + 1,
+            best_loss=best[0],
+            stopped=stopped,
+            clamped_fraction=model.clamped_fraction(
+                torch.from_numpy(self.pairs.control_mean("train")[None, :]).to(cfg.device)
+            ),
+        )
 
     def _nan_guard(self, model, opt, good_state, replica, epoch, retries) -> int:
         """Restore the last good weights and halve the learning rate; give up after a few tries."""
         if retries >= _NAN_RETRIES:
-            msg = (f"The loss became NaN/inf in replica {replica}, epoch {epoch}, even after restoring "
-                   f"the last good weights and halving the learning rate {_NAN_RETRIES} times. "
-                   "Lower the learning rate (TrainConfig.lr) or check the input for extreme values.")
+            msg = (
+                f"The loss became NaN/inf in replica {replica}, epoch {epoch}, even after restoring "
+                f"the last good weights and halving the learning rate {_NAN_RETRIES} times. "
+                "Lower the learning rate (TrainConfig.lr) or check the input for extreme values."
+            )
             raise TrainingError(msg)
         model.load_state_dict(good_state)
         for group in opt.param_groups:
@@ -158,10 +187,15 @@ class _Trainer:
         return retries + 1
 
 
-def train_ensemble(pairs: Pairs, model_config: ModelConfig = ModelConfig(),
-                   train_config: TrainConfig = TrainConfig(), *, on_progress: ProgressFn | None = None,
-                   on_epoch: EpochFn | None = None, should_stop: Callable[[], bool] | None = None
-                   ) -> Ensemble:
+def train_ensemble(
+    pairs: Pairs,
+    model_config: ModelConfig = ModelConfig(),
+    train_config: TrainConfig = TrainConfig(),
+    *,
+    on_progress: ProgressFn | None = None,
+    on_epoch: EpochFn | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Ensemble:
     """Train ``train_config.replicas`` independently seeded LazyNet replicas.
 
     Parameters
@@ -192,9 +226,18 @@ def train_ensemble(pairs: Pairs, model_config: ModelConfig = ModelConfig(),
         replicas.append(model.cpu())
         infos.append(info)
     return Ensemble(
-        replicas=replicas, genes=pairs.genes, reference=pairs.control_mean("train"),
-        model_config=model_config, train_config=train_config, pair_config=pairs.config,
-        history=pd.DataFrame.from_records(trainer.records), split=pairs.split_record(),
-        info={"replicas": infos, "train_seconds": trainer.elapsed(), "hidden": replicas[0].hidden,
-              "parameters_per_replica": replicas[0].n_parameters()},
+        replicas=replicas,
+        genes=pairs.genes,
+        reference=pairs.control_mean("train"),
+        model_config=model_config,
+        train_config=train_config,
+        pair_config=pairs.config,
+        history=pd.DataFrame.from_records(trainer.records),
+        split=pairs.split_record(),
+        info={
+            "replicas": infos,
+            "train_seconds": trainer.elapsed(),
+            "hidden": replicas[0].hidden,
+            "parameters_per_replica": replicas[0].n_parameters(),
+        },
     )

@@ -84,7 +84,9 @@ with st.form("train_form"):
         "perturbations' cells; cells: only 20 % of each perturbation's cells held out.",
     )
     seed = c7.number_input("Seed", 0, 10**6, 0)
-    name = c8.text_input("Run name", value=f"{spec['label']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    # a stable key: a default that changed on every rerun would reset what the user typed
+    st.session_state.setdefault("run_name", f"{spec['label']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    name = c8.text_input("Run name", key="run_name")
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
     )
@@ -111,6 +113,7 @@ if submitted:
         )
         ui.job_registry().submit(new_job)
         st.session_state["job_id"] = new_job.job_id
+        st.session_state.pop("run_name", None)  # the next run gets a fresh default name
         ui.query_set("job", new_job.job_id)
         st.rerun()
 

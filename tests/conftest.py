@@ -17,5 +17,7 @@ def toy_ensemble(toy_adata):
     from lazynet_core.train import train_ensemble
 
     pairs = make_pairs(toy_adata, PairConfig(split="cells", resamples=32, k=16, seed=0))
-    ensemble = train_ensemble(pairs, ModelConfig(), TrainConfig(replicas=2, epochs=60, patience=0, lr=1e-2, batch_size=32))
+    ensemble = train_ensemble(
+        pairs, ModelConfig(), TrainConfig(replicas=2, epochs=60, patience=0, lr=1e-2, batch_size=32)
+    )
     return pairs, ensemble

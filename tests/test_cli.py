@@ -12,8 +12,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_cli(*args, cwd=ROOT):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "lazynet_core", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=300, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "lazynet_core", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -36,17 +42,30 @@ def test_train_evaluate_predict(demo_run):
 
 def test_network_command(demo_run, tmp_path):
     out = tmp_path / "edges.csv"
-    result = run_cli("network", str(demo_run), "--module", "ferroptosis", "--breadth", "4", "--depth", "2",
-                     "--out", str(out))
+    result = run_cli(
+        "network",
+        str(demo_run),
+        "--module",
+        "ferroptosis",
+        "--breadth",
+        "4",
+        "--depth",
+        "2",
+        "--out",
+        str(out),
+    )
     assert result.returncode == 0, result.stderr
     assert out.read_text().splitlines()[0].startswith("source,target,weight,sign")
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("train", "--data", "/no/such/file.h5ad", "--out", "x"), "does not exist"),
-    (("evaluate", "/no/such/run"), "does not exist"),
-    (("predict", "RUN", "--set", "NOTAGENE=0.5"), "NOTAGENE"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("train", "--data", "/no/such/file.h5ad", "--out", "x"), "does not exist"),
+        (("evaluate", "/no/such/run"), "does not exist"),
+        (("predict", "RUN", "--set", "NOTAGENE=0.5"), "NOTAGENE"),
+    ],
+)
 def test_bad_input_exit_2_one_line(args, needle, demo_run, tmp_path):
     args = tuple(str(demo_run) if a == "RUN" else a for a in args)
     result = run_cli(*args, cwd=tmp_path)

@@ -15,7 +15,14 @@ from scipy import sparse
 from lazynet_core import metrics
 from lazynet_core.metrics import baseline_predictions, delta_metrics, evaluate, summarize, summary_table
 
-DELTA_NAMES = {"pearson_delta", "pearson_delta_top20", "mse_delta", "direction_acc_top20", "auroc_de", "auprc_de"}
+DELTA_NAMES = {
+    "pearson_delta",
+    "pearson_delta_top20",
+    "mse_delta",
+    "direction_acc_top20",
+    "auroc_de",
+    "auprc_de",
+}
 
 
 @dataclass(frozen=True)
@@ -54,9 +61,16 @@ def make_fake(rows, cell_pert, cell_role, labels, targets, split="perturbations"
     rows = np.asarray(rows, dtype=np.float32)
     cell_pert, cell_role = np.asarray(cell_pert), np.asarray(cell_role)
     test = np.array([not np.any((cell_pert == p) & (cell_role == "train")) for p in range(len(labels))])
-    return FakePairs(sparse.csr_matrix(rows), np.array([f"g{i}" for i in range(rows.shape[1])]),
-                     np.asarray(labels), tuple(np.asarray(t) for t in targets), cell_pert, cell_role, test,
-                     SimpleNamespace(split=split))
+    return FakePairs(
+        sparse.csr_matrix(rows),
+        np.array([f"g{i}" for i in range(rows.shape[1])]),
+        np.asarray(labels),
+        tuple(np.asarray(t) for t in targets),
+        cell_pert,
+        cell_role,
+        test,
+        SimpleNamespace(split=split),
+    )
 
 
 @pytest.fixture
@@ -67,7 +81,10 @@ def low_rank():
     g0, w0 = rng.normal(size=(n_genes, 3)), rng.normal(size=(3, 3))
     g0[train_t] -= g0[train_t].mean(axis=0)  # zero mean training delta: the intercept b is 0 here
     control = np.full(n_genes, 5.0)
-    truth = lambda t: g0 @ w0 @ g0[t].sum(axis=0)  # additive in targets by construction
+
+    def truth(t):
+        return g0 @ w0 @ g0[t].sum(axis=0)  # additive in targets by construction
+
     singles = [[t] for t in train_t] + [[t] for t in test_t]
     targets = singles + [[20, 21]]
     rows = [control, control] + [control + truth(t) for t in targets]
@@ -124,8 +141,14 @@ def test_delta_metrics_rejects_mismatched_shapes():
 
 def test_small_hand_example():
     rows = [[1, 1, 1], [3, 1, 1], [1, 3, 1], [1, 1, 5], [2, 2, 2], [0, 0, 4]]
-    fake = make_fake(rows, [-1, 0, 0, 1, 0, 1], ["train", "train", "train", "train", "test", "test"],
-                     ["g0", "g2"], [[0], [2]], split="cells")
+    fake = make_fake(
+        rows,
+        [-1, 0, 0, 1, 0, 1],
+        ["train", "train", "train", "train", "test", "test"],
+        ["g0", "g2"],
+        [[0], [2]],
+        split="cells",
+    )
     preds = baseline_predictions(fake)
     pre = np.array([[2, 1, 1], [1, 1, 4]])
     assert_allclose(preds["identity"], pre)
@@ -188,11 +211,16 @@ def test_evaluate_rejects_unknown_method(low_rank):
 
 
 def test_summaries():
-    frame = pd.DataFrame({
-        "split": ["cells"] * 4 + ["perturbations"] * 4,
-        "role": "test", "method": ["a", "a", "b", "b"] * 2, "perturbation": ["p", "q"] * 4,
-        "metric": "pearson_delta", "value": [0.4, 0.6, np.nan, np.nan, 0.1, 0.3, 0.2, 0.2],
-    })
+    frame = pd.DataFrame(
+        {
+            "split": ["cells"] * 4 + ["perturbations"] * 4,
+            "role": "test",
+            "method": ["a", "a", "b", "b"] * 2,
+            "perturbation": ["p", "q"] * 4,
+            "metric": "pearson_delta",
+            "value": [0.4, 0.6, np.nan, np.nan, 0.1, 0.3, 0.2, 0.2],
+        }
+    )
     summary = summarize(frame)
     row = summary[(summary.split == "cells") & (summary.method == "a")].iloc[0]
     assert row["mean"] == pytest.approx(0.5) and row["sd"] == pytest.approx(np.std([0.4, 0.6], ddof=1))
@@ -228,8 +256,9 @@ def test_integration_with_make_pairs(split):
     assert set(frame.split) == expected
     n_eval = len(pairs.evaluation_perturbations("test"))
     assert len(frame) == (1 + len(metrics.BASELINES)) * (n_eval * len(DELTA_NAMES) + len(expected))
-    same = frame.pivot_table(index=["split", "perturbation", "metric"], columns="method", values="value",
-                             dropna=False)
+    same = frame.pivot_table(
+        index=["split", "perturbation", "metric"], columns="method", values="value", dropna=False
+    )
     assert_allclose(same["copy"], same["identity"], atol=1e-6)  # predict = identity reproduces the baseline
     pert_mean = frame.loc[(frame.method == "pert_mean") & (frame.perturbation != "ALL")]
     assert pert_mean.loc[pert_mean.split == "perturbations", "value"].isna().all()

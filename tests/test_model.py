@@ -33,7 +33,9 @@ def test_block_elasticity_equals_W_E():
     W_E = torch.randn(5, 5, generator=gen, dtype=torch.float64)
     block = _block_with(W_E, torch.randn(5, generator=gen, dtype=torch.float64) * 0.1)
     log_x = torch.rand(5, generator=gen, dtype=torch.float64)
-    elasticity = torch.autograd.functional.jacobian(lambda lx: torch.log(block(torch.exp(lx)[None])[0]), log_x)
+    elasticity = torch.autograd.functional.jacobian(
+        lambda lx: torch.log(block(torch.exp(lx)[None])[0]), log_x
+    )
     torch.testing.assert_close(elasticity, W_E)
 
 

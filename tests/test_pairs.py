@@ -61,7 +61,9 @@ def test_batches_match_hand_computed_means(toy_adata, pairing, delta):
             expected_pre[t] = pre[row, t]
         assert np.allclose(pre[row], expected_pre, atol=1e-5)
         if not delta:
-            assert np.allclose(post[row], X[epoch.post_idx[row]].mean(axis=0) if p < 0 else post[row], atol=1e-5)
+            assert np.allclose(
+                post[row], X[epoch.post_idx[row]].mean(axis=0) if p < 0 else post[row], atol=1e-5
+            )
     assert epoch.pre_idx.shape[1] == (1 if pairing == "random_cells" else 3)
     assert set(pairs.cell_role[epoch.pre_idx.ravel()]) == {"train"}
     assert set(pairs.cell_role[epoch.post_idx.ravel()]) == {"train"}
@@ -92,8 +94,12 @@ def test_does_not_modify_input(toy_adata):
 
 @pytest.mark.parametrize("delta", [True, False])
 def test_natural_pairs_intervene_on_the_selected_gene(toy_adata, delta):
-    pairs = make_pairs(toy_adata, PairConfig(k=3, resamples=4, control_pairs=0, natural_pairs=1.0,
-                                             natural_pool=12, delta_targets=delta))
+    pairs = make_pairs(
+        toy_adata,
+        PairConfig(
+            k=3, resamples=4, control_pairs=0, natural_pairs=1.0, natural_pool=12, delta_targets=delta
+        ),
+    )
     epoch = pairs.sample_epoch(np.random.default_rng(2))
     natural = np.flatnonzero(epoch.gene >= 0)
     assert len(natural) == (epoch.pert >= 0).sum()
@@ -103,7 +109,9 @@ def test_natural_pairs_intervene_on_the_selected_gene(toy_adata, delta):
     for row in natural[:5]:
         j = epoch.gene[row]
         level = X[epoch.post_idx[row], j].mean()
-        assert pre[row, j] == pytest.approx(level, abs=1e-5) and post[row, j] == pytest.approx(level, abs=1e-5)
+        assert pre[row, j] == pytest.approx(level, abs=1e-5) and post[row, j] == pytest.approx(
+            level, abs=1e-5
+        )
         if delta:
             effect = X[epoch.post_idx[row]].mean(axis=0) - pairs.control_mean("train")
             others = np.delete(np.arange(pairs.n_genes), j)

@@ -48,8 +48,13 @@ def test_progress_callback_and_cancel(toy_adata):
         return len(calls) >= 3
 
     with pytest.raises(TrainingCancelled):
-        train_ensemble(pairs, ModelConfig(), TrainConfig(replicas=2, epochs=50),
-                       on_progress=lambda *a: calls.append(a), should_stop=stop)
+        train_ensemble(
+            pairs,
+            ModelConfig(),
+            TrainConfig(replicas=2, epochs=50),
+            on_progress=lambda *a: calls.append(a),
+            should_stop=stop,
+        )
     assert len(calls) == 3
     replica, epoch, step, loss, elapsed = calls[-1]
     assert (replica, step) == (0, 3) and np.isfinite(loss) and elapsed >= 0
@@ -57,8 +62,9 @@ def test_progress_callback_and_cancel(toy_adata):
 
 def test_time_budget_stops_every_replica(toy_adata):
     pairs = make_pairs(toy_adata, PairConfig(resamples=8, k=2))
-    ensemble = train_ensemble(pairs, ModelConfig(), TrainConfig(replicas=3, epochs=10_000, patience=0,
-                                                                time_budget_s=1.5))
+    ensemble = train_ensemble(
+        pairs, ModelConfig(), TrainConfig(replicas=3, epochs=10_000, patience=0, time_budget_s=1.5)
+    )
     assert len(ensemble.replicas) == 3
     assert {r["stopped"] for r in ensemble.info["replicas"]} == {"time_budget"}
 
@@ -86,5 +92,7 @@ def test_planned_steps(toy_adata):
     pairs = make_pairs(toy_adata, PairConfig(resamples=10, control_pairs=0.5))
     n = len(pairs.evaluation_perturbations("train"))
     per_epoch = n * 10 + round(0.5 * n * 10)
-    assert planned_steps(pairs, TrainConfig(replicas=2, epochs=3, batch_size=16)) == 2 * 3 * -(-per_epoch // 16)
+    assert planned_steps(pairs, TrainConfig(replicas=2, epochs=3, batch_size=16)) == 2 * 3 * -(
+        -per_epoch // 16
+    )
     torch.manual_seed(0)
