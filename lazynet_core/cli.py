@@ -70,26 +70,23 @@ def _load_screen(args) -> object:
 
 
 def _screen_for_run(run_dir: Path, data: str | None):
-    """The screen a run was trained on: ``--data`` or the provenance recorded in the run."""
+    """The run and the screen it was trained on (``--data`` or the source recorded in the run)."""
     from .data import read_screen
     from .datasets import load_demo
-    from .runs import load_run
+    from .runs import check_genes, load_run
 
     ensemble = load_run(run_dir)
     source = data or ensemble.info.get("provenance", {}).get("source")
-    if source in (None, "demo"):
-        adata = read_screen(load_demo())
-    else:
-        adata = read_screen(source)
-    from .runs import check_genes
-
+    adata = read_screen(load_demo() if source in (None, "demo") else source)
     if list(adata.var_names) != list(ensemble.genes):
-        adata = adata[:, [g for g in ensemble.genes if g in set(adata.var_names)]].copy()
+        known = set(adata.var_names)
+        adata = adata[:, [g for g in ensemble.genes if g in known]].copy()
     check_genes(ensemble, adata.var_names)
     return ensemble, adata
 
 
 def cmd_train(args) -> int:
+    """``train``: read a screen, train an ensemble, save the run."""
     from .pairs import make_pairs
     from .runs import save_run
     from .train import planned_steps, train_ensemble
@@ -145,6 +142,7 @@ def _print_summary(frame: pd.DataFrame) -> None:
 
 
 def cmd_evaluate(args) -> int:
+    """``evaluate``: LazyNet next to the four baselines on both held-out sets."""
     from .metrics import evaluate
     from .pairs import make_pairs
 
@@ -159,6 +157,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    """``predict``: in-silico perturbation, the strongest predicted changes."""
     from .runs import load_run
 
     ensemble = load_run(args.run)
@@ -176,6 +175,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_demo(args) -> int:
+    """``demo``: train on the bundled demo screen, then evaluate."""
     args.demo, args.out, args.overwrite = True, args.out or "runs/demo", True
     cmd_train(args)
     args.run, args.data = args.out, None
@@ -183,6 +183,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_network(args) -> int:
+    """``network``: seed subgraph of the consensus Jacobian, written as an edges CSV."""
     from .export import write_edges_csv
     from .jacobian import column_provider
     from .modules import DEFAULT_SEEDS
@@ -209,6 +210,7 @@ def cmd_network(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``python -m lazynet_core``."""
     parser = argparse.ArgumentParser(prog="python -m lazynet_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
