@@ -30,24 +30,34 @@ class EpochPairs:
 
     ``pre_idx`` and ``post_idx`` are (n, k) indices into ``Pairs.X``; ``pert`` is (n,) the
     perturbation index of each pair (-1 for a control→control or natural pair); ``gene`` is (n,)
-    the gene of a natural-variation pair (-1 otherwise).
+    the gene of a natural-variation pair (-1 otherwise). The pre sides are drawn from a pool of
+    at most ``POOL_SIZE`` control pseudobulks (``pool_cells``, rows ``pre_row``) that is
+    densified once per epoch, so a mini-batch's pre-states are a row lookup, not a sparse product.
     """
 
     pre_idx: np.ndarray
     post_idx: np.ndarray
     pert: np.ndarray
     gene: np.ndarray | None = None
+    pre_row: np.ndarray | None = None
+    pool_cells: np.ndarray | None = None
+    _pool: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.gene is None:
             object.__setattr__(self, "gene", np.full(len(self.pert), -1, dtype=np.int64))
 
-    def subset(self, sl: slice) -> EpochPairs:
-        """The pairs ``sl`` of this epoch."""
-        return EpochPairs(self.pre_idx[sl], self.post_idx[sl], self.pert[sl], self.gene[sl])
-
     def __len__(self) -> int:
         return len(self.pert)
+
+    def subset(self, sl: slice) -> EpochPairs:
+        """The pairs ``sl`` of this epoch (sharing the densified pool)."""
+        pre_row = None if self.pre_row is None else self.pre_row[sl]
+        return EpochPairs(self.pre_idx[sl], self.post_idx[sl], self.pert[sl], self.gene[sl], pre_row,
+                          self.pool_cells, self._pool)
+
+
+POOL_SIZE = 2048  # control pseudobulks densified per epoch (2048 × 18k genes × 4 B = 147 MB)
 
 
 @dataclass(frozen=True, eq=False)
@@ -142,36 +152,41 @@ class Pairs:
         controls = self.cells(-1, role)
         if len(controls) == 0:
             controls = self.cells(-1, "train")
+        perts = self.evaluation_perturbations(role)
+        n_pert = len(perts) * self.config.resamples
+        n_ctrl = int(round(self.config.control_pairs * n_pert))
+        pool_cells = rng.choice(controls, size=(max(1, min(POOL_SIZE, n_pert + n_ctrl)), k))
         pre, post, pert = [], [], []
-        for p in self.evaluation_perturbations(role):
+        for p in perts:
             own = self.cells(p, role)
             n = self.config.resamples
-            pre.append(rng.choice(controls, size=(n, k)))
+            pre.append(rng.integers(len(pool_cells), size=n))
             post.append(rng.choice(own, size=(n, k)))
             pert.append(np.full(n, p))
-        n_pert = sum(len(x) for x in pert)
         gene = [np.full(n_pert, -1)]
-        n_ctrl = int(round(self.config.control_pairs * n_pert))
         if n_ctrl:
-            pre.append(rng.choice(controls, size=(n_ctrl, k)))
+            pre.append(rng.integers(len(pool_cells), size=n_ctrl))
             post.append(rng.choice(controls, size=(n_ctrl, k)))
             pert.append(np.full(n_ctrl, -1))
             gene.append(np.full(n_ctrl, -1))
         n_nat = int(round(self.config.natural_pairs * n_pert))
         if n_nat and len(controls) > k:
-            nat_pre, nat_post, nat_gene = self._natural_pairs(controls, n_nat, k, rng)
-            pre.append(nat_pre)
+            nat_post, nat_gene = self._natural_pairs(controls, n_nat, k, rng)
+            pre.append(rng.integers(len(pool_cells), size=n_nat))
             post.append(nat_post)
             pert.append(np.full(n_nat, -1))
             gene.append(nat_gene)
         if not pert:
             return EpochPairs(np.zeros((0, k), int), np.zeros((0, k), int), np.zeros(0, int))
         order = rng.permutation(sum(len(x) for x in pert))
+        pre_row = np.concatenate(pre)[order]
         return EpochPairs(
-            np.concatenate(pre)[order],
+            pool_cells[pre_row],
             np.concatenate(post)[order],
             np.concatenate(pert)[order],
             np.concatenate(gene)[order],
+            pre_row,
+            pool_cells,
         )
 
     def _natural_pairs(self, controls: np.ndarray, n: int, k: int, rng: np.random.Generator):
@@ -183,14 +198,13 @@ class Pairs:
         pool_size = min(self.config.natural_pool, len(controls))
         genes = rng.choice(self.n_genes, size=n)
         high = rng.random(n) < 0.5
-        pre = rng.choice(len(controls), size=(n, k))
         post = np.empty((n, k), dtype=np.int64)
         for i, j in enumerate(genes):
             pool = rng.choice(len(controls), size=pool_size, replace=False)
             values = csc[:, j].toarray().ravel()[pool] + rng.random(pool_size) * 1e-6  # random tie-break
             order = np.argsort(values)
             post[i] = pool[order[-k:] if high[i] else order[:k]]
-        return controls[pre], controls[post], genes
+        return controls[post], genes
 
     def _average(self, idx: np.ndarray) -> np.ndarray:
         n, k = idx.shape
@@ -202,7 +216,7 @@ class Pairs:
 
     def batch(self, epoch: EpochPairs, sl: slice, role: str = "train") -> tuple[np.ndarray, np.ndarray]:
         """Densify the pairs ``epoch[sl]`` into ``(pre, post)`` float32 arrays of shape (B, G)."""
-        pre = self._average(epoch.pre_idx[sl])
+        pre = self._pre_states(epoch, sl)
         pert = epoch.pert[sl]
         natural = np.flatnonzero(epoch.gene[sl] >= 0)
         cm = self.control_mean(role) if len(self.cells(-1, role)) else self.control_mean("train")
@@ -234,6 +248,13 @@ class Pairs:
             pre[natural, nat_gene] = nat_post[rows, nat_gene]
             post[natural, nat_gene] = nat_post[rows, nat_gene]
         return pre, post
+
+    def _pre_states(self, epoch: EpochPairs, sl: slice) -> np.ndarray:
+        if epoch.pre_row is None:
+            return self._average(epoch.pre_idx[sl])
+        if "pool" not in epoch._pool:  # densified once per epoch, one sparse product
+            epoch._pool["pool"] = self._average(epoch.pool_cells)
+        return epoch._pool["pool"][epoch.pre_row[sl]]
 
     def iter_batches(
         self, epoch: EpochPairs, batch_size: int, role: str = "train"
