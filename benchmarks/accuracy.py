@@ -36,7 +36,7 @@ try:
     from benchmarks.common import CACHE, RESULTS, ensure_paper_screen, fmt_table, machine_info, write_json
     from benchmarks.network_recovery import aggregate, print_recovery, recovery_for_ensemble, truth_frame
 except ModuleNotFoundError:
-    from common import CACHE, RESULTS, ensure_paper_screen, fmt_table, machine_info, write_json
+    from common import ensure_paper_screen, fmt_table, machine_info, write_json
     from network_recovery import aggregate, print_recovery, recovery_for_ensemble, truth_frame
 
 MEDIUM = {"n_cells": 20_000, "n_genes": 2_000, "n_perturbations": 250}
@@ -161,7 +161,8 @@ def run(screens: list[str], seeds: list[int], pairings: list[str], *, epochs: in
                            "stopped": [r["stopped"] for r in info["replicas"]],
                            "best_val_loss": [r["best_loss"] for r in info["replicas"]],
                            "n_test_perturbations": int(pairs.test_perts.sum()),
-                           "n_perturbations": int(len(pairs.perturbations))}
+                           "n_perturbations": int(len(pairs.perturbations)),
+                           "train_config": tc.to_dict(), "model_config": ModelConfig().to_dict()}
                 pdp = frame[(frame["method"] == name) & (frame["metric"] == "pearson_delta")]
                 msg = (f"  seed {seed} {pairing:12s}: trained in {train_s:6.1f} s "
                        f"(epochs {run_rec['epochs_run']}); delta-Pearson "

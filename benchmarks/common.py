@@ -118,7 +118,7 @@ def machine_info() -> dict[str, Any]:
     except (OSError, ValueError, IndexError):
         mem_total_gb = None
     return {
-        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date_utc": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "hostname": platform.node(),
         "platform": platform.platform(),
         "python": platform.python_version(),
@@ -130,7 +130,22 @@ def machine_info() -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "numpy": np.__version__,
+        "git": _git_state(),
     }
+
+
+def _git_state() -> dict[str, Any]:
+    """HEAD commit and whether lazynet_core/ has uncommitted changes (results depend on the code)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    return {"head": git("rev-parse", "--short", "HEAD") or None,
+            "lazynet_core_dirty": bool(git("status", "--porcelain", "--", "lazynet_core"))}
 
 
 def _default(obj: Any) -> Any:

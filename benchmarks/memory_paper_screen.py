@@ -23,8 +23,14 @@ import time
 import numpy as np
 
 try:
-    from benchmarks.common import (StageMeter, ensure_paper_screen, fmt_table, machine_info, maxrss_gb,
-                                   write_json)
+    from benchmarks.common import (
+        StageMeter,
+        ensure_paper_screen,
+        fmt_table,
+        machine_info,
+        maxrss_gb,
+        write_json,
+    )
 except ModuleNotFoundError:  # run as a plain script without PYTHONPATH
     from common import StageMeter, ensure_paper_screen, fmt_table, machine_info, maxrss_gb, write_json
 

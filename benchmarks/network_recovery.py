@@ -21,7 +21,7 @@ Scorers:
     ``|mean(train cells of s) - mean(train controls)|`` (NaN off the perturbed regulators, so it is
     compared on the perturbed set only).
 ``correlation``
-    ``|Pearson r|`` across training control cells.
+    ``|Pearson r|`` across training control cells (0 for a gene constant across them).
 ``regulator_expression``
     the regulator's mean control expression (a trivial score; it wins on "all" pairs when
     regulators are simply the highly expressed genes).
@@ -67,7 +67,7 @@ def truth_frame(raw_uns: dict) -> pd.DataFrame:
 def training_singles(pairs: Any) -> dict[str, int]:
     """Target gene -> perturbation index of single-target perturbations with training cells."""
     out = {}
-    for p, label in enumerate(pairs.perturbations):
+    for p, _label in enumerate(pairs.perturbations):
         if len(pairs.pert_targets[p]) == 1 and len(pairs.cells(p, "train")):
             out[str(pairs.genes[pairs.pert_targets[p][0]])] = p
     return out
@@ -129,6 +129,10 @@ def score_frames(ensemble: Any, pairs: Any, *, seed: int = 0, jacobian_result: A
     secs["fold_change"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     corr = enrichment.correlation_scores(pairs.X[pairs.cells(-1, "train")], genes)
+    # A gene constant across control cells (never detected) has no correlation: r = 0, not NaN
+    # (NaN would make the whole pair set unscorable under recovery_table's missing="nan").
+    corr = corr.fillna(0.0)
+    np.fill_diagonal(corr.values, np.nan)
     secs["correlation"] = time.perf_counter() - t0
     reg = enrichment.regulator_expression_scores(cm, genes)
     t0 = time.perf_counter()

@@ -39,10 +39,25 @@ from typing import Any
 import numpy as np
 
 try:
-    from benchmarks.common import (RESULTS, StageMeter, ensure_paper_screen, fmt_table, machine_info,
-                                   maxrss_gb, write_json)
+    from benchmarks.common import (
+        RESULTS,
+        StageMeter,
+        ensure_paper_screen,
+        fmt_table,
+        machine_info,
+        maxrss_gb,
+        write_json,
+    )
 except ModuleNotFoundError:
-    from common import RESULTS, StageMeter, ensure_paper_screen, fmt_table, machine_info, maxrss_gb, write_json
+    from common import (
+        RESULTS,
+        StageMeter,
+        ensure_paper_screen,
+        fmt_table,
+        machine_info,
+        maxrss_gb,
+        write_json,
+    )
 
 FULL = {"n_cells": 53_000, "n_genes": 18_000, "n_perturbations": 1_000}
 QUICK = {"n_cells": 5_000, "n_genes": 2_000, "n_perturbations": 200}
@@ -169,6 +184,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--replicas", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=40, help="max epochs per replica (TrainConfig.epochs)")
     parser.add_argument("--time-budget", type=float, default=900.0, help="seconds for the whole ensemble")
+    parser.add_argument("--extrapolate-epochs", type=int, default=40,
+                        help="epochs per replica assumed when extrapolating a run that did not converge")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--level-caps", default="224,1000,2000,2000",
                         help="comma-separated new genes per BFS level, or 'none'")
@@ -195,7 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
           f"{args.replicas} replicas, threads {torch.get_num_threads()}")
     meter = StageMeter()
     result: dict[str, Any] = {"benchmark": "scale", "mode": "quick" if args.quick else "full", "size": size,
-                              "args": vars(args)}
+                              "args": vars(args), "model_config": ModelConfig(hidden=H).to_dict()}
     path, generated = ensure_paper_screen(**size, meter=meter)
     if not generated:
         mem = RESULTS / ("memory_paper_screen_quick.json" if args.quick else "memory_paper_screen.json")
@@ -274,8 +291,9 @@ def main(argv: list[str] | None = None) -> dict:
         if not converged:
             # Extrapolation: epochs to early stopping are unknown; use the configured maximum.
             train["extrapolated_full_ensemble_seconds"] = {
-                "value": train["seconds_per_epoch_median"] * args.epochs * args.replicas,
-                "how": f"seconds_per_epoch_median x epochs ({args.epochs}) x replicas ({args.replicas}); "
+                "value": train["seconds_per_epoch_median"] * args.extrapolate_epochs * args.replicas,
+                "epochs_assumed": args.extrapolate_epochs,
+                "how": f"seconds_per_epoch_median x epochs ({args.extrapolate_epochs}) x replicas ({args.replicas}); "
                        "EXTRAPOLATED, training stopped on epochs/time budget, not on early stopping"}
         result["train"] = train
         print(f"  training: {train['seconds_per_epoch_median']:.1f} s/epoch ({steps_per_epoch} steps), "
