@@ -373,7 +373,11 @@ def fold_change_scores(control_mean: np.ndarray, pert_means: Mapping[str, np.nda
 
 
 def correlation_scores(X_control: Any, genes: Sequence[str]) -> pd.DataFrame:
-    """|Pearson r| between genes across control cells (symmetric; dense, for <= a few thousand genes)."""
+    """|Pearson r| between genes across control cells (symmetric; dense, for <= a few thousand genes).
+
+    A gene that is constant across the control cells has no correlation; it scores 0 (not NaN,
+    which would make every AUROC over a pair set containing it undefined).
+    """
     if X_control.shape[1] != len(genes):
         msg = f"X_control has {X_control.shape[1]} columns but {len(genes)} gene names were given."
         raise ValueError(msg)
@@ -389,7 +393,7 @@ def correlation_scores(X_control: Any, genes: Sequence[str]) -> pd.DataFrame:
     sd = np.sqrt(np.maximum(np.diag(cov), 0.0))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = cov / np.outer(sd, sd)
-    return _square(np.abs(r), genes)
+    return _square(np.nan_to_num(np.abs(r), nan=0.0, posinf=0.0), genes)
 
 
 def regulator_expression_scores(control_mean: np.ndarray, genes: Sequence[str]) -> pd.DataFrame:

@@ -16,6 +16,7 @@ a dense G × G matrix. The model must act row-wise on a batch (no batch statisti
 
 from __future__ import annotations
 
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -152,7 +153,24 @@ def _index(names_or_idx: Any, genes: np.ndarray, what: str) -> np.ndarray:
     return np.asarray([lookup[str(g)] for g in items], dtype=int)
 
 
+_UNCONSTRAINED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _fast_equivalent(replica: nn.Module) -> nn.Module:
+    """LazyNet replicas: an equivalent copy with softplus(W_L) precomputed, cached per replica
+    until its parameters change (their version counters move on every in-place update)."""
+    if not hasattr(replica, "unconstrained"):
+        return replica
+    version = tuple(p._version for p in replica.parameters())
+    cached = _UNCONSTRAINED.get(replica)
+    if cached is None or cached[0] != version:
+        cached = (version, replica.unconstrained())
+        _UNCONSTRAINED[replica] = cached
+    return cached[1]
+
+
 def _functional(replica: nn.Module):
+    replica = _fast_equivalent(replica)
     params = {k: v.detach() for k, v in replica.named_parameters()}
     buffers = {k: v.detach() for k, v in replica.named_buffers()}
     state = {**params, **buffers}

@@ -161,6 +161,22 @@ class LazyNet(nn.Module):
         """One explicit Euler step ``F(x) = x + f(x)``."""
         return x + self.forward(x)
 
+    @torch.no_grad()
+    def unconstrained(self) -> LazyNet:
+        """An equivalent copy that stores the effective ``W_L`` and ``b_L`` directly.
+
+        Same function, but no softplus per call: at 18k genes the softplus of ``W_L`` costs more
+        than the rest of a forward pass, which matters for Jacobian columns and predictions.
+        """
+        clone = LazyNet(self.n_genes, self.config.replace(positive=False, hidden=self.hidden))
+        for src, dst in zip(self.blocks, clone.blocks, strict=True):
+            dst.A.copy_(src.W_L)
+            dst.c.copy_(src.b_L)
+            dst.W_E.copy_(src.W_E)
+            dst.b_E.copy_(src.b_E)
+        clone.out.load_state_dict(self.out.state_dict())
+        return clone.eval()
+
     def n_parameters(self) -> int:
         """Number of trainable parameters."""
         return sum(p.numel() for p in self.parameters())

@@ -112,3 +112,15 @@ def test_baseline_scorers_and_table():
     fcrow = table.set_index(["method", "pair_set"]).loc["fold_change"]
     assert fcrow.loc["perturbed", "auroc"] == 1.0
     assert np.isnan(fcrow.loc["all", "auroc"]) and fcrow.loc["all", "coverage"] == pytest.approx(5 / 30)
+
+
+def test_correlation_scores_constant_gene_scores_zero():
+    import numpy as np
+
+    from lazynet_core.enrichment import correlation_scores
+
+    X = np.array([[1.0, 2.0, 5.0], [2.0, 4.0, 5.0], [3.0, 7.0, 5.0]])
+    scores = correlation_scores(X, ["a", "b", "c"])
+    off_diagonal = ~np.eye(3, dtype=bool)  # the diagonal (self pairs) is excluded as NaN
+    assert np.isfinite(scores.to_numpy()[off_diagonal]).all()
+    assert scores.loc["a", "c"] == 0.0 and scores.loc["a", "b"] > 0.9

@@ -102,3 +102,15 @@ def test_parameter_count():
     model = LazyNet(50, ModelConfig(hidden=16))
     assert model.n_parameters() == 50 * 16 + 16 + 16 * 16 + 16 + 16 * 50 + 50
     assert np.isfinite(model(torch.rand(2, 50)).detach().numpy()).all()
+
+
+def test_unconstrained_copy_is_the_same_function():
+    torch.manual_seed(0)
+    model = LazyNet(12, ModelConfig(hidden=5, depth=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    x = torch.rand(7, 12) * 3
+    clone = model.unconstrained()
+    assert not clone.config.positive and clone.hidden == model.hidden
+    torch.testing.assert_close(clone(x), model(x), rtol=1e-6, atol=1e-7)
