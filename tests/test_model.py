@@ -114,3 +114,12 @@ def test_unconstrained_copy_is_the_same_function():
     clone = model.unconstrained()
     assert not clone.config.positive and clone.hidden == model.hidden
     torch.testing.assert_close(clone(x), model(x), rtol=1e-6, atol=1e-7)
+
+
+def test_bottleneck_linear_start_gives_every_gene_one_unit():
+    model = LazyNet(50, ModelConfig(hidden=8), seed=1)
+    W_L = model.blocks[0].W_L.detach()
+    strong = W_L > 0.5
+    assert (strong.sum(dim=0) == 1).all()  # every gene feeds exactly one unit
+    assert (strong.sum(dim=1) >= 50 // 8).all()  # every unit reads a group of genes
+    torch.testing.assert_close(W_L[strong], torch.ones(int(strong.sum())), rtol=1e-5, atol=1e-5)
