@@ -176,6 +176,9 @@ def expansion(ensemble: Any, level_caps: list[int] | None, breadth: int, depth: 
             **summary, "columns_computed": len(prov._full) if hasattr(prov, "_full") else None}
 
 
+PAIR_RESAMPLES_DEFAULT = 64
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5k cells x 2k genes")
@@ -187,6 +190,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--extrapolate-epochs", type=int, default=40,
                         help="epochs per replica assumed when extrapolating a run that did not converge")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--resamples", type=int, default=PAIR_RESAMPLES_DEFAULT,
+                        help="pairs per perturbation per epoch (PairConfig.resamples); with 1,000 "
+                             "perturbations the default 64 makes a 58,880-pair epoch")
     parser.add_argument("--level-caps", default="224,1000,2000,2000",
                         help="comma-separated new genes per BFS level, or 'none'")
     parser.add_argument("--breadth", type=int, default=32)
@@ -227,7 +233,7 @@ def main(argv: list[str] | None = None) -> dict:
         adata = read_screen(path)
         rec.update(n_cells=int(adata.n_obs), n_genes=int(adata.n_vars), nnz=int(adata.X.nnz))
     with meter.stage("make_pairs"):
-        pairs = make_pairs(adata, PairConfig())
+        pairs = make_pairs(adata, PairConfig(resamples=args.resamples))
     G = pairs.n_genes
     with meter.stage("gene_scale_and_means"):
         pairs.gene_scale()

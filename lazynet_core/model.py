@@ -36,8 +36,10 @@ def _linear_start_W_L(n_out: int, n_in: int, gen: torch.Generator) -> torch.Tens
     W_L = torch.full((n_out, n_in), 3e-4)
     if n_out == n_in:
         W_L[torch.arange(n_in), torch.arange(n_in)] = 1.0
-    else:
-        W_L[torch.arange(n_in) % n_out, torch.randperm(n_in, generator=gen)] = 1.0
+        return W_L
+    # a group's sum: measured better than its mean on the demo (H = 64: AUROC 0.94 vs 0.85), though
+    # at 18k genes (groups of ~70) the first epoch's loss spikes before settling
+    W_L[torch.arange(n_in) % n_out, torch.randperm(n_in, generator=gen)] = 1.0
     return W_L
 
 
