@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 try:
-    from benchmarks.common import CACHE, RESULTS, ensure_paper_screen, fmt_table, machine_info, write_json
+    from benchmarks.common import ensure_paper_screen, fmt_table, machine_info, write_json
     from benchmarks.network_recovery import aggregate, print_recovery, recovery_for_ensemble, truth_frame
 except ModuleNotFoundError:
     from common import ensure_paper_screen, fmt_table, machine_info, write_json

@@ -171,7 +171,9 @@ class LazyNet(nn.Module):
         Same function, but no softplus per call: at 18k genes the softplus of ``W_L`` costs more
         than the rest of a forward pass, which matters for Jacobian columns and predictions.
         """
+        like = next(self.parameters())
         clone = LazyNet(self.n_genes, self.config.replace(positive=False, hidden=self.hidden))
+        clone = clone.to(dtype=like.dtype, device=like.device)
         for src, dst in zip(self.blocks, clone.blocks, strict=True):
             dst.A.copy_(src.W_L)
             dst.c.copy_(src.b_L)
