@@ -7,6 +7,7 @@ lines are printed otherwise (logs, CI).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ USER_ERRORS = (
     RunError,
     TrainingError,
     TrainingCancelled,
-    FileNotFoundError,
+    OSError,  # unreadable or unwritable paths (FileNotFoundError is one)
     KeyError,
     ValueError,
 )
@@ -92,6 +93,8 @@ def cmd_train(args) -> int:
     from .train import planned_steps, train_ensemble
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise RunError(f"--out '{out}' is an existing file; give a directory name for the run.")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise RunError(
             f"Run directory '{out}' already exists and is not empty; choose another --out or "
@@ -141,13 +144,22 @@ def _print_summary(frame: pd.DataFrame) -> None:
     print("\npert_mean on the cells split is the noise ceiling; identity's delta-Pearson is undefined (NaN).")
 
 
+def _check_output_file(path: str | None) -> None:
+    if path and not Path(path).expanduser().resolve().parent.is_dir():
+        msg = f"The folder of --out '{path}' does not exist; create it or choose another path."
+        raise FileNotFoundError(msg)
+
+
 def cmd_evaluate(args) -> int:
     """``evaluate``: LazyNet next to the four baselines on both held-out sets."""
+    _check_output_file(args.out)
     from .metrics import evaluate
     from .pairs import make_pairs
+    from .runs import check_split
 
     ensemble, adata = _screen_for_run(Path(args.run), args.data)
     pairs = make_pairs(adata, ensemble.pair_config)
+    check_split(ensemble, pairs)
     frame = evaluate(pairs, ensemble.predict)
     _print_summary(frame)
     if args.out:
@@ -164,9 +176,16 @@ def cmd_predict(args) -> int:
     settings = {}
     for item in args.set:
         gene, _, fold = item.partition("=")
-        if not fold:
-            raise ValueError(f"--set {item!r}: use GENE=FOLD, e.g. GPX4=0.25 for a 75 % knock-down.")
-        settings.update(ensemble.knockdown_settings([gene], float(fold)))
+        try:
+            value = float(fold)
+        except ValueError:
+            value = float("nan")
+        if not math.isfinite(value) or value < 0:
+            raise ValueError(
+                f"--set {item!r}: use GENE=FOLD with FOLD a number >= 0, e.g. GPX4=0.25 for a 75 % "
+                "knock-down or GPX4=4 for a 4-fold activation."
+            )
+        settings.update(ensemble.knockdown_settings([gene], value))
     post = ensemble.perturb(settings)
     delta = pd.Series(post - ensemble.reference, index=ensemble.genes, name="predicted_delta")
     top = delta.drop(list(settings)).abs().sort_values(ascending=False).index[: args.top]
@@ -184,6 +203,7 @@ def cmd_demo(args) -> int:
 
 def cmd_network(args) -> int:
     """``network``: seed subgraph of the consensus Jacobian, written as an edges CSV."""
+    _check_output_file(args.out)
     from .export import write_edges_csv
     from .jacobian import column_provider
     from .modules import DEFAULT_SEEDS

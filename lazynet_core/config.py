@@ -214,6 +214,9 @@ class TrainConfig(_Config):
         _check(self.loss in ("std_mse", "huber"), f"loss must be 'std_mse' or 'huber', got {self.loss!r}.")
         _check(self.patience >= 0, f"patience must be >= 0, got {self.patience}.")
         _check(
+            self.threads is None or self.threads >= 1, f"threads must be >= 1 or None; got {self.threads}."
+        )
+        _check(
             self.time_budget_s is None or self.time_budget_s > 0,
             f"time_budget_s must be > 0 or None, got {self.time_budget_s}.",
         )

@@ -110,6 +110,9 @@ class Ensemble:
     def knockdown_settings(self, genes: Iterable[str], fold: float) -> dict[str, float]:
         """Settings that scale the reference's (linear-scale) expression of ``genes`` by ``fold``."""
         genes = list(genes)
+        if not np.isfinite(fold) or fold < 0:
+            msg = f"fold must be a finite number >= 0 (0.25 = 75 % knock-down, 4 = 4-fold up), got {fold}."
+            raise ValueError(msg)
         idx = self.gene_index(genes)
         linear = np.expm1(self.reference[idx].astype(np.float64)) * float(fold)
         return dict(zip(genes, np.log1p(linear).astype(float), strict=False))

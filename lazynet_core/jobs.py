@@ -225,7 +225,7 @@ class TrainingJob:
             self._rec.update(values)
 
     def _on_progress(self, replica: int, epoch: int, step: int, loss: float, elapsed: float) -> None:
-        done = replica * self._per_replica + step + 1 if self._per_replica else 0
+        done = replica * self._per_replica + step if self._per_replica else 0  # step counts from 1
         total = self._rec["total_steps"]
         fraction = min(done / total, 1.0) if total else 0.0
         eta = elapsed / done * max(total - done, 0) if done and total else None
@@ -271,6 +271,8 @@ class TrainingJob:
             self.runs_root.mkdir(parents=True, exist_ok=True)
             save = self._save_fn or _default_save_fn()
             save(ensemble, tmp, provenance=self._provenance)
+            if self._cancel.is_set():  # a Cancel clicked while saving still wins
+                raise TrainingCancelled("Training was cancelled while the run was being saved.")
             if self.final_path.exists():
                 msg = (
                     f"A run named {self.name!r} appeared in {self.runs_root} while training; not overwritten."

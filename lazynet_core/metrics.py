@@ -294,8 +294,10 @@ def evaluate(
     control = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     obs = np.stack([np.asarray(pairs.pert_mean(p, role), dtype=np.float64) for p in evals])
     labels = np.asarray(pairs.perturbations)[evals]
-    held_out = np.asarray(pairs.test_perts, dtype=bool)[evals]
-    split = np.where(held_out, "perturbations", "cells")
+    # "cells": the perturbation was trained on (its held-out cells are scored); "perturbations": it
+    # never had a training cell (held-out targets, and the validation perturbations of that split)
+    trained = np.isin(evals, np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_role) == "train"])
+    split = np.where(trained, "cells", "perturbations")
     records = []
     for method, pred in preds.items():
         for row, label in enumerate(labels):

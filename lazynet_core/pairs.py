@@ -9,6 +9,7 @@ sparse in memory.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -139,6 +140,7 @@ class Pairs:
             "test_perturbations": self.perturbations[self.test_perts].tolist(),
             "train_perturbations": self.perturbations[~self.test_perts].tolist(),
             "n_cells_by_role": {r: int((self.cell_role == r).sum()) for r in ROLES},
+            "cell_roles_sha1": hashlib.sha1("".join(r[0] for r in self.cell_role).encode()).hexdigest(),
         }
 
     # ---- sampling --------------------------------------------------------------------------
@@ -191,7 +193,7 @@ class Pairs:
 
     def _natural_pairs(self, controls: np.ndarray, n: int, k: int, rng: np.random.Generator):
         """Pairs whose post side is the k pool cells with the highest or lowest x_j (see PairConfig)."""
-        key = ("control_csc", len(controls))
+        key = ("control_csc", controls.tobytes())
         if key not in self._cache:
             self._cache[key] = (controls, self.X[controls].tocsc())
         controls, csc = self._cache[key]
@@ -301,7 +303,8 @@ def _validation_perturbations(test_perts: np.ndarray, config: PairConfig, rng: n
         return set()
     candidates = np.flatnonzero(~test_perts)
     n_val = int(round(config.val_fraction * len(candidates)))
-    return set(rng.choice(candidates, size=min(n_val, len(candidates) - 2), replace=False).tolist())
+    n_val = max(0, min(n_val, len(candidates) - 2))  # keep at least two perturbations to train on
+    return set(rng.choice(candidates, size=n_val, replace=False).tolist())
 
 
 def _assign_roles(
@@ -334,7 +337,11 @@ def _choose_test_perturbations(
     if config.split != "perturbations":
         return test
     singles = np.flatnonzero(["+" not in p for p in perturbations])
-    n_test = max(1, int(round(config.test_fraction * len(singles))))
+    if len(singles) < 3:
+        msg = (f"The perturbation split needs at least 3 single-gene perturbations (found {len(singles)}); "
+               "use split='cells' (CLI: --split cells) to hold out cells instead.")
+        raise ScreenError(msg)
+    n_test = min(max(1, int(round(config.test_fraction * len(singles)))), len(singles) - 2)
     held = set(perturbations[rng.choice(singles, size=n_test, replace=False)])
     for i, label in enumerate(perturbations):
         test[i] = any(t in held for t in label.split("+"))  # a combination with a held-out target

@@ -190,6 +190,24 @@ def check_genes(ensemble: Ensemble, genes) -> None:
     raise RunError(msg)
 
 
+def check_split(ensemble: Ensemble, pairs) -> None:
+    """Raise ``RunError`` when ``pairs`` do not reproduce the split the run was trained on.
+
+    Rebuilding pairs from another file, or from the same file read with other options, would
+    otherwise score training cells as held out without a word.
+    """
+    stored = ensemble.split or {}
+    if not stored:
+        return
+    rebuilt = pairs.split_record()
+    for key in ("test_perturbations", "n_cells_by_role", "cell_roles_sha1"):
+        if key in stored and stored[key] != rebuilt[key]:
+            msg = (f"This screen does not reproduce the run's train/test split ({key} differ): it is "
+                   "not the screen the run was trained on, or it was read with other options "
+                   "(perturbation column, control, gene universe). Load the original screen.")
+            raise RunError(msg)
+
+
 def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
     """Table of the complete runs under ``root`` (half-written directories are skipped)."""
     rows = []

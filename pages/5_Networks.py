@@ -47,7 +47,7 @@ with ui.user_errors("Could not build the network"):
         loaders.run_provider(), seeds, breadth=breadth, depth=depth, min_abs=min_abs, direction=direction
     )
     frame = services.annotated_edges(G, pairs)
-if G is None:
+if G is None or frame is None:
     st.stop()
 
 graph_col, eval_col = st.columns([3, 2], gap="large")

@@ -80,3 +80,20 @@ def test_existing_run_directory_refused(demo_run):
     result = run_cli("train", "--demo", "--out", str(demo_run), "--epochs", "1")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert sorted(p.name for p in demo_run.iterdir()) == before
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("predict", "RUN", "--set", "GPX4=abc"), "FOLD a number"),
+    (("predict", "RUN", "--set", "GPX4=-1"), "FOLD a number"),
+    (("evaluate", "RUN", "--out", "/no/such/dir/m.csv"), "does not exist"),
+    (("train", "--demo", "--out", "README.md"), "existing file"),
+    (("train", "--demo", "--out", "x", "--threads", "-1"), "threads"),
+])
+def test_more_bad_input_exit_2(args, needle, demo_run, tmp_path):
+    (tmp_path / "README.md").write_text("not a run")
+    args = tuple(str(demo_run) if a == "RUN" else a for a in args)
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert needle in result.stderr
+    assert not (tmp_path / "x").exists()

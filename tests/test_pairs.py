@@ -116,3 +116,11 @@ def test_natural_pairs_intervene_on_the_selected_gene(toy_adata, delta):
             effect = X[epoch.post_idx[row]].mean(axis=0) - pairs.control_mean("train")
             others = np.delete(np.arange(pairs.n_genes), j)
             assert np.allclose((post - pre)[row, others], effect[others], atol=1e-5)
+
+
+def test_too_few_single_perturbations_for_perturbation_split(toy_adata):
+    keep = toy_adata.obs["lazynet_perturbation"].isin(["control", "G0", "G1"]).to_numpy()
+    small = toy_adata[keep].copy()
+    with pytest.raises(ScreenError, match="at least 3 single-gene"):
+        make_pairs(small, PairConfig(split="perturbations"))
+    assert make_pairs(small, PairConfig(split="cells")).test_perts.sum() == 0

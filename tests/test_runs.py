@@ -69,3 +69,15 @@ def test_gene_mismatch_raises(toy_ensemble):
     check_genes(ensemble, ensemble.genes)
     with pytest.raises(ValueError, match="missing from the dataset"):
         check_genes(ensemble, ensemble.genes[:-1])
+
+
+def test_check_split_detects_another_split(toy_ensemble, toy_adata):
+    from lazynet_core.config import PairConfig
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.runs import check_split
+
+    pairs, ensemble = toy_ensemble
+    check_split(ensemble, pairs)  # the same split passes
+    other = make_pairs(toy_adata, PairConfig(split="cells", resamples=32, k=16, seed=7))
+    with pytest.raises(RunError, match="does not reproduce"):
+        check_split(ensemble, other)

@@ -209,14 +209,16 @@ def pairs_for(spec: dict[str, Any], pair_config: Any) -> Any:
 
 def current_pairs(ensemble: Any) -> Any:
     """Pairs of the session's screen with the run's own split; genes must match the run."""
-    from lazynet_core.runs import check_genes
+    from lazynet_core.runs import check_genes, check_split
 
     spec = st.session_state.get("screen")
     if spec is None:
         msg = "No screen is loaded: load the screen this run was trained on (Data page)."
         raise RunError(msg)
     check_genes(ensemble, read_spec(spec).var_names)
-    return pairs_for(spec, ensemble.pair_config)
+    pairs = pairs_for(spec, ensemble.pair_config)
+    check_split(ensemble, pairs)
+    return pairs
 
 
 # ---- derived results of the current run (cached per run path and screen) ---------------------------
