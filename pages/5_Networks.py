@@ -78,6 +78,10 @@ with eval_col:
         )
         e2.metric("Contradicts", int(counts.get("disagrees", 0)))
         e3.metric("No evidence", int(counts.get("unsupported by the screen", 0)))
+        st.caption(
+            "For regulators the model was trained on, agreement largely restates its training fit "
+            "(in-sample); it is not an independent validation."
+        )
         co = services.coexpression(G, pairs)
         st.caption(
             f"Co-expressed edges (|r| ≥ 0.2 in control cells): {co['edge_fraction']:.0%} vs "

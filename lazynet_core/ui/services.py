@@ -75,8 +75,9 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
     test = set(np.asarray(pairs.evaluation_perturbations("test")).tolist())
     counts = np.bincount(pairs.cell_pert[pairs.cell_pert >= 0], minlength=len(pairs.perturbations))
     rows = []
+    trained = set(np.unique(pairs.cell_pert[(pairs.cell_pert >= 0) & (pairs.cell_role == "train")]).tolist())
     for i, name in enumerate(pairs.perturbations):
-        held = bool(pairs.test_perts[i])
+        held = i not in trained  # held-out targets and validation perturbations: never trained on
         role = "test" if i in test else "train"
         note = (
             "held out (never trained on)"
