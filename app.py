@@ -16,11 +16,20 @@ def home() -> None:
         "LazyNet learns how a cell's expression state changes after a CRISPRi or CRISPRa perturbation, "
         "using one Euler step of a log-linear-exp network whose hidden units are products and ratios "
         "of genes. "
-        "Trained on your screen, it predicts the effects of perturbations it never saw and of in-silico "
-        "knock-downs or activations, always shown next to simple baselines. "
+        "Trained on your screen, it predicts the effects of held-out perturbations and of in-silico "
+        "knock-downs or activations, always shown next to simple baselines (which it often only "
+        "matches for targets it never saw: the Effects page says so with the numbers). "
         "Its Jacobian, an elasticity between genes, gives signed gene networks around the modules you "
         "care about, with the screen's own fold-change evidence beside each edge."
     )
+    if st.session_state.get("screen") is None and st.button(
+        "Start with the demo screen", type="primary", icon=":material/play_arrow:", key="home_demo"
+    ):
+        from lazynet_core.ui import loaders
+
+        with ui.user_errors("Could not load the demo screen"):
+            ui.load_screen_into_session(loaders.screen_spec(loaders.demo_source(), label="demo"))
+            st.switch_page("pages/1_Data.py")
     steps = [
         ("1", "Data", "Load the demo screen, a local .h5ad path or an upload.", "pages/1_Data.py"),
         (

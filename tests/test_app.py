@@ -106,6 +106,13 @@ def test_home_frame_and_sidebar():
     assert at.session_state["presentation"] is True
 
 
+def test_home_start_with_demo_loads_the_screen():
+    at = _app()
+    at.button(key="home_demo").click().run()
+    _ok(at)
+    assert at.session_state["screen"]["label"] == "demo"
+
+
 @pytest.mark.parametrize("page", ["2_Train", "3_Effects", "4_Jacobian", "5_Networks"])
 def test_pages_without_data_point_to_data_page(page):
     at = _goto(_app(), page)
