@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-try:
-    from benchmarks.common import ensure_paper_screen, fmt_table, machine_info, write_json
-    from benchmarks.network_recovery import aggregate, print_recovery, recovery_for_ensemble, truth_frame
-except ModuleNotFoundError:
-    from common import ensure_paper_screen, fmt_table, machine_info, write_json
-    from network_recovery import aggregate, print_recovery, recovery_for_ensemble, truth_frame
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.common import ensure_paper_screen, fmt_table, machine_info, write_json
+from benchmarks.network_recovery import aggregate, print_recovery, recovery_for_ensemble, truth_frame
 
 MEDIUM = {"n_cells": 20_000, "n_genes": 2_000, "n_perturbations": 250}
 PAIRINGS = ("pseudobulk", "random_cells")

@@ -41,16 +41,16 @@ Run on its own (trains a default ensemble per screen)::
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-try:
-    from benchmarks.common import fmt_table, machine_info, write_json
-except ModuleNotFoundError:
-    from common import fmt_table, machine_info, write_json
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.common import fmt_table, machine_info, write_json
 
 RIDGE_ALPHA = 0.1
 RIDGE_EPOCHS = 2
@@ -212,14 +212,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     import torch
 
+    from benchmarks.accuracy import load_screen
     from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
     from lazynet_core.pairs import make_pairs
     from lazynet_core.train import train_ensemble
-
-    try:
-        from benchmarks.accuracy import load_screen
-    except ModuleNotFoundError:
-        from accuracy import load_screen
     torch.set_num_threads(args.threads)
     tables = []
     for screen in args.screens:

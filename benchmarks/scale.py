@@ -33,31 +33,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-try:
-    from benchmarks.common import (
-        RESULTS,
-        StageMeter,
-        ensure_paper_screen,
-        fmt_table,
-        machine_info,
-        maxrss_gb,
-        write_json,
-    )
-except ModuleNotFoundError:
-    from common import (
-        RESULTS,
-        StageMeter,
-        ensure_paper_screen,
-        fmt_table,
-        machine_info,
-        maxrss_gb,
-        write_json,
-    )
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.common import (
+    RESULTS,
+    StageMeter,
+    ensure_paper_screen,
+    fmt_table,
+    machine_info,
+    maxrss_gb,
+    write_json,
+)
 
 FULL = {"n_cells": 53_000, "n_genes": 18_000, "n_perturbations": 1_000}
 QUICK = {"n_cells": 5_000, "n_genes": 2_000, "n_perturbations": 200}
