@@ -7,6 +7,7 @@ lines are printed otherwise (logs, CI).
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -101,7 +102,17 @@ def cmd_train(args) -> int:
             "pass --overwrite."
         )
     adata = _load_screen(args)
-    pairs = make_pairs(adata, PairConfig(pairing=args.pairing, split=args.split, seed=args.seed))
+    held = tuple(h.strip() for h in args.held_out.split(",") if h.strip()) if args.held_out else None
+    pairs = make_pairs(
+        adata,
+        PairConfig(
+            pairing=args.pairing,
+            split=args.split,
+            seed=args.seed,
+            held_out=held,
+            reference_fraction=args.reference_fraction,
+        ),
+    )
     model_config = ModelConfig(hidden=args.hidden)
     train_config = TrainConfig(
         replicas=args.replicas,
@@ -134,14 +145,57 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _print_summary(frame: pd.DataFrame) -> None:
-    from .metrics import summary_table
+def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
+    from .metrics import compare, summary_table
 
-    for metric in ("pearson_delta", "pearson_delta_top20", "mse_delta", "auroc_de", "pearson_post_pooled"):
+    stream = stream or sys.stdout
+    for metric in ("pearson_delta", "pearson_delta_top20", "slope", "intervention_response", "ceiling"):
+        if metric not in set(frame["metric"]):
+            continue
         table = summary_table(frame, metric=metric)
-        print(f"\n{metric} (mean ± sd over perturbations; split = held-out set)")
-        print(table.to_string())
-    print("\npert_mean on the cells split is the noise ceiling; identity's delta-Pearson is undefined (NaN).")
+        print(
+            f"\n{metric} (mean ± sd over perturbations, n perturbations; columns = held-out set)", file=stream
+        )
+        print(table.to_string(), file=stream)
+    models = [m for m in frame["method"].unique() if m not in _BASELINE_NAMES]
+    for model in models:
+        paired = compare(frame, model=model, metric="pearson_delta")
+        if paired.empty:
+            continue
+        print(
+            f"\nPaired over perturbations: {model} minus each baseline, pearson_delta "
+            "(ahead only where p < 0.05)",
+            file=stream,
+        )
+        print(
+            paired.drop(columns="metric").to_string(index=False, float_format=lambda v: f"{v:.3g}"),
+            file=stream,
+        )
+    refs = set(frame["reference"])
+    note = (
+        "Observed deltas are scored against control cells that never reached training (independent "
+        "reference)."
+        if refs == {"independent"}
+        else "reference 'training' shares the training control mean with every prediction and flatters all of them."
+    )
+    print(
+        f"\n{note} 'observed' rows: split-half noise ceiling. identity's delta-Pearson is undefined (NaN); "
+        "own_training_mean is a baseline, not a ceiling.",
+        file=stream,
+    )
+
+
+_BASELINE_NAMES = (
+    "identity",
+    "perturbed_mean",
+    "perturbed_mean_ex",
+    "linear",
+    "control_covariance",
+    "additive",
+    "null",
+    "own_training_mean",
+    "observed",
+)
 
 
 def _check_output_file(path: str | None) -> None:
@@ -151,21 +205,70 @@ def _check_output_file(path: str | None) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    """``evaluate``: LazyNet next to the four baselines on both held-out sets."""
+    """``evaluate``: LazyNet next to every baseline on each held-out set, paired tests."""
     _check_output_file(args.out)
-    from .metrics import evaluate
+    from .metrics import evaluate, records
     from .pairs import make_pairs
     from .runs import check_split
 
     ensemble, adata = _screen_for_run(Path(args.run), args.data)
     pairs = make_pairs(adata, ensemble.pair_config)
     check_split(ensemble, pairs)
-    frame = evaluate(pairs, ensemble.predict)
-    _print_summary(frame)
+    references = ["independent", "training"] if args.reference == "both" else [args.reference]
+    frame = pd.concat([evaluate(pairs, ensemble.predict, reference=r) for r in references], ignore_index=True)
+    if args.json:
+        json.dump(records(frame), sys.stdout, indent=1)
+        print()
+    else:
+        _print_summary(frame)
     if args.out:
         frame.to_csv(args.out, index=False)
-        print(f"\nWrote per-perturbation metrics to {args.out}")
+        print(f"\nWrote per-perturbation metrics to {args.out}", file=sys.stderr if args.json else sys.stdout)
     return 0
+
+
+def cmd_crossval(args) -> int:
+    """``crossval``: leave-one-perturbation-out or K-fold cross-validation with paired tests."""
+    _check_output_file(args.out)
+    from .metrics import records
+    from .validation import cross_validate
+
+    adata = _load_screen(args)
+    folds = args.folds if args.folds == "lopo" else _positive_int(args.folds, "--folds")
+    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+
+    def on_fold(seed, k, n, held):
+        print(f"seed {seed}: fold {k + 1}/{n}, held out {', '.join(held)}", file=sys.stderr, flush=True)
+
+    frame = cross_validate(
+        adata,
+        folds=folds,
+        seeds=seeds,
+        max_perturbations=args.max_perturbations,
+        model_config=ModelConfig(hidden=args.hidden),
+        train_config=TrainConfig(replicas=args.replicas, epochs=args.epochs, threads=args.threads),
+        pair_config=PairConfig(pairing=args.pairing),
+        on_fold=on_fold,
+    )
+    if args.json:
+        json.dump(records(frame), sys.stdout, indent=1)
+        print()
+    else:
+        _print_summary(frame)
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"Wrote per-perturbation metrics to {args.out}", file=sys.stderr)
+    return 0
+
+
+def _positive_int(text: str, flag: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 2:
+        raise ValueError(f"{flag} must be 'lopo' or an integer >= 2, got {text!r}.")
+    return value
 
 
 def cmd_predict(args) -> int:
@@ -198,6 +301,7 @@ def cmd_demo(args) -> int:
     args.demo, args.out, args.overwrite = True, args.out or "runs/demo", True
     cmd_train(args)
     args.run, args.data = args.out, None
+    args.reference, args.json = getattr(args, "reference", "independent"), False
     return cmd_evaluate(args)
 
 
@@ -246,6 +350,17 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--hidden", type=int, default=None, help="hidden width (default: auto)")
         p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
         p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
+        p.add_argument(
+            "--held-out",
+            default=None,
+            help="comma-separated perturbations to hold out (default: a random test_fraction)",
+        )
+        p.add_argument(
+            "--reference-fraction",
+            type=float,
+            default=PairConfig().reference_fraction,
+            help="share of control cells kept as the independent reference (default 0.3)",
+        )
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole ensemble")
         p.add_argument("--threads", type=int, default=None)
@@ -258,11 +373,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="run directory to create")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evaluate", help="evaluate a run next to the baselines on both splits")
+    p = sub.add_parser("evaluate", help="evaluate a run next to the baselines on every held-out set")
     p.add_argument("run")
     p.add_argument("--data", help="screen the run was trained on (default: recorded in the run)")
     p.add_argument("--out", help="write per-perturbation metrics CSV")
+    p.add_argument(
+        "--reference",
+        default="independent",
+        choices=["independent", "training", "both"],
+        help="control reference of observed deltas (default: held-out control cells)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print records (method, set, reference, metric, mean, sd, n) as JSON",
+    )
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("crossval", help="cross-validation over perturbations (LOPO or K-fold), paired tests")
+    add_data(p)
+    p.add_argument("--demo", action="store_true", help="use the bundled demo screen")
+    p.add_argument("--folds", default="lopo", help="'lopo' (default) or K")
+    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
+    p.add_argument("--max-perturbations", type=int, default=20, help="LOPO: at most this many (default 20)")
+    p.add_argument("--replicas", type=int, default=3)
+    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", help="write per-perturbation metrics CSV")
+    p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("predict", help="in-silico perturbation: predicted changes")
     p.add_argument("run")

@@ -94,7 +94,19 @@ class PairConfig(_Config):
     test_fraction
         Fraction of perturbations (or of each perturbation's cells) held out.
     val_fraction
-        Fraction of the training perturbations (or cells) used for early stopping.
+        Fraction of the training perturbations (or cells) held out for early stopping. 0 (the
+        default) keeps them in training: nothing uses a validation set unless
+        ``TrainConfig.patience > 0``, which then needs ``val_fraction > 0``.
+    reference_fraction
+        Seeded share of the control cells kept as the **independent control reference**
+        (role ``"reference"``): they never reach training, the gene scale, the pre-state pool or
+        validation, and observed deltas are scored against their mean (``metrics.evaluate``'s
+        ``reference="independent"``). 0 turns it off (old runs; only the training reference is
+        then available).
+    held_out
+        Explicit perturbation labels (or target genes) to hold out entirely on the perturbation
+        split, instead of a random ``test_fraction``; combinations containing a held-out target
+        are held out too. Used by ``cross_validate`` (leave-one-perturbation-out, K-fold).
     k
         Cells per pseudobulk side.
     resamples
@@ -121,7 +133,9 @@ class PairConfig(_Config):
     pairing: str = "pseudobulk"
     split: str = "perturbations"
     test_fraction: float = 0.2
-    val_fraction: float = 0.1
+    val_fraction: float = 0.0
+    reference_fraction: float = 0.3
+    held_out: tuple[str, ...] | None = None
     k: int = 16
     resamples: int = 64
     control_pairs: float = 0.25
@@ -141,6 +155,17 @@ class PairConfig(_Config):
         )
         _check(0 < self.test_fraction < 1, f"test_fraction must be in (0, 1), got {self.test_fraction}.")
         _check(0 <= self.val_fraction < 1, f"val_fraction must be in [0, 1), got {self.val_fraction}.")
+        _check(
+            0 <= self.reference_fraction < 1,
+            f"reference_fraction must be in [0, 1) (share of control cells kept as the independent "
+            f"reference), got {self.reference_fraction}.",
+        )
+        if self.held_out is not None:
+            held = tuple(str(h) for h in self.held_out)
+            _check(
+                len(held) > 0, "held_out must name at least one perturbation, or be None for a random split."
+            )
+            object.__setattr__(self, "held_out", held)
         _check(self.k >= 1, f"k must be >= 1, got {self.k}.")
         _check(self.resamples >= 1, f"resamples must be >= 1, got {self.resamples}.")
         _check(self.control_pairs >= 0, f"control_pairs must be >= 0, got {self.control_pairs}.")

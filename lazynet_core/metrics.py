@@ -1,38 +1,52 @@
-"""Evaluation of predicted perturbation effects, always next to baselines (method §4).
+"""Evaluation of predicted perturbation effects that cannot flatter the model (method §4, §7c).
 
-Every metric is computed per evaluated perturbation on *pseudobulk* states:
+Every figure is computed per evaluated perturbation on *pseudobulk* states:
 
-- observed post  = mean of that perturbation's cells of ``role`` (``pairs.pert_mean(p, role)``),
-- predicted post = a method's prediction from the do-intervention input ``pairs.pre_state(p, role)``,
-- delta          = post - control mean of the training controls (``pairs.control_mean("train")``).
+- **input** (``pre``)  = the training control mean with the target gene(s) set to their level in the
+  perturbation's evaluated cells (the do-intervention), ``pairs.pre_state(p, role)``;
+- **predicted delta** = a method's predicted post state − the training control mean (the base every
+  method starts from);
+- **observed delta**  = the mean of the perturbation's evaluated cells − the **reference**:
+  ``reference="independent"`` (default) is the mean of control cells that never reached training,
+  the gene scale, the pre-state pool or validation (``PairConfig.reference_fraction``), so sampling
+  noise of the training control mean no longer sits on both sides of the comparison;
+  ``reference="training"`` is the old, flattering choice (the training control mean on both sides),
+  kept for comparison and labelled as such.
 
-Delta metrics exclude the perturbation's target gene(s): their level is an *input* of every method
-(the do-intervention), so their own large change would dominate the correlation.
+Delta metrics exclude the perturbation's target gene(s): their level is an input of every method.
 
-Metric names (``top_k = 20`` by default, the suffix follows ``top_k``):
+Sets (never mixed into one number): ``held_out_perturbations`` (targets never trained on),
+``validation_perturbations`` (held out for early stopping), ``combinations`` (combinations never
+trained on) and ``held_out_cells`` (held-out cells of perturbations that were trained on).
 
-``pearson_delta``
-    Pearson r of predicted vs observed delta over all genes but the targets.
-``pearson_delta_top20``
-    The same over the 20 genes with the largest observed |delta|.
-``mse_delta``
-    Mean squared error of the deltas over all genes but the targets.
-``direction_acc_top20``
-    Fraction of the top-20 DE genes whose predicted delta has the observed sign.
-``auroc_de``, ``auprc_de``
-    Predicted |delta| as the score for recovering the top-20 DE genes (by observed |delta|)
-    among all non-target genes (threshold-free ranking).
+Metrics (``top_k = 20``; the suffix follows ``top_k``):
+
+``pearson_delta``, ``pearson_delta_top20``
+    Pearson r of predicted vs observed delta over all non-target genes / the 20 genes with the
+    largest observed |delta|.
+``mse_delta``, ``direction_acc_top20``, ``auroc_de``, ``auprc_de``
+    Squared error; sign agreement on the top-20 DE genes; predicted |delta| ranking the top-20 DE
+    genes among all non-target genes.
+``slope``, ``norm_ratio``
+    Least-squares slope of predicted on observed delta (1 = right magnitude, 0.1 = ten times too
+    small) and ||predicted|| / ||observed||.
+``intervention_response`` (model only)
+    Pearson r between the model's delta for the perturbation and its delta with the target(s) left
+    at control. ≈ 1 means the target did not matter: the prediction is a constant.
+``pearson_delta_specific``, ``specific_fraction`` (model only)
+    The target-specific part (prediction minus the prediction with the target at control) scored
+    on its own, and its share of the prediction's norm.
+``ceiling``, ``reliability`` (method ``observed``)
+    Split-half reliability of the observed delta (disjoint halves of the perturbation's cells and
+    of the reference controls, Spearman–Brown corrected) and its square root, the expected r of
+    the noise-free delta with the observed one: the noise ceiling of ``pearson_delta``.
 ``pearson_post_pooled``
-    Paper-style Pearson r of predicted vs observed *post states*, pooled over all genes and
-    perturbations (one row per method, perturbation ``"ALL"``). Inflated by gene-to-gene mean
-    differences: never report it without the delta metrics.
+    Paper-style r of predicted vs observed post states pooled over genes and perturbations (one
+    row per method and set, perturbation ``"ALL"``). Inflated by gene-to-gene mean differences.
 
-A constant prediction has no correlation: Pearson is NaN, never 0. The identity baseline
-(post = pre) predicts a zero delta on every non-target gene, so its delta-Pearson is NaN; report
-it as NaN. Baselines (:func:`baseline_predictions`): ``identity``, ``perturbed_mean``, ``pert_mean``
-and ``linear``. ``pert_mean`` on the held-out-*cells* split is the noise ceiling (the best a method
-can do from training cells of the same perturbation); on the held-out-*perturbations* split it is
-undefined (NaN) because those perturbations have no training cells.
+A constant prediction has no correlation: Pearson is NaN, never 0 (identity predicts a zero delta).
+Baselines (:func:`baseline_predictions`) are listed in ``BASELINES``; the per-perturbation training
+mean (``own_training_mean``, held-out cells only) is a baseline, **not** a ceiling.
 """
 
 from __future__ import annotations
@@ -42,14 +56,26 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
+from scipy import sparse, stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lazynet_core.errors import ScreenError
 
-BASELINES = ("identity", "perturbed_mean", "pert_mean", "linear")
+BASELINES = (
+    "identity",
+    "perturbed_mean",
+    "perturbed_mean_ex",
+    "linear",
+    "control_covariance",
+    "additive",
+    "null",
+    "own_training_mean",
+)
+REFERENCES = ("independent", "training")
+SETS = ("held_out_perturbations", "validation_perturbations", "combinations", "held_out_cells")
 # Standard deviation under which a vector counts as constant (log units: far below any real effect).
 _CONSTANT_TOL = 1e-6
+_MODEL_ONLY = ("intervention_response", "pearson_delta_specific", "specific_fraction")
 
 
 def delta_metrics(
@@ -64,7 +90,7 @@ def delta_metrics(
     Parameters
     ----------
     pred_delta, obs_delta
-        Predicted and observed change vs the control mean, 1-D over genes.
+        Predicted and observed change, 1-D over genes.
     exclude
         Gene indices (the perturbation's targets) removed before every metric.
     top_k
@@ -75,14 +101,16 @@ def delta_metrics(
     -------
     dict
         ``pearson_delta``, ``pearson_delta_top{top_k}``, ``mse_delta``, ``direction_acc_top{top_k}``,
-        ``auroc_de``, ``auprc_de``. All NaN if ``pred_delta`` holds a non-finite value (a baseline
-        that cannot predict this perturbation). Pearson is NaN for a constant vector.
+        ``auroc_de``, ``auprc_de``, ``slope``, ``norm_ratio``. All NaN if ``pred_delta`` holds a
+        non-finite value (a baseline that cannot predict this perturbation).
     """
     pred = np.asarray(pred_delta, dtype=np.float64).ravel()
     obs = np.asarray(obs_delta, dtype=np.float64).ravel()
     if pred.shape != obs.shape:
-        msg = (f"pred_delta has {pred.size} genes but obs_delta has {obs.size}; "
-               "pass vectors over the same genes.")
+        msg = (
+            f"pred_delta has {pred.size} genes but obs_delta has {obs.size}; "
+            "pass vectors over the same genes."
+        )
         raise ValueError(msg)
     if top_k < 1:
         msg = f"top_k must be >= 1, got {top_k}."
@@ -94,6 +122,8 @@ def delta_metrics(
         f"direction_acc_top{top_k}",
         "auroc_de",
         "auprc_de",
+        "slope",
+        "norm_ratio",
     )
     keep = np.ones(pred.size, dtype=bool)
     keep[np.asarray(exclude, dtype=int)] = False
@@ -104,6 +134,9 @@ def delta_metrics(
     top = np.argsort(-np.abs(obs), kind="stable")[:k]
     is_de = np.zeros(obs.size, dtype=bool)
     is_de[top] = True
+    obs_c = obs - obs.mean()
+    obs_ss = float(obs_c @ obs_c)
+    obs_norm = float(np.linalg.norm(obs))
     values = (
         _pearson(pred, obs),
         _pearson(pred[top], obs[top]),
@@ -111,16 +144,52 @@ def delta_metrics(
         float(np.mean(np.sign(pred[top]) == np.sign(obs[top]))),
         float(roc_auc_score(is_de, np.abs(pred))),
         float(average_precision_score(is_de, np.abs(pred))),
+        float((pred - pred.mean()) @ obs_c / obs_ss) if obs_ss > 0 else np.nan,
+        float(np.linalg.norm(pred) / obs_norm) if obs_norm > 0 else np.nan,
     )
     return dict(zip(names, values, strict=True))
 
 
 def _pearson(a: np.ndarray, b: np.ndarray) -> float:
-    """Pearson r; NaN when either vector is (numerically) constant."""
-    if a.size < 2 or a.std() < _CONSTANT_TOL or b.std() < _CONSTANT_TOL:
+    """Pearson r; NaN when either vector is (numerically) constant or not finite."""
+    if a.size < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return float("nan")
+    if a.std() < _CONSTANT_TOL or b.std() < _CONSTANT_TOL:
         return float("nan")
     a, b = a - a.mean(), b - b.mean()
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
+
+
+def spearman_brown(r_half: float) -> float:
+    """Reliability of the full data from the correlation of two halves: 2r / (1 + r)."""
+    if not np.isfinite(r_half) or r_half <= -1:
+        return float("nan")
+    return float(2 * r_half / (1 + r_half))
+
+
+# ---- references and inputs ----------------------------------------------------------------------
+def reference_mean(pairs: Any, reference: str = "independent") -> np.ndarray:
+    """Control mean that observed deltas are scored against (see the module docstring).
+
+    Raises
+    ------
+    ScreenError
+        ``reference="independent"`` on pairs without reference cells (a run trained before the
+        independent reference existed, or ``reference_fraction=0``).
+    """
+    if reference not in REFERENCES:
+        msg = f"reference must be one of {list(REFERENCES)}, got {reference!r}."
+        raise ValueError(msg)
+    if reference == "training":
+        return np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    if len(pairs.cells(-1, "reference")) == 0:
+        msg = (
+            "These pairs keep no independent control reference (PairConfig.reference_fraction is 0, "
+            "e.g. a run trained before it existed); retrain with reference_fraction > 0 (default 0.3) "
+            "or evaluate with reference='training', which is flattered by shared control noise."
+        )
+        raise ScreenError(msg)
+    return np.asarray(pairs.control_mean("reference"), dtype=np.float64)
 
 
 def _train_pert_means(pairs: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -136,101 +205,211 @@ def _train_pert_means(pairs: Any) -> tuple[np.ndarray, np.ndarray]:
         return sums / counts[:, None], counts
 
 
+def _evaluation_rows(pairs: Any, roles: Sequence[str]) -> list[tuple[int, str]]:
+    """(perturbation, role) pairs to evaluate: test cells of every perturbation, and the validation
+    perturbations (never trained on) of role ``val``; never the same perturbation twice."""
+    trained = set(np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_role) == "train"].tolist())
+    rows: list[tuple[int, str]] = []
+    seen: set[int] = set()
+    for role in roles:
+        for p in np.asarray(pairs.evaluation_perturbations(role), dtype=int):
+            if p in seen or (role == "val" and p in trained):
+                continue
+            seen.add(int(p))
+            rows.append((int(p), role))
+    return rows
+
+
+def _set_of(pairs: Any, p: int, role: str, trained: set[int]) -> str:
+    if p in trained:
+        return "held_out_cells"
+    if "+" in str(pairs.perturbations[p]):
+        return "combinations"
+    return "validation_perturbations" if role == "val" else "held_out_perturbations"
+
+
+# ---- baselines ----------------------------------------------------------------------------------
 def _linear_deltas(
-    deltas: np.ndarray,
-    train_targets: np.ndarray,
+    train_means: np.ndarray,
+    control: np.ndarray,
+    train_targets: Sequence[np.ndarray],
     query_targets: Sequence[np.ndarray],
     *,
     n_pcs: int,
     ridge: float,
 ) -> np.ndarray:
-    """Ahlmann-Eltze et al. (2025) linear model fitted on single-target training deltas.
+    """Ahlmann-Eltze et al. (Nat Methods 2025) linear model in the authors' form.
 
-    ``deltas`` is Y^T (train perturbations × genes). As in the authors' model, the row means
-    ``b`` of Y (the mean training delta) are an intercept and the rest is low rank: G = the top
-    ``n_pcs`` PC scores of the centred Y (genes × k, U_k S_k), perturbation embedding = G's row at
-    the target, W = argmin ||Y - b - G W P^T||^2 + ridge ||W||^2, solved exactly through
-    vec(W) = (P^T P ⊗ G^T G + ridge I)^-1 vec(G^T (Y - b) P). A combination is additive: the sum of
-    its single predictions. Returns (n_query, genes) deltas.
+    The training pseudobulk matrix X (genes × conditions) includes the control column. Gene
+    embedding G = top ``n_pcs`` PC scores of the genes (columns of X centred, as ``prcomp``);
+    perturbation embedding of a condition = G's row(s) at its target(s) (summed for a
+    combination), 0 for control. With Y = X − control (the changes) and c its row centre,
+    K = (GᵀG + λI)⁻¹ Gᵀ (Y − c) Pᵀ (PPᵀ + λI)⁻¹ (both ridge solves); a query's predicted change is
+    G K p + c. Returns (n_query, genes) predicted changes vs ``control``.
     """
-    y = deltas.T
-    b = y.mean(axis=1, keepdims=True)
-    yc = y - b
-    u, s, _ = np.linalg.svd(yc, full_matrices=False)
-    k = min(n_pcs, s.size)
+    x = np.column_stack([*train_means, control])  # genes × (P + 1)
+    xc = x - x.mean(axis=0, keepdims=True)
+    u, s, _ = np.linalg.svd(xc, full_matrices=False)
+    k = min(n_pcs, int((s > 1e-12 * max(s[0], 1e-300)).sum()) if s.size else 0)
+    if k == 0:
+        return np.zeros((len(query_targets), len(control)))
     g = u[:, :k] * s[:k]
-    p = g[train_targets]
-    # Kronecker identity vec(A W B) = (B^T ⊗ A) vec(W) with column-major vec.
-    lhs = np.kron(p.T @ p, g.T @ g) + ridge * np.eye(k * k)
-    w = np.linalg.solve(lhs, (g.T @ yc @ p).ravel(order="F")).reshape((k, k), order="F")
-    singles = g @ w  # (genes × k): column space of the low-rank part
-    out = [len(t) * b[:, 0] + singles @ g[np.asarray(t, dtype=int)].sum(axis=0) for t in query_targets]
-    return np.stack(out)
+
+    def embed(targets: np.ndarray) -> np.ndarray:
+        return g[np.asarray(targets, dtype=int)].sum(axis=0)
+
+    p = np.column_stack([*(embed(t) for t in train_targets), np.zeros(k)])  # k × (P + 1)
+    y = x - control[:, None]
+    centre = y.mean(axis=1, keepdims=True)
+    left = np.linalg.solve(g.T @ g + ridge * np.eye(k), g.T @ (y - centre))
+    coef = np.linalg.solve((p @ p.T + ridge * np.eye(k)).T, (left @ p.T).T).T
+    return np.stack([g @ coef @ embed(t) + centre[:, 0] for t in query_targets])
+
+
+def _control_covariance_deltas(
+    pairs: Any, targets: Sequence[np.ndarray], target_change: np.ndarray, base: np.ndarray
+) -> np.ndarray:
+    """Δ = Σ_{·u} Σ_{uu}⁻¹ Δ_u from the training control cells' covariance (method §7d)."""
+    cells = pairs.cells(-1, "train")
+    xc = pairs.X[cells]
+    n = max(len(cells), 2)
+    out = np.full((len(targets), pairs.n_genes), np.nan)
+    for row, t in enumerate(targets):
+        t = np.asarray(t, dtype=int)
+        xu = np.asarray(xc[:, t].todense(), dtype=np.float64)
+        xu -= xu.mean(axis=0, keepdims=True)
+        cov_all = np.asarray(xc.T @ xu, dtype=np.float64) / (n - 1)  # genes × |t|; mean-centred via xu
+        cov_uu = xu.T @ xu / (n - 1)
+        if np.any(np.diag(cov_uu) <= 1e-12):
+            continue  # a constant target among control cells: no covariance to condition on
+        coef = np.linalg.solve(cov_uu + 1e-9 * np.eye(len(t)), target_change[row, t])
+        out[row] = cov_all @ coef
+        out[row, t] = target_change[row, t]
+    return out + base
+
+
+def _null_posts(pairs: Any, evals: np.ndarray) -> np.ndarray:
+    """Per perturbation, the mean of a seeded random half of the control cells that are neither
+    training nor reference cells: a post state that knows nothing about the perturbation."""
+    others = np.flatnonzero((pairs.cell_pert == -1) & np.isin(pairs.cell_role, ("test", "val")))
+    if others.size < 2:
+        return np.full((len(evals), pairs.n_genes), np.nan)
+    seed = int(getattr(pairs.config, "seed", 0))
+    return np.stack(
+        [
+            pairs._mean(
+                np.random.default_rng([seed, int(p)]).choice(others, size=others.size // 2, replace=False)
+            )
+            for p in evals
+        ]
+    ).astype(np.float64)
 
 
 def baseline_predictions(
-    pairs: Any, *, role: str = "test", n_pcs: int = 10, ridge: float = 0.1
+    pairs: Any,
+    *,
+    role: str = "test",
+    perturbations: Sequence[int] | None = None,
+    n_pcs: int = 10,
+    ridge: float = 0.1,
 ) -> dict[str, np.ndarray]:
-    """Predicted post states of the baselines for ``pairs.evaluation_perturbations(role)``.
+    """Predicted post states of every baseline.
 
     Parameters
     ----------
     pairs
         A :class:`lazynet_core.pairs.Pairs`.
     role
-        Cell role whose perturbations are evaluated (``"test"`` or ``"val"``; ``"train"`` gives fit).
+        Cell role whose levels define the do-intervention (``pairs.pre_state(p, role)``).
+    perturbations
+        Perturbation indices to predict (default ``pairs.evaluation_perturbations(role)``).
     n_pcs, ridge
         Dimension and ridge penalty of the linear baseline (Ahlmann-Eltze et al.: 10 and 0.1).
 
     Returns
     -------
     dict
-        Method -> (n_eval, G) float64 post states, rows in ``evaluation_perturbations(role)`` order:
+        Method -> (n, G) float64 post states (NaN rows where a baseline does not apply):
 
         ``identity``
-            post = pre (the do-intervention input).
+            post = pre (the do-intervention input): a zero delta.
         ``perturbed_mean``
-            mean of all perturbed training cells (cell-weighted).
-        ``pert_mean``
-            that perturbation's training-cell mean; NaN rows when it has no training cells (every
-            row on the held-out-perturbations split). On the cells split: the noise ceiling.
+            base + the mean training delta, each training perturbation weighted equally.
+        ``perturbed_mean_ex``
+            the same, but for each gene the perturbations that target it are left out of the
+            average (a perturbation's own knock-down is not carried into the others).
         ``linear``
-            control mean + b + G W P_p^T fitted on the single-target training perturbations' deltas
-            vs the control mean (b = mean training delta, the authors' intercept). Held-out targets use
-            their gene's row of G; combinations add the single predictions. NaN rows when there is
-            no single-target training perturbation.
+            Ahlmann-Eltze et al. in the authors' form (:func:`_linear_deltas`).
+        ``control_covariance``
+            base + cov(i, u) / var(u) · Δ_u over training control cells (multivariate for a
+            combination), Δ_u = the target's observed change: an observational predictor.
+        ``additive``
+            combinations only: base + the sum of the single arms' training deltas, when every arm
+            has training cells.
+        ``null``
+            the mean of a random half (redrawn per perturbation) of the control cells outside
+            training and the reference: knows nothing about the perturbation, so its score is
+            what the metric gives for nothing (≈ 0 against the independent reference; high against
+            the training reference, whose noise it shares with every prediction).
+        ``own_training_mean``
+            the perturbation's own training-cell mean (held-out cells only). A baseline, not a
+            ceiling: a noisy mean of few cells can be beaten.
 
-        Every prediction has its target gene(s) set to the pre-state value, so methods agree there.
+        Every prediction has its target gene(s) set to the pre-state value.
     """
-    evals = np.asarray(pairs.evaluation_perturbations(role), dtype=int)
+    evals = (
+        np.asarray(pairs.evaluation_perturbations(role), dtype=int)
+        if perturbations is None
+        else np.asarray(perturbations, dtype=int)
+    )
     if evals.size == 0:
-        msg = (f"No perturbation has cells of role {role!r}; "
-               "choose a role among 'train', 'val', 'test' with cells.")
+        msg = (
+            f"No perturbation has cells of role {role!r}; "
+            "choose a role among 'train', 'val', 'test' with cells."
+        )
         raise ScreenError(msg)
-    control = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     pre = np.stack([np.asarray(pairs.pre_state(p, role), dtype=np.float64) for p in evals])
+    targets = [np.asarray(pairs.pert_targets[p], dtype=int) for p in evals]
     means, counts = _train_pert_means(pairs)
-    perturbed = np.nan if counts.sum() == 0 else counts @ np.nan_to_num(means) / counts.sum()
-    singles = np.flatnonzero((counts > 0) & np.array([len(t) == 1 for t in pairs.pert_targets]))
-    if singles.size:
-        train_targets = np.array([pairs.pert_targets[p][0] for p in singles], dtype=int)
-        linear = control + _linear_deltas(
-            means[singles] - control,
-            train_targets,
-            [pairs.pert_targets[p] for p in evals],
-            n_pcs=n_pcs,
-            ridge=ridge,
+    trained = np.flatnonzero(counts > 0)
+    deltas = means[trained] - base
+    nan = np.full_like(pre, np.nan)
+    if trained.size:
+        pm = base + deltas.mean(axis=0)
+        targeted = np.zeros((trained.size, pairs.n_genes), dtype=bool)
+        for row, q in enumerate(trained):
+            targeted[row, pairs.pert_targets[q]] = True
+        kept = (~targeted).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            pm_ex = base + np.where(kept > 0, np.where(targeted, 0.0, deltas).sum(axis=0) / kept, 0.0)
+    else:
+        pm = pm_ex = np.full(pairs.n_genes, np.nan)
+    singles = np.array([q for q in trained if len(pairs.pert_targets[q]) == 1], dtype=int)
+    if singles.size >= 2:
+        linear = base + _linear_deltas(
+            means[singles], base, [pairs.pert_targets[q] for q in singles], targets, n_pcs=n_pcs, ridge=ridge
         )
     else:
-        linear = np.full_like(pre, np.nan)
+        linear = nan.copy()
+    single_of = {int(pairs.pert_targets[q][0]): q for q in singles}
+    additive = nan.copy()
+    for row, t in enumerate(targets):
+        if len(t) > 1 and all(int(g) in single_of for g in t):
+            additive[row] = base + sum(means[single_of[int(g)]] - base for g in t)
+    null = _null_posts(pairs, evals)
     preds = {
         "identity": pre.copy(),
-        "perturbed_mean": np.broadcast_to(perturbed, pre.shape).copy(),
-        "pert_mean": means[evals].copy(),
+        "perturbed_mean": np.broadcast_to(pm, pre.shape).copy(),
+        "perturbed_mean_ex": np.broadcast_to(pm_ex, pre.shape).copy(),
         "linear": linear,
+        "control_covariance": _control_covariance_deltas(pairs, targets, pre - base, base),
+        "additive": additive,
+        "null": null,
+        "own_training_mean": means[evals].copy(),
     }
     for pred in preds.values():
-        _clamp_targets(pred, pre, [pairs.pert_targets[p] for p in evals])
+        _clamp_targets(pred, pre, targets)
     return preds
 
 
@@ -241,16 +420,42 @@ def _clamp_targets(pred: np.ndarray, pre: np.ndarray, targets: Sequence[np.ndarr
             pred[row, t] = pre[row, t]
 
 
+# ---- evaluation -----------------------------------------------------------------------------------
+def noise_ceiling(
+    pairs: Any, p_idx: int, role: str, *, reference: str = "independent", seed: int = 0
+) -> dict[str, float]:
+    """Split-half reliability of one perturbation's observed delta (Spearman–Brown corrected).
+
+    The perturbation's ``role`` cells and the reference controls are each split into two random
+    disjoint halves; r = Pearson(Δ₁, Δ₂) over non-target genes; ``reliability`` = 2r / (1 + r),
+    ``ceiling`` = √reliability (the expected r of the noise-free delta with the observed one).
+    NaN with fewer than 2 cells on either side.
+    """
+    rng = np.random.default_rng([seed, int(p_idx)])
+    own = rng.permutation(pairs.cells(p_idx, role))
+    ref_role = "reference" if reference == "independent" else "train"
+    ref = rng.permutation(pairs.cells(-1, ref_role))
+    if len(own) < 2 or len(ref) < 2:
+        return {"reliability": np.nan, "ceiling": np.nan}
+    keep = np.ones(pairs.n_genes, dtype=bool)
+    keep[pairs.pert_targets[p_idx]] = False
+    halves = [(pairs._mean(own[i::2]) - pairs._mean(ref[i::2])).astype(np.float64)[keep] for i in (0, 1)]
+    rel = spearman_brown(_pearson(*halves))
+    return {"reliability": rel, "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) and rel > 0 else np.nan}
+
+
 def evaluate(
     pairs: Any,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
     *,
-    role: str = "test",
+    reference: str = "independent",
+    roles: Sequence[str] = ("test", "val"),
     top_k: int = 20,
     methods: Sequence[str] | None = None,
     name: str = "lazynet",
+    ceiling: bool = True,
 ) -> pd.DataFrame:
-    """Evaluate a predictor and the baselines on the perturbations with cells of ``role``.
+    """Evaluate a predictor and the baselines on every held-out set.
 
     Parameters
     ----------
@@ -259,90 +464,288 @@ def evaluate(
     predict
         Maps pre states (n, G) float32 to predicted post states (n, G), e.g. ``Ensemble.predict``.
         ``None`` evaluates the baselines only.
-    role
-        Cell role evaluated; observed post = ``pairs.pert_mean(p, role)``.
+    reference
+        ``"independent"`` (default; held-out control cells) or ``"training"`` (flattering; labelled).
+    roles
+        Cell roles evaluated: ``"test"`` (held-out perturbations and held-out cells) and ``"val"``
+        (validation perturbations, which have no training cells).
     top_k
         DE genes for the top-k metrics (see :func:`delta_metrics`).
     methods
         Baselines to include (default all of ``BASELINES``; ``()`` for none).
     name
         Method label of ``predict``.
+    ceiling
+        Add the split-half noise ceiling rows (method ``observed``).
 
     Returns
     -------
     pandas.DataFrame
-        Tidy: ``split, role, method, perturbation, metric, value``; one row per method ×
-        perturbation × delta metric, plus one ``pearson_post_pooled`` row (perturbation ``"ALL"``)
-        per method. Warning: ``pearson_post_pooled`` (the paper-style genome-wide r) is inflated by
-        gene-to-gene differences in mean expression; a method that predicts the control mean already
-        scores high. Read the delta metrics. Targets of the predictor's output are set to the pre
-        state (the do-intervention), as for the baselines.
+        Tidy: ``set, role, reference, method, perturbation, metric, value``; one row per method ×
+        perturbation × metric, plus ``pearson_post_pooled`` rows (perturbation ``"ALL"``). Targets
+        of the predictor's output are set to the pre state (the do-intervention).
     """
     methods = BASELINES if methods is None else tuple(methods)
     unknown = sorted(set(methods) - set(BASELINES))
     if unknown:
         msg = f"Unknown baseline(s) {unknown}; choose among {list(BASELINES)}."
         raise ValueError(msg)
-    evals = np.asarray(pairs.evaluation_perturbations(role), dtype=int)
-    preds = {m: v for m, v in baseline_predictions(pairs, role=role).items() if m in methods}
-    targets = [np.asarray(pairs.pert_targets[p], dtype=int) for p in evals]
-    if predict is not None:
-        pre = np.stack([np.asarray(pairs.pre_state(p, role), dtype=np.float32) for p in evals])
-        out = np.asarray(predict(pre), dtype=np.float64).reshape(pre.shape)
-        _clamp_targets(out, pre.astype(np.float64), targets)
-        preds = {name: out, **preds}
-    control = np.asarray(pairs.control_mean("train"), dtype=np.float64)
-    obs = np.stack([np.asarray(pairs.pert_mean(p, role), dtype=np.float64) for p in evals])
-    labels = np.asarray(pairs.perturbations)[evals]
-    # "cells": the perturbation was trained on (its held-out cells are scored); "perturbations": it
-    # never had a training cell (held-out targets, and the validation perturbations of that split)
-    trained = np.isin(evals, np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_role) == "train"])
-    split = np.where(trained, "cells", "perturbations")
-    records = []
-    for method, pred in preds.items():
-        for row, label in enumerate(labels):
-            scores = delta_metrics(pred[row] - control, obs[row] - control, exclude=targets[row], top_k=top_k)
-            records += [(split[row], method, label, metric, value) for metric, value in scores.items()]
-        for name_split in np.unique(split):
-            rows = (split == name_split) & np.isfinite(pred).all(axis=1)
-            records.append(
-                (
-                    name_split,
-                    method,
-                    "ALL",
-                    "pearson_post_pooled",
-                    _pearson(pred[rows].ravel(), obs[rows].ravel()),
+    ref = reference_mean(pairs, reference)
+    rows = _evaluation_rows(pairs, roles)
+    if not rows:
+        msg = (
+            f"No perturbation has held-out cells of roles {list(roles)}; "
+            "train with a split that holds some out (PairConfig.split, test_fraction or held_out)."
+        )
+        raise ScreenError(msg)
+    trained = set(np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_role) == "train"].tolist())
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    labels = np.asarray(pairs.perturbations)
+    records: list[tuple] = []
+    for role in dict.fromkeys(r for _, r in rows):
+        evals = np.array([p for p, r in rows if r == role], dtype=int)
+        targets = [np.asarray(pairs.pert_targets[p], dtype=int) for p in evals]
+        sets = np.array([_set_of(pairs, int(p), role, trained) for p in evals])
+        preds = {
+            m: v
+            for m, v in baseline_predictions(pairs, role=role, perturbations=evals).items()
+            if m in methods
+        }
+        extra: dict[int, dict[str, float]] = {}
+        if predict is not None:
+            pre = np.stack([np.asarray(pairs.pre_state(p, role), dtype=np.float32) for p in evals])
+            out = np.asarray(predict(pre), dtype=np.float64).reshape(pre.shape)
+            _clamp_targets(out, pre.astype(np.float64), targets)
+            at_base = np.asarray(predict(base[None, :].astype(np.float32)), dtype=np.float64).reshape(-1)
+            preds = {name: out, **preds}
+        obs = np.stack([np.asarray(pairs.pert_mean(p, role), dtype=np.float64) for p in evals])
+        for method, pred in preds.items():
+            for row, p in enumerate(evals):
+                scores = delta_metrics(pred[row] - base, obs[row] - ref, exclude=targets[row], top_k=top_k)
+                if method == name and predict is not None:
+                    scores.update(
+                        _intervention_scores(pred[row], at_base, base, obs[row] - ref, targets[row])
+                    )
+                    extra[row] = scores
+                records += [(sets[row], role, method, labels[p], m, v) for m, v in scores.items()]
+            for set_name in np.unique(sets):
+                sel = (sets == set_name) & np.isfinite(pred).all(axis=1)
+                records.append(
+                    (
+                        set_name,
+                        role,
+                        method,
+                        "ALL",
+                        "pearson_post_pooled",
+                        _pearson(pred[sel].ravel(), obs[sel].ravel()),
+                    )
                 )
-            )
-    frame = pd.DataFrame.from_records(records, columns=["split", "method", "perturbation", "metric", "value"])
-    frame.insert(1, "role", role)
+        if ceiling:
+            for row, p in enumerate(evals):
+                for m, v in noise_ceiling(pairs, int(p), role, reference=reference).items():
+                    records.append((sets[row], role, "observed", labels[p], m, v))
+    frame = pd.DataFrame.from_records(
+        records, columns=["set", "role", "method", "perturbation", "metric", "value"]
+    )
+    frame.insert(2, "reference", reference)
     return frame
 
 
-def summarize(frame: pd.DataFrame) -> pd.DataFrame:
-    """Mean, standard deviation and count of each metric per split × role × method.
+def _intervention_scores(
+    pred: np.ndarray, at_base: np.ndarray, base: np.ndarray, obs_delta: np.ndarray, targets: np.ndarray
+) -> dict[str, float]:
+    keep = np.ones(pred.size, dtype=bool)
+    keep[targets] = False
+    delta, delta0 = (pred - base)[keep], (at_base - base)[keep]
+    specific = (pred - at_base)[keep]
+    norm = float(np.linalg.norm(delta))
+    return {
+        "intervention_response": _pearson(delta, delta0),
+        "pearson_delta_specific": _pearson(specific, obs_delta[keep]),
+        "specific_fraction": float(np.linalg.norm(specific) / norm) if norm > 0 else np.nan,
+    }
 
-    Pools the rows of each group: perturbations, and seeds when ``frame`` has a ``seed`` column
-    (concatenated :func:`evaluate` frames). NaN values (undefined metrics) are left out of the
-    statistics; ``n`` counts the finite values, so an undefined metric shows ``mean`` NaN and
-    ``n`` 0, never 0.
+
+# ---- summaries and paired statistics ---------------------------------------------------------------
+def _keys(frame: pd.DataFrame) -> list[str]:
+    return [c for c in ("set", "reference", "method", "metric") if c in frame.columns]
+
+
+def _per_perturbation(frame: pd.DataFrame) -> pd.DataFrame:
+    """One value per perturbation: seeds and folds of a cross-validation averaged first."""
+    frame = frame[frame["perturbation"] != "ALL"]
+    keys = [*_keys(frame), "perturbation"]
+    return frame.groupby(keys, sort=False, dropna=False)["value"].mean().reset_index()
+
+
+def summarize(frame: pd.DataFrame) -> pd.DataFrame:
+    """Mean, standard deviation and count of each metric per set × reference × method.
+
+    Values of one perturbation over seeds or folds (a ``seed`` column) are averaged first, so
+    ``n`` counts perturbations; NaN values are left out and an undefined metric shows ``mean`` NaN
+    and ``n`` 0. ``pearson_post_pooled`` rows (perturbation ``"ALL"``) are averaged over seeds.
 
     Returns
     -------
     pandas.DataFrame
-        Tidy: ``split, role, method, metric, mean, sd, n`` (plus ``n_seeds`` with a ``seed``
+        Tidy: ``set, reference, method, metric, mean, sd, n`` (plus ``n_seeds`` with a ``seed``
         column), methods in order of first appearance.
     """
-    keys = [c for c in ("split", "role", "method", "metric") if c in frame.columns]
-    grouped = frame.groupby(keys, sort=False, dropna=False)
+    per = pd.concat([_per_perturbation(frame), frame[frame["perturbation"] == "ALL"]], ignore_index=True)
+    grouped = per.groupby(_keys(frame), sort=False, dropna=False)
     out = grouped["value"].agg(mean="mean", sd="std", n="count").reset_index()
     if "seed" in frame.columns:
-        out["n_seeds"] = grouped["seed"].nunique().to_numpy()
+        seeds = frame.groupby(_keys(frame), sort=False, dropna=False)["seed"].nunique()
+        out = out.merge(seeds.rename("n_seeds").reset_index(), on=_keys(frame), how="left")
     return out
 
 
-def summary_table(frame: pd.DataFrame, metric: str = "pearson_delta", *, digits: int = 2) -> pd.DataFrame:
-    """README table of one metric: methods as rows, splits as columns, ``"0.41 ± 0.05"`` strings.
+def compare(frame: pd.DataFrame, *, model: str = "lazynet", metric: str = "pearson_delta") -> pd.DataFrame:
+    """Paired comparison of ``model`` with every other method, per set and reference.
+
+    Per perturbation (seeds averaged first), d = model − baseline on ``metric``, over the
+    perturbations where both are defined.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``set, reference, baseline, metric, n, mean_diff, sd_diff, wins, losses, p_wilcoxon``
+        (two-sided Wilcoxon signed-rank; NaN with fewer than 2 perturbations or all d = 0).
+    """
+    per = _per_perturbation(frame[frame["metric"] == metric])
+    records = []
+    for (set_name, ref), block in per.groupby(["set", "reference"], sort=False):
+        wide = block.pivot_table(index="perturbation", columns="method", values="value", dropna=False)
+        if model not in wide.columns:
+            continue
+        for baseline in wide.columns:
+            if baseline in (model, "observed"):
+                continue
+            both = wide[[model, baseline]].dropna()
+            d = (both[model] - both[baseline]).to_numpy()
+            if d.size == 0:
+                continue  # the baseline does not apply to this set (e.g. additive on singles)
+            p = np.nan
+            if d.size >= 2 and np.any(d != 0):
+                p = float(stats.wilcoxon(d, zero_method="wilcox").pvalue)
+            records.append(
+                dict(
+                    set=set_name,
+                    reference=ref,
+                    baseline=baseline,
+                    metric=metric,
+                    n=int(d.size),
+                    mean_diff=float(d.mean()) if d.size else np.nan,
+                    sd_diff=float(d.std(ddof=1)) if d.size > 1 else np.nan,
+                    wins=int((d > 0).sum()),
+                    losses=int((d < 0).sum()),
+                    p_wilcoxon=p,
+                )
+            )
+    return pd.DataFrame.from_records(
+        records,
+        columns=[
+            "set",
+            "reference",
+            "baseline",
+            "metric",
+            "n",
+            "mean_diff",
+            "sd_diff",
+            "wins",
+            "losses",
+            "p_wilcoxon",
+        ],
+    )
+
+
+def best_baseline(
+    frame: pd.DataFrame, *, set_name: str, metric: str = "pearson_delta", model: str = "lazynet"
+) -> str | None:
+    """The baseline with the highest mean ``metric`` on ``set_name`` (never ``null`` or ``observed``)."""
+    summary = summarize(frame[(frame["set"] == set_name) & (frame["metric"] == metric)])
+    summary = summary[~summary["method"].isin([model, "null", "observed", "identity"])]
+    summary = summary[np.isfinite(summary["mean"])]
+    return None if summary.empty else str(summary.sort_values("mean", ascending=False)["method"].iloc[0])
+
+
+def headline(
+    frame: pd.DataFrame,
+    *,
+    set_name: str,
+    metric: str = "pearson_delta",
+    model: str = "lazynet",
+    alpha: float = 0.05,
+) -> dict[str, Any] | None:
+    """The model against the best baseline on one set, in words that do not overclaim.
+
+    Returns ``None`` when the set has no model rows. Otherwise a dict with ``model_mean``,
+    ``baseline``, ``baseline_mean``, the paired fields of :func:`compare`, ``verdict``
+    (``"ahead"``, ``"behind"`` or ``"tie"``: ahead/behind only when p < ``alpha``) and ``text``.
+    """
+    sub = frame[frame["set"] == set_name]
+    if sub.empty or model not in set(sub["method"]):
+        return None
+    best = best_baseline(sub, set_name=set_name, metric=metric, model=model)
+    summary = summarize(sub[sub["metric"] == metric]).set_index("method")["mean"]
+    out: dict[str, Any] = dict(
+        set=set_name,
+        metric=metric,
+        model_mean=float(summary.get(model, np.nan)),
+        baseline=best,
+        baseline_mean=float(summary.get(best, np.nan)) if best else np.nan,
+    )
+    if best is None:
+        out.update(verdict="tie", text="no baseline could be scored on this set")
+        return out
+    row = compare(sub, model=model, metric=metric)
+    row = row[row["baseline"] == best].iloc[0].to_dict()
+    out.update({k: row[k] for k in ("n", "mean_diff", "sd_diff", "wins", "losses", "p_wilcoxon")})
+    p = row["p_wilcoxon"]
+    significant = bool(np.isfinite(p) and p < alpha)
+    out["verdict"] = ("ahead" if row["mean_diff"] > 0 else "behind") if significant else "tie"
+    word = "ahead of" if row["mean_diff"] > 0 else "behind"
+    p_text = "n/a" if not np.isfinite(p) else f"{p:.2g}"
+    sd = row["sd_diff"]
+    out["text"] = (
+        f"{word} {best} by {abs(row['mean_diff']):.3f}"
+        f"{'' if not np.isfinite(sd) else f' ± {sd:.3f}'}, better on {row['wins']} of {row['n']} "
+        f"perturbations, p = {p_text}" + ("" if significant else " (not significant: a tie)")
+    )
+    return out
+
+
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready records: every summary row (``method, set, reference, metric, mean, sd, n``) and,
+    for each paired comparison of the model, a record with method ``"<model>-minus-<baseline>"``."""
+    out = []
+    for row in summarize(frame).to_dict("records"):
+        out.append({k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()})
+    models = [m for m in frame["method"].unique() if m not in BASELINES and m != "observed"]
+    for model in models:
+        for metric in ("pearson_delta", "pearson_delta_top20"):
+            for row in compare(frame, model=model, metric=metric).to_dict("records"):
+                out.append(
+                    dict(
+                        method=f"{model}-minus-{row['baseline']}",
+                        set=row["set"],
+                        reference=row["reference"],
+                        metric=f"{metric}_paired_diff",
+                        mean=row["mean_diff"],
+                        sd=row["sd_diff"],
+                        n=row["n"],
+                        wins=row["wins"],
+                        losses=row["losses"],
+                        p_wilcoxon=row["p_wilcoxon"],
+                    )
+                )
+    return [
+        {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in out
+    ]
+
+
+def summary_table(frame: pd.DataFrame, metric: str = "pearson_delta", *, digits: int = 3) -> pd.DataFrame:
+    """README table of one metric: methods as rows, set (and reference) as columns, ``"0.41 ± 0.05"``.
 
     ``frame`` is an :func:`evaluate` frame (or several concatenated). Undefined values read ``"NaN"``.
     """
@@ -356,10 +759,16 @@ def summary_table(frame: pd.DataFrame, metric: str = "pearson_delta", *, digits:
         if not np.isfinite(row["mean"]):
             return "NaN"
         if not np.isfinite(row["sd"]):
-            return f"{row['mean']:.{digits}f}"
-        return f"{row['mean']:.{digits}f} ± {row['sd']:.{digits}f}"
+            return f"{row['mean']:.{digits}f} (n={row['n']})"
+        return f"{row['mean']:.{digits}f} ± {row['sd']:.{digits}f} (n={row['n']})"
 
     summary = summary.assign(cell=summary.apply(cell, axis=1))
-    table = summary.pivot_table(index="method", columns="split", values="cell", aggfunc="first", sort=False)
+    column = (
+        summary["set"]
+        if summary["reference"].nunique() == 1
+        else summary["set"] + " / " + summary["reference"]
+    )
+    summary = summary.assign(column=column)
+    table = summary.pivot_table(index="method", columns="column", values="cell", aggfunc="first", sort=False)
     table.columns.name = None
     return table

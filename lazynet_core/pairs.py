@@ -21,7 +21,7 @@ from anndata import AnnData
 from .config import PairConfig
 from .errors import ScreenError
 
-ROLES = ("train", "val", "test")
+ROLES = ("train", "val", "test", "reference")
 _REQUIRED_OBS = ("lazynet_perturbation", "lazynet_modality", "lazynet_is_control")
 
 
@@ -54,8 +54,15 @@ class EpochPairs:
     def subset(self, sl: slice) -> EpochPairs:
         """The pairs ``sl`` of this epoch (sharing the densified pool)."""
         pre_row = None if self.pre_row is None else self.pre_row[sl]
-        return EpochPairs(self.pre_idx[sl], self.post_idx[sl], self.pert[sl], self.gene[sl], pre_row,
-                          self.pool_cells, self._pool)
+        return EpochPairs(
+            self.pre_idx[sl],
+            self.post_idx[sl],
+            self.pert[sl],
+            self.gene[sl],
+            pre_row,
+            self.pool_cells,
+            self._pool,
+        )
 
 
 POOL_SIZE = 2048  # control pseudobulks densified per epoch (2048 × 18k genes × 4 B = 147 MB)
@@ -139,7 +146,11 @@ class Pairs:
             "pair_config": self.config.to_dict(),
             "test_perturbations": self.perturbations[self.test_perts].tolist(),
             "train_perturbations": self.perturbations[~self.test_perts].tolist(),
-            "n_cells_by_role": {r: int((self.cell_role == r).sum()) for r in ROLES},
+            "n_cells_by_role": {
+                r: int((self.cell_role == r).sum())
+                for r in ROLES
+                if r != "reference" or (self.cell_role == r).any()
+            },
             "cell_roles_sha1": hashlib.sha1("".join(r[0] for r in self.cell_role).encode()).hexdigest(),
         }
 
@@ -319,6 +330,10 @@ def _assign_roles(
             role[idx] = "test"
             continue
         idx = rng.permutation(idx)
+        if p < 0 and config.reference_fraction > 0:  # the independent control reference, drawn first
+            n_ref = min(int(round(config.reference_fraction * len(idx))), len(idx) - 2)
+            role[idx[:n_ref]] = "reference"
+            idx = idx[n_ref:]
         n_test = int(round(config.test_fraction * len(idx)))
         n_val = int(round(config.val_fraction * len(idx))) if p < 0 or config.split == "cells" else 0
         if p in val_perts:
@@ -336,15 +351,42 @@ def _choose_test_perturbations(
     test = np.zeros(len(perturbations), dtype=bool)
     if config.split != "perturbations":
         return test
+    if config.held_out is not None:
+        return _explicit_test_perturbations(perturbations, config.held_out)
     singles = np.flatnonzero(["+" not in p for p in perturbations])
     if len(singles) < 3:
-        msg = (f"The perturbation split needs at least 3 single-gene perturbations (found {len(singles)}); "
-               "use split='cells' (CLI: --split cells) to hold out cells instead.")
+        msg = (
+            f"The perturbation split needs at least 3 single-gene perturbations (found {len(singles)}); "
+            "use split='cells' (CLI: --split cells) to hold out cells instead."
+        )
         raise ScreenError(msg)
     n_test = min(max(1, int(round(config.test_fraction * len(singles)))), len(singles) - 2)
     held = set(perturbations[rng.choice(singles, size=n_test, replace=False)])
     for i, label in enumerate(perturbations):
         test[i] = any(t in held for t in label.split("+"))  # a combination with a held-out target
+    return test
+
+
+def _explicit_test_perturbations(perturbations: np.ndarray, held_out: tuple[str, ...]) -> np.ndarray:
+    """Held-out mask from explicit labels: a label, or a target gene of a single perturbation."""
+    known = set(perturbations.tolist())
+    singles = {p for p in known if "+" not in p}
+    unknown = sorted(h for h in held_out if h not in known)
+    if unknown:
+        msg = (
+            f"held_out names {unknown[:10]} ({len(unknown)} in all), which are not perturbations of this "
+            f"screen; choose among {sorted(known)[:10]}{' ...' if len(known) > 10 else ''}."
+        )
+        raise ScreenError(msg)
+    held_targets = {t for h in held_out for t in h.split("+")}
+    test = np.array([any(t in held_targets for t in p.split("+")) for p in perturbations], dtype=bool)
+    trained_singles = singles - {p for p in singles if p in held_targets}
+    if len(trained_singles) < 2:
+        msg = (
+            f"held_out {list(held_out)[:10]} leaves {len(trained_singles)} single-gene perturbation(s) to "
+            "train on; at least 2 are needed. Hold out fewer perturbations."
+        )
+        raise ScreenError(msg)
     return test
 
 

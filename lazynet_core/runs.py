@@ -169,7 +169,9 @@ def load_run(path: str | os.PathLike) -> Ensemble:
         reference=np.load(path / "reference.npy"),
         model_config=model_config,
         train_config=TrainConfig.from_dict(manifest["train_config"]),
-        pair_config=PairConfig.from_dict(manifest["pair_config"]),
+        pair_config=PairConfig.from_dict(
+            {"reference_fraction": 0.0, **manifest["pair_config"]}
+        ),  # pre-reference runs
         history=history,
         split=split,
         info=info,
@@ -202,9 +204,11 @@ def check_split(ensemble: Ensemble, pairs) -> None:
     rebuilt = pairs.split_record()
     for key in ("test_perturbations", "n_cells_by_role", "cell_roles_sha1"):
         if key in stored and stored[key] != rebuilt[key]:
-            msg = (f"This screen does not reproduce the run's train/test split ({key} differ): it is "
-                   "not the screen the run was trained on, or it was read with other options "
-                   "(perturbation column, control, gene universe). Load the original screen.")
+            msg = (
+                f"This screen does not reproduce the run's train/test split ({key} differ): it is "
+                "not the screen the run was trained on, or it was read with other options "
+                "(perturbation column, control, gene universe). Load the original screen."
+            )
             raise RunError(msg)
 
 

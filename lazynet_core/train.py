@@ -84,6 +84,12 @@ class _Trainer:
         self.start = time.perf_counter()
         self.scale = torch.from_numpy(pairs.gene_scale())
         self.val = _validation_set(pairs, seed=config.seed + 10_007)
+        if config.patience and self.val is None:
+            msg = (
+                f"TrainConfig.patience={config.patience} needs a validation set, but these pairs hold none "
+                "(PairConfig.val_fraction is 0, the default). Set val_fraction > 0 (e.g. 0.1) or patience=0."
+            )
+            raise TrainingError(msg)
         self.records: list[dict] = []
 
     def elapsed(self) -> float:

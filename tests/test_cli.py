@@ -34,10 +34,53 @@ def test_train_evaluate_predict(demo_run):
     assert (demo_run / "config.json").is_file()
     result = run_cli("evaluate", str(demo_run))
     assert result.returncode == 0, result.stderr
-    for name in ("lazynet", "perturbed_mean", "pert_mean", "linear", "identity", "perturbations", "cells"):
+    for name in (
+        "lazynet",
+        "perturbed_mean_ex",
+        "control_covariance",
+        "linear",
+        "null",
+        "identity",
+        "held_out_perturbations",
+        "held_out_cells",
+        "p_wilcoxon",
+        "ceiling",
+    ):
         assert name in result.stdout
     result = run_cli("predict", str(demo_run), "--set", "GPX4=0.25", "--top", "5")
     assert result.returncode == 0 and "predicted_delta" in result.stdout
+
+
+def test_evaluate_json_contract(demo_run):
+    import json
+
+    result = run_cli("evaluate", str(demo_run), "--json")
+    assert result.returncode == 0, result.stderr
+    records = json.loads(result.stdout)
+    assert all({"method", "set", "reference", "metric", "mean", "sd", "n"} <= set(r) for r in records)
+    methods = {r["method"] for r in records}
+    assert {
+        "lazynet",
+        "identity",
+        "perturbed_mean",
+        "perturbed_mean_ex",
+        "linear",
+        "control_covariance",
+        "additive",
+        "null",
+    } <= methods
+    assert {"pearson_delta", "pearson_delta_top20", "slope", "intervention_response", "ceiling"} <= {
+        r["metric"] for r in records
+    }
+    null = [
+        r
+        for r in records
+        if r["method"] == "null"
+        and r["metric"] == "pearson_delta"
+        and r["reference"] == "independent"
+        and r["set"] == "held_out_perturbations"
+    ]
+    assert len(null) == 1 and abs(null[0]["mean"]) < 0.05  # the metric gives nothing for nothing
 
 
 def test_network_command(demo_run, tmp_path):
@@ -82,13 +125,16 @@ def test_existing_run_directory_refused(demo_run):
     assert sorted(p.name for p in demo_run.iterdir()) == before
 
 
-@pytest.mark.parametrize("args,needle", [
-    (("predict", "RUN", "--set", "GPX4=abc"), "FOLD a number"),
-    (("predict", "RUN", "--set", "GPX4=-1"), "FOLD a number"),
-    (("evaluate", "RUN", "--out", "/no/such/dir/m.csv"), "does not exist"),
-    (("train", "--demo", "--out", "README.md"), "existing file"),
-    (("train", "--demo", "--out", "x", "--threads", "-1"), "threads"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (("predict", "RUN", "--set", "GPX4=abc"), "FOLD a number"),
+        (("predict", "RUN", "--set", "GPX4=-1"), "FOLD a number"),
+        (("evaluate", "RUN", "--out", "/no/such/dir/m.csv"), "does not exist"),
+        (("train", "--demo", "--out", "README.md"), "existing file"),
+        (("train", "--demo", "--out", "x", "--threads", "-1"), "threads"),
+    ],
+)
 def test_more_bad_input_exit_2(args, needle, demo_run, tmp_path):
     (tmp_path / "README.md").write_text("not a run")
     args = tuple(str(demo_run) if a == "RUN" else a for a in args)
