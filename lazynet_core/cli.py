@@ -176,7 +176,8 @@ def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
         "Observed deltas are scored against control cells that never reached training (independent "
         "reference)."
         if refs == {"independent"}
-        else "reference 'training' shares the training control mean with every prediction and flatters all of them."
+        else "reference 'training' shares the training control mean with every prediction and flatters "
+        "all of them."
     )
     print(
         f"\n{note} 'observed' rows: split-half noise ceiling. identity's delta-Pearson is undefined (NaN); "

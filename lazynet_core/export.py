@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from lazynet_core import modules as _modules
-from lazynet_core.network import edges_frame
+from lazynet_core.network import EVIDENCE_EDGE_COLUMNS, edges_frame
 
 CSV_COLUMNS = ["source", "target", "weight", "sign", "agreement", "level", "source_module", "target_module"]
 
@@ -31,14 +31,16 @@ def _edge_table(G_or_frame: nx.DiGraph | pd.DataFrame, modules: pd.DataFrame | b
         mapping = _modules.gene_module_map(None if modules is None or modules is True else modules)
     frame["source_module"] = frame["source"].astype(str).map(mapping).fillna("")
     frame["target_module"] = frame["target"].astype(str).map(mapping).fillna("")
-    return frame[CSV_COLUMNS]
+    return frame[CSV_COLUMNS + [c for c in EVIDENCE_EDGE_COLUMNS if c in frame.columns]]
 
 
 def write_edges_csv(G_or_frame: nx.DiGraph | pd.DataFrame, path_or_buffer: str | PathLike | io.IOBase, *,
                     modules: pd.DataFrame | bool | None = None) -> None:
     """Write the edge table as CSV.
 
-    Columns: ``source, target, weight, sign, agreement, level, source_module, target_module``
+    Columns: ``source, target, weight, sign, agreement, level, source_module, target_module``, then
+    the evidence columns when the graph carries them (``evidence`` is one of ``interventional``,
+    ``held_out``, ``observational``, ``model_only``; see :mod:`lazynet_core.evidence`)
     (``weight = J[target, source]``; modules from :func:`lazynet_core.modules.module_table`, or a
     table with ``gene`` and ``module`` columns passed as ``modules``; ``modules=False`` leaves the
     module columns empty; several modules are ``";"``-joined).

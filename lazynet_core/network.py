@@ -22,6 +22,9 @@ import pandas as pd
 from lazynet_core.errors import ScreenError
 
 EDGE_COLUMNS = ["source", "target", "weight", "sign", "abs_weight", "agreement", "sd", "level"]
+EVIDENCE_EDGE_COLUMNS = [
+    "evidence", "screen_delta", "n_cells", "sign_agrees", "coexpr_r", "coexpr_p", "above_noise",
+]
 _DIRECTIONS = ("out", "in", "both")
 
 
@@ -318,12 +321,27 @@ def consensus_graph(
 def edges_frame(G: nx.DiGraph) -> pd.DataFrame:
     """Edge table ``source, target, weight, sign, abs_weight, agreement, sd, level``, strongest first.
 
-    Missing ``agreement`` / ``sd`` / ``level`` are NaN / <NA>.
+    Missing ``agreement`` / ``sd`` / ``level`` are NaN / <NA>. When the edges carry the screen's
+    evidence (:meth:`lazynet_core.evidence.EdgeEvidence.annotate`), its columns follow:
+    ``evidence, screen_delta, n_cells, sign_agrees, coexpr_r, coexpr_p, above_noise``.
     """
-    rows = [{"source": u, "target": v, "weight": d.get("weight", np.nan), "sign": d.get("sign"),
-             "abs_weight": abs(d.get("weight", np.nan)), "agreement": d.get("agreement", np.nan),
-             "sd": d.get("sd", np.nan), "level": d.get("level")} for u, v, d in G.edges(data=True)]
-    frame = pd.DataFrame(rows, columns=EDGE_COLUMNS)
+    evidence = any("evidence" in d for *_, d in G.edges(data=True))
+    columns = EDGE_COLUMNS + (EVIDENCE_EDGE_COLUMNS if evidence else [])
+    rows = []
+    for u, v, d in G.edges(data=True):
+        row = {"source": u, "target": v, "weight": d.get("weight", np.nan), "sign": d.get("sign"),
+               "abs_weight": abs(d.get("weight", np.nan)), "agreement": d.get("agreement", np.nan),
+               "sd": d.get("sd", np.nan), "level": d.get("level")}
+        if evidence:
+            row.update({k: d.get(k) for k in EVIDENCE_EDGE_COLUMNS})
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns)
+    if evidence:
+        for col in ("screen_delta", "coexpr_r", "coexpr_p"):
+            frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
+        frame["n_cells"] = pd.array(frame["n_cells"].tolist(), dtype="Int64")
+        for col in ("sign_agrees", "above_noise"):
+            frame[col] = pd.array([None if x is None else bool(x) for x in frame[col]], dtype="boolean")
     frame["weight"] = frame["weight"].astype(float)
     frame["abs_weight"] = frame["abs_weight"].astype(float)
     frame["agreement"] = frame["agreement"].astype(float)

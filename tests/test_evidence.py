@@ -1,0 +1,127 @@
+"""Evidence per edge: the four words, computed from a hand-built screen with known structure."""
+
+from __future__ import annotations
+
+import io
+
+import anndata as ad
+import networkx as nx
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import sparse
+
+from lazynet_core.config import PairConfig
+from lazynet_core.evidence import EVIDENCE, EdgeEvidence, EvidenceConfig, SupportedProvider
+from lazynet_core.export import edges_csv_bytes, write_graphml
+from lazynet_core.network import edges_frame, expand_from_seeds
+from lazynet_core.pairs import make_pairs
+
+GENES = ["A", "B", "C", "D", "E", "F"]
+
+
+@pytest.fixture(scope="module")
+def pairs():
+    """Controls: D follows C (r ≈ 0.9), F is independent. A knocked down lowers B; E held out."""
+    rng = np.random.default_rng(0)
+    rows, labels = [], []
+    for _ in range(300):
+        c = rng.normal(3, 0.5)
+        rows.append(
+            [
+                3 + rng.normal(0, 0.2),
+                3 + rng.normal(0, 0.2),
+                c,
+                c + rng.normal(0, 0.2),
+                3,
+                3 + rng.normal(0, 0.3),
+            ]
+        )
+        labels.append("control")
+    for label, change in (("A", {0: -1.5, 1: -0.8}), ("B", {1: -1.5}), ("E", {4: -1.5, 1: 0.6})):
+        for _ in range(60):
+            row = [3 + rng.normal(0, 0.2), 3 + rng.normal(0, 0.2), 3, 3, 3, 3 + rng.normal(0, 0.3)]
+            row[2] = rng.normal(3, 0.5)
+            row[3] = row[2] + rng.normal(0, 0.2)
+            for g, d in change.items():
+                row[g] += d
+            rows.append(row)
+            labels.append(label)
+    obs = pd.DataFrame(
+        {
+            "lazynet_perturbation": labels,
+            "lazynet_is_control": [x == "control" for x in labels],
+            "lazynet_modality": "CRISPRi",
+        },
+        index=[f"c{i}" for i in range(len(rows))],
+    )
+    adata = ad.AnnData(
+        sparse.csr_matrix(np.clip(np.array(rows), 0, None).astype(np.float32)),
+        obs=obs,
+        var=pd.DataFrame(index=GENES),
+    )
+    return make_pairs(adata, PairConfig(held_out=("E",)))
+
+
+def test_the_four_words(pairs):
+    ev = EdgeEvidence(pairs, EvidenceConfig(n_permutations=199))
+    inter = ev.classify("A", ["B"], np.array([0.5])).loc["B"]
+    assert inter["evidence"] == "interventional" and inter["sign_agrees"]
+    assert inter["screen_delta"] == pytest.approx(-0.8, abs=0.1) and inter["n_cells"] > 0
+    wrong = ev.classify("A", ["B"], np.array([-0.5])).loc["B"]
+    assert wrong["evidence"] == "interventional" and not wrong["sign_agrees"]
+    held = ev.classify("E", ["B"], np.array([-0.3])).loc["B"]  # E lowered, B rose: J < 0 agrees
+    assert held["evidence"] == "held_out" and held["sign_agrees"] and held["n_cells"] == 60
+    obs = ev.classify("C", ["D", "F"], np.array([0.4, 0.4]))
+    assert obs.loc["D", "evidence"] == "observational" and obs.loc["D", "coexpr_p"] < 0.01
+    assert obs.loc["F", "evidence"] == "model_only"  # never perturbed, not co-expressed
+    assert ev.classify("C", ["D"], np.array([-0.4])).loc["D", "evidence"] == "model_only"  # wrong sign
+    assert ev.never_perturbed(["A", "C", "E"]) == ["C"]
+
+
+def _jacobian():
+    weights = {("A", "B"): 0.5, ("C", "D"): 0.4, ("C", "F"): 0.6, ("E", "B"): -0.3, ("A", "F"): 0.01}
+    J = pd.DataFrame(0.0, index=GENES, columns=GENES)
+    for (s, t), w in weights.items():
+        J.loc[t, s] = w
+    return J
+
+
+def test_default_expansion_holds_no_model_only_edge(pairs):
+    ev = EdgeEvidence(pairs, EvidenceConfig(n_permutations=199))
+    J = _jacobian()
+    every = ev.annotate(expand_from_seeds(J, ["A", "C", "E"], breadth=4, depth=2))
+    assert "model_only" in {d["evidence"] for *_, d in every.edges(data=True)}
+    supported = ev.annotate(expand_from_seeds(SupportedProvider(J, ev), ["A", "C", "E"], breadth=4, depth=2))
+    words = {d["evidence"] for *_, d in supported.edges(data=True)}
+    assert words and "model_only" not in words
+    assert supported.has_edge("A", "B") and supported.has_edge("C", "D") and not supported.has_edge("C", "F")
+    with_all = expand_from_seeds(SupportedProvider(J, ev, include_model_only=True), ["C"], breadth=4, depth=1)
+    assert with_all.has_edge("C", "F")
+
+
+def test_replica_noise_threshold(pairs):
+    ev = EdgeEvidence(pairs, EvidenceConfig(noise_factor=2.0))
+    assert ev.above_noise(0.5, 0.2) and not ev.above_noise(0.3, 0.2) and ev.above_noise(0.1, float("nan"))
+    frame = pd.DataFrame({"weight": [0.5, 0.3], "sd": [0.2, 0.2], "agreement": [1.0, 1.0]}, index=["B", "F"])
+    kept = SupportedProvider(lambda g, d: frame, ev, include_model_only=True)("A", "out")
+    assert list(kept.index) == ["B"]
+
+
+def test_csv_and_graphml_carry_the_evidence(pairs):
+    ev = EdgeEvidence(pairs, EvidenceConfig(n_permutations=199))
+    G = ev.annotate(expand_from_seeds(_jacobian(), ["A", "C", "E"], breadth=4, depth=2))
+    frame = edges_frame(G)
+    assert set(frame["evidence"]) <= set(EVIDENCE) and len(set(frame["evidence"])) >= 3
+    csv = pd.read_csv(io.BytesIO(edges_csv_bytes(G)))
+    assert "evidence" in csv.columns and set(csv["evidence"]) <= set(EVIDENCE)
+    assert {"screen_delta", "n_cells", "sign_agrees", "coexpr_r", "coexpr_p"} <= set(csv.columns)
+    buffer = io.BytesIO()
+    write_graphml(G, buffer)
+    back = nx.read_graphml(io.BytesIO(buffer.getvalue()))
+    for u, v, d in G.edges(data=True):
+        got = back.edges[u, v]
+        assert got["evidence"] == d["evidence"]
+        for key, value in d.items():
+            if value is not None and not (isinstance(value, float) and np.isnan(value)):
+                assert key in got, key
