@@ -27,6 +27,7 @@ Writes ``benchmarks/results/accuracy_<screen>.json`` (summary records, paired co
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -132,12 +133,62 @@ def run_screen(name: str, *, quick: bool, threads: int | None) -> dict[str, Any]
     return payload
 
 
+TABLE_METHODS = ("lazynet", "perturbed_mean_ex", "perturbed_mean", "linear", "control_covariance", "null")
+SCREEN_LABELS = {"demo": "demo (synthetic, log-linear)", "hill": "Hill (synthetic, not the model's form)",
+                 "real": "real: Schraivogel 2020 TAP-seq"}
+
+
+def readme_table(screens: list[str]) -> str:
+    """Markdown table of Δ-Pearson (independent reference) from ``results/accuracy_<screen>.json``."""
+    from benchmarks.common import RESULTS
+
+    head = ("| screen | set (n) | LazyNet | PM-ex | perturbed mean | linear | control cov. | null | ceiling "
+            "| LazyNet − PM-ex (wins, p) | LazyNet − best baseline (p) | LazyNet slope · intervention resp. |")
+    lines = [head, "|" + "---|" * 12]
+    for screen in screens:
+        data = json.loads((RESULTS / f"accuracy_{screen}.json").read_text())
+        rec = {(r["set"], r["reference"], r["method"], r["metric"]): r for r in data["records"]}
+        paired = {(r["set"], r["reference"], r["baseline"]): r for r in data["paired"]}
+        for set_name in ("held_out_perturbations", "combinations", "held_out_cells"):
+            key = (set_name, "independent", "lazynet", "pearson_delta")
+            if key not in rec:
+                continue
+
+            def cell(method, metric="pearson_delta", s=set_name, rec=rec):
+                r = rec.get((s, "independent", method, metric))
+                if r is None or r["mean"] is None:
+                    return "–"
+                return f"{r['mean']:.3f} ± {r['sd']:.3f}" if r["sd"] is not None else f"{r['mean']:.3f}"
+
+            ex = paired.get((set_name, "independent", "perturbed_mean_ex"))
+            best = max(
+                (r for (s2, ref, b), r in paired.items() if s2 == set_name and ref == "independent"
+                 and b not in ("null", "identity", "additive") and r["n"] == rec[key]["n"]),
+                key=lambda r: -r["mean_diff"], default=None)
+            diff_ex = "–" if ex is None else (
+                f"{ex['mean_diff']:+.3f} ({ex['wins']}/{ex['n']}, p = {ex['p_wilcoxon']:.2g})")
+            diff_best = "–" if best is None else (
+                f"{best['mean_diff']:+.3f} vs {best['baseline']} (p = {best['p_wilcoxon']:.2g})")
+            slope = rec.get((set_name, "independent", "lazynet", "slope"))
+            resp = rec.get((set_name, "independent", "lazynet", "intervention_response"))
+            mag = f"{slope['mean']:.3f} · {resp['mean']:.3f}" if slope and resp and resp["mean"] is not None else "–"
+            lines.append(
+                f"| {SCREEN_LABELS.get(screen, screen)} | {set_name.replace('_', ' ')} ({rec[key]['n']}) | "
+                + " | ".join(cell(m) for m in TABLE_METHODS) + f" | {cell('observed', 'ceiling')} | "
+                f"{diff_ex} | {diff_best} | {mag} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
     parser.add_argument("--quick", action="store_true", help="toy screen, 3 folds, 1 seed, 3 epochs")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--table", action="store_true", help="print the README table from existing JSON")
     args = parser.parse_args(argv)
+    if args.table:
+        print(readme_table(args.screens))
+        return 0
     screens = ["toy"] if args.quick else args.screens
     for name in screens:
         payload = run_screen(name, quick=args.quick, threads=args.threads)

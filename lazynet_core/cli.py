@@ -140,8 +140,14 @@ def cmd_train(args) -> int:
     info = ensemble.info
     print(
         f"Saved {out} ({info['parameters_per_replica']:,} parameters per replica, hidden {info['hidden']}, "
-        f"{info['train_seconds']:.1f} s)."
+        f"{info['train_seconds']:.1f} s, {info['threads']} thread(s))."
     )
+    if info.get("stopped_by_time_budget"):
+        cut = [f"replica {r['replica']}: {r['epochs_run']} of {ensemble.train_config.epochs} epochs"
+               for r in info["replicas"] if r["stopped"] == "time_budget"]
+        print(f"Warning: the time budget ({ensemble.train_config.time_budget_s:g} s) cut training short "
+              f"({'; '.join(cut)}). The model may be under-trained; raise --time-budget or lower --epochs.",
+              file=sys.stderr)
     return 0
 
 

@@ -75,7 +75,8 @@ REFERENCES = ("independent", "training")
 SETS = ("held_out_perturbations", "validation_perturbations", "combinations", "held_out_cells")
 # Standard deviation under which a vector counts as constant (log units: far below any real effect).
 _CONSTANT_TOL = 1e-6
-_MODEL_ONLY = ("intervention_response", "pearson_delta_specific", "specific_fraction")
+# Fewest pairs for which a two-sided Wilcoxon signed-rank test can reach p < 0.05 (n = 6: p = 0.031).
+_MIN_TESTABLE = 6
 
 
 def delta_metrics(
@@ -662,10 +663,17 @@ def compare(frame: pd.DataFrame, *, model: str = "lazynet", metric: str = "pears
 def best_baseline(
     frame: pd.DataFrame, *, set_name: str, metric: str = "pearson_delta", model: str = "lazynet"
 ) -> str | None:
-    """The baseline with the highest mean ``metric`` on ``set_name`` (never ``null`` or ``observed``)."""
+    """The baseline with the highest mean ``metric`` on ``set_name`` (never ``null`` or ``observed``).
+
+    Only baselines defined on every perturbation the model is scored on compete (``additive``
+    covers only combinations and would otherwise win on two of fifty perturbations).
+    """
     summary = summarize(frame[(frame["set"] == set_name) & (frame["metric"] == metric)])
+    n_model = summary.loc[summary["method"] == model, "n"]
     summary = summary[~summary["method"].isin([model, "null", "observed", "identity"])]
     summary = summary[np.isfinite(summary["mean"])]
+    if len(n_model):
+        summary = summary[summary["n"] >= int(n_model.max())]
     return None if summary.empty else str(summary.sort_values("mean", ascending=False)["method"].iloc[0])
 
 
@@ -681,7 +689,8 @@ def headline(
 
     Returns ``None`` when the set has no model rows. Otherwise a dict with ``model_mean``,
     ``baseline``, ``baseline_mean``, the paired fields of :func:`compare`, ``verdict``
-    (``"ahead"``, ``"behind"`` or ``"tie"``: ahead/behind only when p < ``alpha``) and ``text``.
+    (``"ahead"`` / ``"behind"`` only when p < ``alpha``; ``"tie"`` otherwise, or ``"undecided"`` when
+    there are fewer than 6 perturbations, too few for the test ever to reach p < 0.05) and ``text``.
     """
     sub = frame[frame["set"] == set_name]
     if sub.empty or model not in set(sub["method"]):
@@ -707,10 +716,20 @@ def headline(
     word = "ahead of" if row["mean_diff"] > 0 else "behind"
     p_text = "n/a" if not np.isfinite(p) else f"{p:.2g}"
     sd = row["sd_diff"]
+    if significant:
+        caveat = ""
+    elif row["n"] < _MIN_TESTABLE:
+        caveat = (
+            f" (only {row['n']} perturbations: too few for a paired test to reach p < {alpha:g}; "
+            "undecided, not a win)"
+        )
+        out["verdict"] = "undecided"
+    else:
+        caveat = " (not significant: a tie)"
     out["text"] = (
         f"{word} {best} by {abs(row['mean_diff']):.3f}"
         f"{'' if not np.isfinite(sd) else f' ± {sd:.3f}'}, better on {row['wins']} of {row['n']} "
-        f"perturbations, p = {p_text}" + ("" if significant else " (not significant: a tie)")
+        f"perturbations, p = {p_text}" + caveat
     )
     return out
 

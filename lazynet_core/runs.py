@@ -10,6 +10,7 @@ is reported as half-written.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import shutil
@@ -69,22 +70,90 @@ def save_run(
         )
         raise RunError(msg)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    recover_interrupted(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-{os.getpid()}-", dir=path.parent))
+    old = None
     try:
         _write_contents(ensemble, tmp, provenance or {})
-        if path.exists():
-            shutil.rmtree(path)
+        if path.exists():  # moved aside, not deleted: a kill from here on loses neither run
+            old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-{os.getpid()}-", dir=path.parent))
+            os.replace(path, old / "run")
         os.replace(tmp, path)
     except BaseException:
+        if old is not None and not path.exists() and (old / "run").exists():
+            os.replace(old / "run", path)  # put the previous run back
         shutil.rmtree(tmp, ignore_errors=True)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _writer_pid(name: str) -> int | None:
+    parts = name.split("-")
+    return int(parts[1]) if len(parts) > 2 and parts[1].isdigit() else None
+
+
+def recover_interrupted(path: str | os.PathLike) -> list[str]:
+    """Finish or undo a save of ``path`` that was killed half-way; return what was done.
+
+    A save writes into ``.<name>.tmp-<pid>-*`` and moves an overwritten run aside into
+    ``.<name>.old-<pid>-*`` before the final rename. When the writing process is gone: a complete
+    new run (its ``config.json`` written) whose target is missing is moved into place; otherwise a
+    previous run moved aside is put back; leftovers are removed. Directories of a live writer are
+    never touched.
+    """
+    path = Path(path).expanduser()
+    parent, done = path.parent, []
+    if not parent.is_dir():
+        return done
+    stale = [
+        d
+        for d in parent.iterdir()
+        if d.is_dir()
+        and d.name.startswith(f".{path.name}.")
+        and (pid := _writer_pid(d.name.removeprefix(f".{path.name}."))) is not None
+        and not _pid_alive(pid)
+    ]
+    for d in sorted(stale, key=lambda d: ".tmp-" in d.name, reverse=True):  # complete new runs first
+        if ".tmp-" in d.name and (d / MANIFEST).is_file() and not path.exists():
+            os.replace(d, path)
+            done.append(f"completed an interrupted save of '{path}'")
+        elif ".old-" in d.name and (d / "run" / MANIFEST).is_file() and not path.exists():
+            os.replace(d / "run", path)
+            done.append(f"restored the previous run '{path}' after an interrupted overwrite")
+        shutil.rmtree(d, ignore_errors=True)
+    return done
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _genes_sha256(genes) -> str:
+    return hashlib.sha256("\n".join(map(str, genes)).encode()).hexdigest()
 
 
 def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
     for k, replica in enumerate(ensemble.replicas):
         torch.save(replica.state_dict(), tmp / f"replica_{k}.pt")
     np.save(tmp / "reference.npy", ensemble.reference)
+    checksums = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+    checksums["genes"] = _genes_sha256(ensemble.genes)
     ensemble.history.to_csv(tmp / "history.csv", index=False)
     (tmp / "split.json").write_text(json.dumps(ensemble.split, indent=1, default=_json_default))
     manifest = {
@@ -99,6 +168,7 @@ def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
         "replicas": ensemble.info.get("replicas", [{"replica": k} for k in range(len(ensemble.replicas))]),
         "info": {k: v for k, v in ensemble.info.items() if k != "replicas"},
         "provenance": provenance,
+        "sha256": checksums,
     }
     (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=_json_default))  # last
 
@@ -129,6 +199,31 @@ def _read_manifest(path: Path) -> dict:
     return manifest
 
 
+def _verify_checksums(path: Path, manifest: dict, genes: np.ndarray) -> None:
+    """Every file and the gene order must match the manifest's SHA-256 (runs written since 0.2)."""
+    sums = manifest.get("sha256")
+    if not sums:
+        return  # an older run: nothing to verify against
+    if sums.get("genes") and sums["genes"] != _genes_sha256(genes):
+        msg = (
+            f"The gene list in '{path / MANIFEST}' does not match its checksum: it was reordered or edited, "
+            "so weights and genes no longer line up. Restore the original file or train again."
+        )
+        raise RunError(msg)
+    for name, expected in sums.items():
+        if name == "genes":
+            continue
+        file = path / name
+        if not file.is_file():
+            raise RunError(f"'{file}' is missing from the run; it is damaged, train it again.")
+        if _sha256(file) != expected:
+            msg = (
+                f"'{file}' does not match the run's manifest (SHA-256 differs): it was replaced (e.g. by "
+                "another run's file) or damaged. Restore it or train again."
+            )
+            raise RunError(msg)
+
+
 def load_run(path: str | os.PathLike) -> Ensemble:
     """Load a run written by :func:`save_run`; predictions are reproduced bit for bit.
 
@@ -138,9 +233,11 @@ def load_run(path: str | os.PathLike) -> Ensemble:
         If the directory is missing, half-written, damaged or of another format version.
     """
     path = Path(path).expanduser()
+    recover_interrupted(path)
     manifest = _read_manifest(path)
     model_config = ModelConfig.from_dict(manifest["model_config"])
     genes = np.asarray(manifest["genes"], dtype=str)
+    _verify_checksums(path, manifest, genes)
     replicas = []
     for k, _rec in enumerate(manifest["replicas"]):
         file = path / f"replica_{k}.pt"
@@ -151,6 +248,13 @@ def load_run(path: str | os.PathLike) -> Ensemble:
         except Exception as exc:  # torch raises many types for a damaged file (pickle, zip, size)
             msg = f"Could not load '{file}' ({type(exc).__name__}: {exc}); the run is damaged, train again."
             raise RunError(msg) from exc
+        bad = [name for name, value in state.items() if not torch.isfinite(value).all()]
+        if bad:
+            msg = (
+                f"'{file}' holds NaN or infinite weights ({', '.join(bad[:4])}); the run is damaged or was "
+                "edited. Train it again."
+            )
+            raise RunError(msg)
         replicas.append(model)
     history_file = path / "history.csv"
     history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
@@ -216,6 +320,10 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
     """Table of the complete runs under ``root`` (half-written directories are skipped)."""
     rows = []
     root = Path(root).expanduser()
+    leftovers = [c.name for c in root.iterdir() if c.name.startswith(".")] if root.is_dir() else []
+    names = {n[1:].split(".tmp-")[0].split(".old-")[0] for n in leftovers if ".tmp-" in n or ".old-" in n}
+    for name in sorted(n for n in names if n):
+        recover_interrupted(root / name)  # interrupted saves are finished or undone before listing
     for child in sorted(root.iterdir()) if root.is_dir() else []:
         if child.name.startswith(".") or not (child / MANIFEST).is_file():
             continue

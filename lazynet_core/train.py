@@ -223,14 +223,18 @@ def train_ensemble(
         The replicas (each at its best validation epoch), with history and split record.
     """
     torch.set_flush_denormal(True)  # fresh models at scale otherwise run ~6x slower (architecture note)
-    if train_config.threads:
-        torch.set_num_threads(train_config.threads)
-    trainer = _Trainer(pairs, model_config, train_config, on_progress, on_epoch, should_stop)
-    replicas, infos = [], []
-    for r in range(train_config.replicas):
-        model, info = trainer.train_replica(r)
-        replicas.append(model.cpu())
-        infos.append(info)
+    threads = train_config.threads_for(pairs.n_genes, model_config.hidden_for(pairs.n_genes))
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        trainer = _Trainer(pairs, model_config, train_config, on_progress, on_epoch, should_stop)
+        replicas, infos = [], []
+        for r in range(train_config.replicas):
+            model, info = trainer.train_replica(r)
+            replicas.append(model.cpu())
+            infos.append(info)
+    finally:
+        torch.set_num_threads(previous_threads)
     return Ensemble(
         replicas=replicas,
         genes=pairs.genes,
@@ -243,6 +247,8 @@ def train_ensemble(
         info={
             "replicas": infos,
             "train_seconds": trainer.elapsed(),
+            "threads": threads,
+            "stopped_by_time_budget": any(i["stopped"] == "time_budget" for i in infos),
             "hidden": replicas[0].hidden,
             "parameters_per_replica": replicas[0].n_parameters(),
         },

@@ -81,3 +81,79 @@ def test_check_split_detects_another_split(toy_ensemble, toy_adata):
     other = make_pairs(toy_adata, PairConfig(split="cells", resamples=32, k=16, seed=7))
     with pytest.raises(RunError, match="does not reproduce"):
         check_split(ensemble, other)
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_tampered_runs_are_refused(toy_ensemble, tmp_path):
+    import shutil
+
+    import torch
+
+    _, ensemble = toy_ensemble
+    a = save_run(ensemble, tmp_path / "a")
+    import dataclasses
+
+    swapped = dataclasses.replace(ensemble, replicas=ensemble.replicas[::-1])
+    other = save_run(swapped, tmp_path / "b")
+    shutil.copy(other / "replica_0.pt", a / "replica_0.pt")  # another run's replica
+    with pytest.raises(RunError, match="replaced"):
+        load_run(a)
+    nan = save_run(ensemble, tmp_path / "nan")
+    state = torch.load(nan / "replica_0.pt", weights_only=True)
+    next(iter(state.values())).fill_(float("nan"))
+    torch.save(state, nan / "replica_0.pt")
+    manifest = json.loads((nan / "config.json").read_text())
+    manifest.pop("sha256")  # even without checksums, NaN weights never load
+    (nan / "config.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="NaN"):
+        load_run(nan)
+    order = save_run(ensemble, tmp_path / "order")
+    manifest = json.loads((order / "config.json").read_text())
+    manifest["genes"] = manifest["genes"][::-1]
+    (order / "config.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match="reordered"):
+        load_run(order)
+
+
+def test_overwrite_killed_half_way_loses_nothing(toy_ensemble, tmp_path):
+    """A kill after the old run was moved aside: the next access restores or completes it."""
+    import os
+
+    _, ensemble = toy_ensemble
+    run = save_run(ensemble, tmp_path / "run", provenance={"source": "first"})
+    pid = _dead_pid()
+    aside = tmp_path / f".run.old-{pid}-x"
+    aside.mkdir()
+    os.replace(run, aside / "run")  # the state a kill -9 between the two renames leaves
+    partial = tmp_path / f".run.tmp-{pid}-y"
+    partial.mkdir()
+    (partial / "replica_0.pt").write_bytes(b"half")
+    assert load_run(run).info["provenance"]["source"] == "first"  # restored
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]  # leftovers cleaned
+
+    complete = tmp_path / f".run.tmp-{pid}-z"
+    save_run(ensemble, tmp_path / "staging", provenance={"source": "second"})
+    os.replace(tmp_path / "staging", complete)
+    aside = tmp_path / f".run.old-{pid}-w"
+    aside.mkdir()
+    os.replace(run, aside / "run")  # killed after the new run was complete, before it was renamed
+    assert load_run(run).info["provenance"]["source"] == "second"  # the overwrite is completed
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
+
+
+def test_live_writer_directories_are_left_alone(toy_ensemble, tmp_path):
+    import os
+
+    from lazynet_core.runs import recover_interrupted
+
+    live = tmp_path / f".run.tmp-{os.getpid()}-x"
+    live.mkdir()
+    assert recover_interrupted(tmp_path / "run") == [] and live.exists()

@@ -67,6 +67,7 @@ def test_time_budget_stops_every_replica(toy_adata):
     )
     assert len(ensemble.replicas) == 3
     assert {r["stopped"] for r in ensemble.info["replicas"]} == {"time_budget"}
+    assert ensemble.info["stopped_by_time_budget"]
 
 
 def test_seeds_make_training_reproducible(toy_adata):
@@ -96,3 +97,14 @@ def test_planned_steps(toy_adata):
         -per_epoch // 16
     )
     torch.manual_seed(0)
+
+
+def test_threads_auto_is_one_for_small_models_and_restored(toy_adata):
+    import torch
+
+    assert TrainConfig().threads_for(300, 300) == 1
+    assert TrainConfig(threads=3).threads_for(300, 300) == 3
+    assert 1 <= TrainConfig().threads_for(18_000, 256) <= 4
+    before = torch.get_num_threads()
+    ensemble = train_ensemble(make_pairs(toy_adata, PairConfig()), ModelConfig(), TrainConfig(replicas=1, epochs=1))
+    assert ensemble.info["threads"] == 1 and torch.get_num_threads() == before

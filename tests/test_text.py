@@ -1,0 +1,37 @@
+"""Strings from data files never render as Markdown, HTML or invisible text."""
+
+import re
+
+import pytest
+
+from lazynet_core.text import display_name, escape_markdown, visible
+
+SPECIAL = set("\\`*_{}[]()#+-.!|<>~:$&=")
+
+HOSTILE = [
+    "![t](http://host/x.png)",
+    "[click](http://host)",
+    "<img src=x onerror=alert(1)>",
+    "**bold** _it_ `code` ~~s~~",
+    ":red[alarm] :material/warning:",
+    "$x^2$",
+    "# heading\n- item",
+    "a\\b",
+]
+
+
+@pytest.mark.parametrize("label", HOSTILE)
+def test_escaped_text_renders_literally(label):
+    escaped = escape_markdown(label)
+    assert "\n" not in escaped  # no block structure (headings, lists) can start
+    bare = re.sub(r"\\.", "", escaped)  # drop every backslash-escaped pair
+    assert not SPECIAL & set(bare), bare  # no Markdown-active character is left unescaped
+    assert re.sub(r"\\(.)", r"\1", escaped) == label.replace("\n", " ")  # shown character for character
+
+
+def test_invisible_characters_are_shown_and_long_names_shortened():
+    assert visible("GPX4\u200b") == "GPX4\\u200b"
+    assert visible("A\u202eB") == "A\\u202eB"
+    short = display_name("X" * 500, max_len=40)
+    assert len(short) == 40 and "…" in short
+    assert display_name("GPX4") == "GPX4"
