@@ -103,9 +103,9 @@ def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run_screen(name: str, *, quick: bool, threads: int | None) -> dict[str, Any]:
+def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zero") -> dict[str, Any]:
     from lazynet_core import __version__
-    from lazynet_core.config import TrainConfig
+    from lazynet_core.config import ModelConfig, TrainConfig
     from lazynet_core.validation import cross_validate
 
     adata = load_screen(name)
@@ -117,6 +117,7 @@ def run_screen(name: str, *, quick: bool, threads: int | None) -> dict[str, Any]
         folds=design["folds"],
         seeds=design["seeds"],
         train_config=train,
+        model_config=ModelConfig(start=start),
         references=("independent", "training"),
         on_fold=lambda s, k, n, held: print(f"[{name}] seed {s} fold {k + 1}/{n}: {', '.join(held)}", flush=True),
     )
@@ -125,7 +126,8 @@ def run_screen(name: str, *, quick: bool, threads: int | None) -> dict[str, Any]
     payload.update(
         screen=name,
         shape=list(adata.shape),
-        design={"folds": design["folds"], "seeds": list(design["seeds"]), "train_config": train.to_dict()},
+        design={"folds": design["folds"], "seeds": list(design["seeds"]), "train_config": train.to_dict(),
+                "model_config": ModelConfig(start=start).to_dict()},
         wall_s=wall,
         lazynet_version=__version__,
         machine=machine_info(),
@@ -138,7 +140,7 @@ SCREEN_LABELS = {"demo": "demo (synthetic, log-linear)", "hill": "Hill (syntheti
                  "real": "real: Schraivogel 2020 TAP-seq"}
 
 
-def readme_table(screens: list[str]) -> str:
+def readme_table(screens: list[str], suffix: str = "") -> str:
     """Markdown table of Δ-Pearson (independent reference) from ``results/accuracy_<screen>.json``."""
     from benchmarks.common import RESULTS
 
@@ -146,7 +148,7 @@ def readme_table(screens: list[str]) -> str:
             "| LazyNet − PM-ex (wins, p) | LazyNet − best baseline (p) | LazyNet slope · intervention resp. |")
     lines = [head, "|" + "---|" * 12]
     for screen in screens:
-        data = json.loads((RESULTS / f"accuracy_{screen}.json").read_text())
+        data = json.loads((RESULTS / f"accuracy_{screen}{suffix}.json").read_text())
         rec = {(r["set"], r["reference"], r["method"], r["metric"]): r for r in data["records"]}
         paired = {(r["set"], r["reference"], r["baseline"]): r for r in data["paired"]}
         for set_name in ("held_out_perturbations", "combinations", "held_out_cells"):
@@ -185,14 +187,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="toy screen, 3 folds, 1 seed, 3 epochs")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--table", action="store_true", help="print the README table from existing JSON")
+    parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
+                        help="ModelConfig.start (the output layer's start)")
     args = parser.parse_args(argv)
     if args.table:
-        print(readme_table(args.screens))
+        print(readme_table(args.screens, "" if args.start == "zero" else f"_{args.start}"))
         return 0
     screens = ["toy"] if args.quick else args.screens
     for name in screens:
-        payload = run_screen(name, quick=args.quick, threads=args.threads)
-        write_json(f"accuracy_{name}" + ("_quick" if args.quick else ""), payload)
+        payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start)
+        suffix = ("_quick" if args.quick else "") + ("" if args.start == "zero" else f"_{args.start}")
+        write_json(f"accuracy_{name}{suffix}", payload)
     return 0
 
 

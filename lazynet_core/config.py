@@ -54,12 +54,19 @@ class ModelConfig(_Config):
         ``"identity"`` (method §7: small positive ``W_L``, ``b_L`` ≈ 0.1, zero output layer).
     positive
         Keep ``W_L >= 0`` and ``b_L > 0`` by a softplus parametrisation so the log clamp never bites.
+    start
+        ``"zero"`` (output layer zero: F starts as the identity) or ``"control_covariance"`` (our
+        addition for unseen targets, method §7d): the output layer is set so that at the control
+        mean the Jacobian equals the regression of each gene on each other gene among training
+        control cells, cov(i, j) / var(j), diagonal 0 — the observational signal that delta-target
+        training alone never sees. Needs one hidden unit per gene.
     """
 
     hidden: int | None = None
     depth: int = 1
     init: str = "linear"
     positive: bool = True
+    start: str = "zero"
     log_floor: float = 1e-6
     exp_clamp: float = 20.0
     auto_full_width_max: int = 1024
@@ -72,6 +79,10 @@ class ModelConfig(_Config):
             self.init in ("linear", "identity"), f"init must be 'linear' or 'identity', got {self.init!r}."
         )
         _check(self.log_floor > 0, f"log_floor must be > 0, got {self.log_floor}.")
+        _check(
+            self.start in ("zero", "control_covariance"),
+            f"start must be 'zero' or 'control_covariance', got {self.start!r}.",
+        )
 
     def hidden_for(self, n_genes: int) -> int:
         """Hidden width actually used for ``n_genes`` genes."""

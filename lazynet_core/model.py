@@ -130,6 +130,10 @@ class LazyNet(nn.Module):
             for a, b in zip(widths[:-1], widths[1:], strict=False)
         )
         self.out = nn.Linear(self.hidden, self.n_genes)
+        if config.start == "control_covariance":  # set by start_at_jacobian; a slot so runs reload
+            self.register_buffer("h_ref", torch.zeros(self.hidden))
+        else:
+            self.h_ref = None
         self.reset_parameters(seed=seed)
 
     @torch.no_grad()
@@ -154,10 +158,44 @@ class LazyNet(nn.Module):
         self.out.weight.zero_()
         self.out.bias.zero_()
 
+    @torch.no_grad()
+    def start_at_jacobian(self, target: torch.Tensor, reference: torch.Tensor) -> None:
+        """Set the output layer so that ``f(reference) = 0`` and ``∂f/∂x(reference) = target``.
+
+        Used by the ``"control_covariance"`` start (:class:`ModelConfig`): ``target`` is then the
+        regression of every gene on every other among control cells. Needs ``hidden == n_genes``
+        (the hidden layer's Jacobian must be invertible).
+        """
+        if self.hidden != self.n_genes:
+            msg = (f"A Jacobian start needs one hidden unit per gene (hidden {self.hidden} != genes "
+                   f"{self.n_genes}); use hidden=None with at most {self.config.auto_full_width_max} genes.")
+            raise ValueError(msg)
+
+        def hidden(x: torch.Tensor) -> torch.Tensor:
+            h = x
+            for block in self.blocks:
+                h = block(h)
+            return h
+
+        ref = reference.to(dtype=self.out.weight.dtype)
+        dh = torch.func.jacrev(hidden)(ref)  # (H, G)
+        weight = torch.linalg.solve(dh.T, target.to(dh.dtype).T).T  # W_out · dh = target
+        self.out.weight.copy_(weight)
+        self.out.bias.zero_()
+        # f(x) = W_out (h(x) - h_ref) + b_out: the same function class, but the output layer's
+        # gradient sees only how h moves away from the control state, so columns of genes that
+        # training never moves keep their start instead of absorbing the shared effect.
+        if self.h_ref is None:
+            self.register_buffer("h_ref", hidden(ref).clone())
+        else:
+            self.h_ref.copy_(hidden(ref))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for block in self.blocks:
             h = block(h)
+        if self.h_ref is not None:
+            h = h - self.h_ref
         return self.out(h)
 
     def step(self, x: torch.Tensor) -> torch.Tensor:
@@ -180,6 +218,8 @@ class LazyNet(nn.Module):
             dst.W_E.copy_(src.W_E)
             dst.b_E.copy_(src.b_E)
         clone.out.load_state_dict(self.out.state_dict())
+        if self.h_ref is not None:
+            clone.h_ref.copy_(self.h_ref)
         return clone.eval()
 
     def n_parameters(self) -> int:

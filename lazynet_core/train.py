@@ -38,6 +38,22 @@ def planned_steps(pairs: Pairs, train_config: TrainConfig) -> int:
     return train_config.replicas * train_config.epochs * math.ceil(per_epoch / train_config.batch_size)
 
 
+def control_regression(pairs: Pairs) -> np.ndarray:
+    """(G, G) float32: entry (i, j) = cov(x_i, x_j) / var(x_j) among training control cells, diagonal 0.
+
+    The slope of gene i on gene j when j alone varies: what conditioning on the control cells'
+    covariance predicts for a change of j (method §7d). Genes constant among controls get 0.
+    """
+    x = np.asarray(pairs.X[pairs.cells(-1, "train")].todense(), dtype=np.float64)
+    x -= x.mean(axis=0)
+    cov = x.T @ x / max(len(x) - 1, 1)
+    var = np.diag(cov).copy()
+    with np.errstate(invalid="ignore", divide="ignore"):
+        reg = np.where(var[None, :] > 1e-12, cov / var[None, :], 0.0)
+    np.fill_diagonal(reg, 0.0)
+    return reg.astype(np.float32)
+
+
 def _loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     if config.loss == "huber":
         return F.huber_loss(pred, target, delta=config.huber_delta)
@@ -106,7 +122,13 @@ class _Trainer:
         seed = cfg.seed * 1000 + replica
         torch.manual_seed(seed)
         rng = np.random.default_rng([self.pairs.config.seed, cfg.seed, replica])
-        model = LazyNet(self.pairs.n_genes, self.model_config, seed=seed).to(cfg.device)
+        model = LazyNet(self.pairs.n_genes, self.model_config, seed=seed)
+        if self.model_config.start == "control_covariance":
+            model.start_at_jacobian(
+                torch.from_numpy(control_regression(self.pairs)),
+                torch.from_numpy(self.pairs.control_mean("train")),
+            )
+        model = model.to(cfg.device)
         lr = cfg.lr_for(model.hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, planned_steps(self.pairs, cfg.replace(replicas=1, epochs=1)))

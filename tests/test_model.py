@@ -123,3 +123,45 @@ def test_bottleneck_linear_start_gives_every_gene_one_unit():
     assert (strong.sum(dim=0) == 1).all()  # every gene feeds exactly one unit
     assert (strong.sum(dim=1) >= 50 // 8).all()  # every unit reads a group of genes
     torch.testing.assert_close(W_L[strong], torch.ones(int(strong.sum())), rtol=1e-5, atol=1e-5)
+
+
+def test_jacobian_start_has_the_requested_jacobian_and_no_change_at_the_reference():
+    torch.manual_seed(0)
+    n = 12
+    model = LazyNet(n, ModelConfig(start="control_covariance"), seed=3).double()
+    target = torch.randn(n, n, dtype=torch.float64) * 0.2
+    target.fill_diagonal_(0.0)
+    ref = torch.rand(n, dtype=torch.float64) * 3 + 0.5
+    model.start_at_jacobian(target, ref)
+    J = torch.autograd.functional.jacobian(model.forward, ref)
+    torch.testing.assert_close(J, target, atol=1e-8, rtol=1e-6)
+    torch.testing.assert_close(model.forward(ref), torch.zeros(n, dtype=torch.float64), atol=1e-10, rtol=0)
+    fast = model.unconstrained()
+    x = ref + 0.3 * torch.rand(n, dtype=torch.float64)
+    torch.testing.assert_close(fast.forward(x), model.forward(x))
+
+
+def test_jacobian_start_needs_one_unit_per_gene():
+    model = LazyNet(10, ModelConfig(start="control_covariance", hidden=4))
+    with pytest.raises(ValueError, match="one hidden unit per gene"):
+        model.start_at_jacobian(torch.zeros(10, 10), torch.ones(10))
+
+
+def test_covariance_start_trains_saves_and_reloads(toy_adata, tmp_path):
+    import numpy as np
+
+    from lazynet_core.config import PairConfig, TrainConfig
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.runs import load_run, save_run
+    from lazynet_core.train import control_regression, train_ensemble
+
+    pairs = make_pairs(toy_adata, PairConfig())
+    reg = control_regression(pairs)
+    x = np.asarray(pairs.X[pairs.cells(-1, "train")].todense(), dtype=np.float64)
+    i, j = 1, 2
+    expected = np.cov(x[:, i], x[:, j])[0, 1] / np.var(x[:, j], ddof=1)
+    assert reg[i, j] == pytest.approx(expected, rel=1e-4) and (np.diag(reg) == 0).all()
+    ensemble = train_ensemble(pairs, ModelConfig(start="control_covariance"), TrainConfig(replicas=1, epochs=2))
+    loaded = load_run(save_run(ensemble, tmp_path / "run"))
+    ref = ensemble.reference
+    assert np.array_equal(loaded.predict(ref), ensemble.predict(ref))
