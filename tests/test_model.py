@@ -161,7 +161,8 @@ def test_covariance_start_trains_saves_and_reloads(toy_adata, tmp_path):
     i, j = 1, 2
     expected = np.cov(x[:, i], x[:, j])[0, 1] / np.var(x[:, j], ddof=1)
     assert reg[i, j] == pytest.approx(expected, rel=1e-4) and (np.diag(reg) == 0).all()
-    ensemble = train_ensemble(pairs, ModelConfig(start="control_covariance"), TrainConfig(replicas=1, epochs=2))
+    config = ModelConfig(start="control_covariance")
+    ensemble = train_ensemble(pairs, config, TrainConfig(replicas=1, epochs=2))
     loaded = load_run(save_run(ensemble, tmp_path / "run"))
     ref = ensemble.reference
     assert np.array_equal(loaded.predict(ref), ensemble.predict(ref))
