@@ -111,7 +111,7 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
     adata = load_screen(name)
     design = {"folds": 3, "seeds": (0,)} if quick else DESIGNS[name]
     train = TrainConfig(threads=threads, **({"epochs": 3} if quick else {}))
-    start = time.perf_counter()
+    t0 = time.perf_counter()
     frame = cross_validate(
         adata,
         folds=design["folds"],
@@ -121,7 +121,7 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
         references=("independent", "training"),
         on_fold=lambda s, k, n, held: print(f"[{name}] seed {s} fold {k + 1}/{n}: {', '.join(held)}", flush=True),
     )
-    wall = time.perf_counter() - start
+    wall = time.perf_counter() - t0
     payload = report(name, frame)
     payload.update(
         screen=name,
