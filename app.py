@@ -22,16 +22,29 @@ def home() -> None:
         "Its Jacobian, an elasticity between genes, gives signed gene networks around the modules you "
         "care about, with the screen's own fold-change evidence beside each edge."
     )
-    if st.session_state.get("screen") is None and st.button(
-        "Start with the demo screen", type="primary", icon=":material/play_arrow:", key="home_demo"
-    ):
-        from lazynet_core.ui import loaders
+    if st.session_state.get("screen") is None:
+        from lazynet_core.ui import loaders, services
 
-        with ui.user_errors("Could not load the demo screen"):
-            ui.load_screen_into_session(loaders.screen_spec(loaders.demo_source(), label="demo"))
-            st.switch_page("pages/1_Data.py")
+        c1, c2, _ = st.columns([1, 1.4, 1.2])
+        demo = c1.button(
+            "Start with the demo screen", type="primary", icon=":material/play_arrow:", key="home_demo"
+        )
+        if demo:
+            with ui.user_errors("Could not load the demo screen"):
+                ui.load_screen_into_session(loaders.bundled_spec("demo"))
+                st.session_state["_deep_query"] = st.query_params.to_dict()  # switch_page drops the URL
+                st.switch_page("pages/1_Data.py")
+        if c2.button(services.REAL_SCREEN["title"], icon=":material/biotech:", key="home_real"):
+            with ui.user_errors("Could not load the real screen"):
+                ui.load_screen_into_session(loaders.bundled_spec("real"))
+                st.session_state["_deep_query"] = st.query_params.to_dict()  # switch_page drops the URL
+                st.switch_page("pages/1_Data.py")
+        st.caption(
+            "Demo: synthetic, with a planted network to check against. Real screen: "
+            f"{services.REAL_SCREEN['citation']} Licence: {services.REAL_SCREEN['licence']}."
+        )
     steps = [
-        ("1", "Data", "Load the demo screen, a local .h5ad path or an upload.", "pages/1_Data.py"),
+        ("1", "Data", "Load the demo or a real screen, a local .h5ad path or an upload.", "pages/1_Data.py"),
         (
             "2",
             "Train",

@@ -5,6 +5,8 @@ Generators
 - :func:`toy_screen`: 8 genes, for unit tests.
 - :func:`demo_screen`: ~300 real gene symbols, ~4,000 cells; shipped as ``assets/demo_screen.h5ad``
   (:func:`demo_path`, :func:`load_demo`; regenerate with ``python -m lazynet_core.datasets``).
+- :func:`real_screen_path`: not synthetic; the shipped real TAP-seq CRISPRi screen (Schraivogel
+  et al. 2020), see ``assets/schraivogel2020_README.md``.
 - :func:`hill_screen`: SERGIO-style Hill kinetics, i.e. dynamics that are *not* the model's form.
 - :func:`write_paper_screen`: paper scale (53k cells x 18k genes), generated and written in chunks.
 
@@ -445,6 +447,20 @@ def demo_screen(*, seed: int = 0) -> ad.AnnData:
 def demo_path() -> Path:
     """Path of the shipped demo file ``assets/demo_screen.h5ad``."""
     return Path(__file__).resolve().parent.parent / "assets" / "demo_screen.h5ad"
+
+
+REAL_SCREEN_FILE = "schraivogel2020_tapseq_k562_crispri.h5ad"
+REAL_SCREEN_LABEL = "Real screen: Schraivogel et al. 2020, K562 TAP-seq"
+
+
+def real_screen_path() -> Path:
+    """Path of the shipped real screen ``assets/schraivogel2020_tapseq_k562_crispri.h5ad``.
+
+    Schraivogel et al. 2020 (Nat Methods 17:629), TAP-seq CRISPRi in K562 cells: 18,959 cells x
+    72 genes, 14 targets + non-targeting. Provenance and the MIT licence of the source files are in
+    ``assets/schraivogel2020_README.md``.
+    """
+    return Path(__file__).resolve().parent.parent / "assets" / REAL_SCREEN_FILE
 
 
 def load_demo() -> ad.AnnData:

@@ -189,6 +189,7 @@ def expand_from_seeds(
     min_abs: float = 0.0,
     level_caps: Sequence[int | None] | None = None,
     genes: Sequence[str] | None = None,
+    max_nodes: int | None = None,
 ) -> nx.DiGraph:
     """Seed subgraph by breadth-limited BFS over the strongest Jacobian edges (the "32×4 BFS").
 
@@ -225,6 +226,9 @@ def expand_from_seeds(
         edge into them; edges to dropped genes are dropped.
     genes
         Gene universe for a callable provider without a ``genes`` attribute.
+    max_nodes
+        Optional cap on the total number of genes (seeds included): once reached, expansion stops;
+        the level that would overshoot admits only its strongest new genes (as ``level_caps``).
 
     Returns
     -------
@@ -232,9 +236,13 @@ def expand_from_seeds(
         Nodes carry ``is_seed`` and ``level`` (0 for seeds); edges ``weight``, ``sign``,
         ``abs_weight``, ``level`` (the BFS level at which the edge was reached, 1-based) and,
         when available, ``agreement`` and ``sd``. ``G.graph`` holds ``seeds``,
-        ``missing_seeds``, ``breadth``, ``depth``, ``direction``, ``min_abs``, ``level_caps``.
+        ``missing_seeds``, ``breadth``, ``depth``, ``direction``, ``min_abs``, ``level_caps``,
+        ``max_nodes`` and ``truncated`` (True when ``max_nodes`` left genes out).
     """
     _check_expand_args(breadth, depth, direction, min_abs)
+    if max_nodes is not None and max_nodes < 1:
+        msg = f"max_nodes must be >= 1 (or None for no cap), got {max_nodes}."
+        raise ValueError(msg)
     provider = _provider(neighbors)
     universe = genes if genes is not None else getattr(provider, "genes", None)
     found, missing = _resolve_seeds(seeds, universe)
@@ -247,7 +255,8 @@ def expand_from_seeds(
                "Choose seeds among the modelled genes or rebuild the gene universe with them.")
         raise ScreenError(msg)
     G = nx.DiGraph(seeds=found, missing_seeds=missing, breadth=breadth, depth=depth, direction=direction,
-                   min_abs=float(min_abs), level_caps=None if level_caps is None else list(level_caps))
+                   min_abs=float(min_abs), level_caps=None if level_caps is None else list(level_caps),
+                   max_nodes=max_nodes, truncated=False)
     for s in found:
         G.add_node(s, is_seed=True, level=0)
     frontier, level = list(found), 0
@@ -255,6 +264,11 @@ def expand_from_seeds(
         level += 1
         cands = _candidates(provider, frontier, direction, breadth, min_abs)
         cap = level_caps[level - 1] if level_caps is not None and level - 1 < len(level_caps) else None
+        if max_nodes is not None:
+            room = max(max_nodes - G.number_of_nodes(), 0)
+            if len(_cap_new(cands, set(G.nodes), None)) > room:
+                G.graph["truncated"] = True
+            cap = room if cap is None else min(cap, room)
         admitted = _cap_new(cands, set(G.nodes), cap)
         for g in sorted(admitted):
             G.add_node(g, is_seed=False, level=level)

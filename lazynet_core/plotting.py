@@ -9,6 +9,7 @@ HTML): the latter are escaped with :func:`html.escape`.
 from __future__ import annotations
 
 import html
+import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -24,10 +25,17 @@ __all__ = [
     "effects_scatter",
     "figure_html",
     "in_silico_bars",
+    "heatmap_font_size",
+    "heatmap_order",
     "jacobian_heatmap",
     "loss_curves",
     "method_bars",
+    "edge_tooltip",
     "network_html",
+    "network_layout",
+    "network_nodes",
+    "network_png",
+    "network_svg",
     "strip_external_urls",
     "target_check_plot",
 ]
@@ -173,7 +181,9 @@ def loss_curves(history: pd.DataFrame | Mapping[int, Sequence[tuple]], *, log_y:
         **_LAYOUT,
         height=320,
         title="Loss per replica (solid: train, dashed: validation)",
-        xaxis={"title": "epoch", "tickformat": "d"},
+        # whole epochs only: plotly would otherwise label 1, 1.5, 2… as "1 2 2"
+        xaxis={"title": "epoch", "tickformat": "d",
+               "dtick": max(1, int(np.ceil((history["epoch"].max() + 1 if len(history) else 1) / 10)))},
         yaxis_title="loss",
         yaxis_type="log" if log_y else "linear",
     )
@@ -181,15 +191,55 @@ def loss_curves(history: pd.DataFrame | Mapping[int, Sequence[tuple]], *, log_y:
 
 
 # ---- effects ---------------------------------------------------------------------------------
-def effects_scatter(frame: pd.DataFrame, *, title: str = "", n_labels: int = 10) -> go.Figure:
-    """Predicted vs observed Δ (post − control, log scale) per gene, identity line, top DE labelled.
+def _fit_slope(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Least-squares slope and intercept of ``y`` on ``x`` (NaN when ``x`` is constant)."""
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    if x.size < 2:
+        return float("nan"), float("nan")
+    xc = x - x.mean()
+    ss = float(xc @ xc)
+    if ss <= 0:
+        return float("nan"), float("nan")
+    slope = float((y - y.mean()) @ xc / ss)
+    return slope, float(y.mean() - slope * x.mean())
+
+
+def _num(value: float) -> str:
+    """Two decimals, or two significant digits for small numbers (0.0038, not 0.00)."""
+    return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.2g}"
+
+
+def _slope_words(slope: float) -> str:
+    """``"0.02: predicted effects ≈50× too small"`` and the like (1 = effects of the right size)."""
+    if not np.isfinite(slope):
+        return "n/a (no spread in the observed Δ)"
+    if slope <= 0:
+        return f"{_num(slope)}: wrong direction (1 = right size)"
+    if slope < 0.8:
+        factor = 1 / slope
+        size = f"{factor:.0f}" if factor >= 10 else f"{factor:.1f}"
+        return f"{_num(slope)}: predicted effects ≈{size}× too small (1 = right size)"
+    if slope > 1.25:
+        return f"{_num(slope)}: predicted effects ≈{slope:.1f}× too large (1 = right size)"
+    return f"{_num(slope)}: effects of about the right size"
+
+
+def effects_scatter(
+    frame: pd.DataFrame, *, title: str = "", n_labels: int = 10, highlight: str | None = None
+) -> go.Figure:
+    """Predicted vs observed Δ (log scale) per gene: identity line, least-squares fit and its slope.
 
     ``frame`` has columns ``gene``, ``observed``, ``predicted`` and optionally ``is_target``
-    (targets are drawn as hollow diamonds: their level is the model's input, not a prediction).
+    (targets are drawn as hollow diamonds: their level is the model's input, not a prediction, and
+    they are left out of the fit). The slope (1 = effects of the right size, 0.1 = ten times too
+    small) is in the fit line's legend entry and in a corner annotation. ``highlight`` names a gene
+    to ring and label (e.g. from a search box); unknown names are ignored.
     """
     data = frame.copy()
     if "is_target" not in data:
         data["is_target"] = False
+    data["is_target"] = data["is_target"].astype(bool)
     rest, targets = data[~data["is_target"]], data[data["is_target"]]
     fig = go.Figure()
     fig.add_scatter(
@@ -214,6 +264,7 @@ def effects_scatter(frame: pd.DataFrame, *, title: str = "", n_labels: int = 10)
     finite = data[["observed", "predicted"]].to_numpy(dtype=float)
     finite = finite[np.isfinite(finite).all(axis=1)]
     lim = float(np.abs(finite).max()) * 1.08 if finite.size else 1.0
+    lim = lim if lim > 0 else 1.0
     fig.add_scatter(
         x=[-lim, lim],
         y=[-lim, lim],
@@ -222,8 +273,23 @@ def effects_scatter(frame: pd.DataFrame, *, title: str = "", n_labels: int = 10)
         line={"color": PALETTE["muted"], "dash": "dot"},
         hoverinfo="skip",
     )
+    slope, intercept = _fit_slope(
+        rest["observed"].to_numpy(dtype=float), rest["predicted"].to_numpy(dtype=float)
+    )
+    if np.isfinite(slope):
+        fig.add_scatter(
+            x=[-lim, lim],
+            y=[intercept - slope * lim, intercept + slope * lim],
+            mode="lines",
+            name=f"fit: slope {_num(slope)}",
+            line={"color": PALETTE["accent"], "width": 2},
+            hovertemplate=f"least-squares fit, slope {slope:.3f}<extra></extra>",
+        )
     top = rest.reindex(rest["observed"].abs().sort_values(ascending=False).index).head(n_labels)
-    for _, row in top.iterrows():
+    top = top[top["gene"].astype(str) != str(highlight)]  # the searched gene gets its own label
+    for i, (_, row) in enumerate(top.iterrows()):
+        # alternate above / below and step outwards, so labels of nearby points do not pile up
+        offset = 18 + 12 * (i // 2)
         fig.add_annotation(
             x=row["observed"],
             y=row["predicted"],
@@ -232,15 +298,53 @@ def effects_scatter(frame: pd.DataFrame, *, title: str = "", n_labels: int = 10)
             arrowhead=0,
             arrowcolor=PALETTE["muted"],
             ax=18,
-            ay=-18,
+            ay=-offset if i % 2 == 0 else offset,
             font={"size": 11},
         )
+    if highlight:
+        hit = data[data["gene"].astype(str) == str(highlight)]
+        if len(hit):
+            row = hit.iloc[0]
+            fig.add_scatter(
+                x=[row["observed"]],
+                y=[row["predicted"]],
+                mode="markers",
+                name=f"{highlight} (searched)",
+                text=[str(highlight)],
+                marker={"size": 18, "symbol": "circle-open", "color": PALETTE["bad"], "line": {"width": 3}},
+                hovertemplate="<b>%{text}</b><br>observed Δ %{x:.3f}<br>predicted Δ %{y:.3f}<extra></extra>",
+            )
+            fig.add_annotation(
+                x=row["observed"],
+                y=row["predicted"],
+                text=f"<b>{html.escape(str(highlight))}</b>",
+                showarrow=True,
+                arrowhead=2,
+                arrowcolor=PALETTE["bad"],
+                ax=-40,
+                ay=-40,
+                font={"size": 14, "color": PALETTE["bad"]},
+                bgcolor="rgba(255,255,255,0.85)",
+            )
+    slope_text = f"slope {_slope_words(slope)}"
+    fig.add_annotation(
+        xref="paper",
+        yref="paper",
+        x=0.01,
+        y=0.99,
+        xanchor="left",
+        yanchor="top",
+        showarrow=False,
+        text=slope_text,
+        font={"size": 12, "color": PALETTE["accent"]},
+        bgcolor="rgba(255,255,255,0.85)",
+    )
     fig.update_layout(
         **_LAYOUT,
-        height=480,
+        height=500,
         title=title or "Predicted vs observed effect",
-        xaxis_title="observed Δ log expression (vs control)",
-        yaxis_title="predicted Δ log expression",
+        xaxis_title="observed Δ log expression (vs reference controls)",
+        yaxis_title="predicted Δ log expression (vs training controls)",
         legend={"orientation": "h", "y": -0.18},
     )
     fig.update_yaxes(scaleanchor="x", scaleratio=1)
@@ -287,15 +391,59 @@ def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Fi
 
 
 # ---- Jacobian --------------------------------------------------------------------------------
-def _cluster_order(matrix: np.ndarray) -> np.ndarray:
-    from scipy.cluster.hierarchy import leaves_list, linkage
+def _linkage(matrix: np.ndarray) -> np.ndarray | None:
+    from scipy.cluster.hierarchy import linkage
 
-    if matrix.shape[0] < 3:
-        return np.arange(matrix.shape[0])
-    clean = np.nan_to_num(matrix)
-    if np.allclose(clean, clean[0]):
-        return np.arange(matrix.shape[0])
-    return leaves_list(linkage(clean, method="average", metric="euclidean"))
+    clean = np.nan_to_num(np.asarray(matrix, dtype=float))
+    if clean.shape[0] < 3 or np.allclose(clean, clean[0]):
+        return None
+    return linkage(clean, method="average", metric="euclidean")
+
+
+def _cluster_order(matrix: np.ndarray) -> np.ndarray:
+    from scipy.cluster.hierarchy import leaves_list
+
+    link = _linkage(matrix)
+    return np.arange(matrix.shape[0]) if link is None else leaves_list(link)
+
+
+def heatmap_order(jac: np.ndarray) -> np.ndarray:
+    """Average-linkage order of a square Jacobian's genes (rows and columns clustered together).
+
+    Compute it once from the consensus J and pass it as ``order`` to every view (agreement, sd), so
+    the same gene sits in the same row in all of them.
+    """
+    mat = np.array(jac, dtype=float, copy=True)
+    np.fill_diagonal(mat, 0.0)
+    mat = np.nan_to_num(mat)
+    return _cluster_order(np.c_[mat, mat.T])
+
+
+def _dendrogram_traces(jac: np.ndarray, order: np.ndarray) -> list[go.Scatter]:
+    """Dendrogram lines (x in leaf positions 0..n-1) of the clustering behind ``order``."""
+    from scipy.cluster.hierarchy import dendrogram
+
+    mat = np.array(jac, dtype=float, copy=True)
+    np.fill_diagonal(mat, 0.0)
+    mat = np.nan_to_num(mat)
+    link = _linkage(np.c_[mat, mat.T])
+    if link is None:
+        return []
+    tree = dendrogram(link, no_plot=True)
+    if list(tree["leaves"]) != list(order):
+        return []  # a custom order: the tree would not sit over its leaves
+    xs, ys = [], []
+    for icoord, dcoord in zip(tree["icoord"], tree["dcoord"], strict=True):
+        xs += [(x - 5) / 10 for x in icoord] + [None]
+        ys += list(dcoord) + [None]
+    return [go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#5b6472", "width": 1}, hoverinfo="skip",
+                       showlegend=False, xaxis="x2", yaxis="y2")]
+
+
+def heatmap_font_size(n: int, *, big: bool = False) -> int:
+    """Tick label size for ``n`` genes: 14 px for a few genes down to 8 px for many (+40 % if ``big``)."""
+    size = int(np.clip(560 / max(n, 1), 8, 14))
+    return int(min(size * 1.4, 20)) if big else size
 
 
 def jacobian_heatmap(
@@ -304,15 +452,23 @@ def jacobian_heatmap(
     *,
     agreement: np.ndarray | None = None,
     cluster: bool = True,
+    order: Sequence[int] | None = None,
     title: str = "",
     value_label: str = "J",
+    scale: str = "diverging",
+    never_perturbed: Iterable[str] = (),
+    dendrogram_of: np.ndarray | None = None,
+    big: bool = False,
 ) -> go.Figure:
     """Heatmap of a square gene × gene Jacobian, rows = target i, columns = source j.
 
-    ``jac[i, j] = ∂f_i/∂x_j`` (effect of gene j on gene i's change). Diverging RdBu centred at 0;
-    the diagonal is blanked (self-effects are not edges). ``agreement`` (same shape, e.g. replica
-    sign consistency in [0, 1]) is shown in the hover. Rows and columns are ordered by average-linkage
-    clustering of rows + columns when ``cluster``.
+    ``jac[i, j] = ∂f_i/∂x_j`` (effect of gene j on gene i's change). ``scale="diverging"``: RdBu
+    centred at 0; ``"sequential"`` (agreement, sd): from the minimum up. The colour range is clipped
+    at the 99th percentile of |value| (stated on the colour bar; the hover shows exact values). The
+    diagonal is blanked. Rows and columns follow ``order`` (e.g. :func:`heatmap_order` of the
+    consensus, shared by every view) or, when ``cluster``, average-linkage clustering of ``jac``;
+    ``dendrogram_of`` (the matrix the order came from, default ``jac``) is drawn as a dendrogram over
+    the columns. Columns of ``never_perturbed`` regulators get a grey label with "°".
     """
     mat = np.array(jac, dtype=float, copy=True)
     n = mat.shape[0]
@@ -321,44 +477,77 @@ def jacobian_heatmap(
             f"jacobian_heatmap needs a square matrix matching genes; got {mat.shape} and {len(genes)} genes."
         )
         raise ValueError(msg)
+    if scale not in ("diverging", "sequential"):
+        msg = f"scale must be 'diverging' or 'sequential', got {scale!r}."
+        raise ValueError(msg)
     np.fill_diagonal(mat, np.nan)
-    order = _cluster_order(np.c_[np.nan_to_num(mat), np.nan_to_num(mat).T]) if cluster else np.arange(n)
+    if order is None:
+        order = heatmap_order(mat) if cluster else np.arange(n)
+    order = np.asarray(order, dtype=int)
+    dendro = _dendrogram_traces(mat if dendrogram_of is None else dendrogram_of, order) if n >= 3 else []
     names = np.asarray(genes, dtype=str)[order]
     mat = mat[np.ix_(order, order)]
     agree = None if agreement is None else np.asarray(agreement, dtype=float)[np.ix_(order, order)]
     src = np.broadcast_to(names[None, :], (n, n))
     tgt = np.broadcast_to(names[:, None], (n, n))
     custom = np.dstack([src, tgt, np.full((n, n), "") if agree is None else np.round(agree, 2).astype(str)])
-    # Colour range at the 99th percentile of |value| so a few strong edges do not wash out the rest;
-    # the hover always shows the exact value.
-    finite = np.abs(mat[np.isfinite(mat)])
-    vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
-    vmax = vmax if vmax > 0 else (float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
+    finite = mat[np.isfinite(mat)]
+    if scale == "diverging":
+        vmax = float(np.percentile(np.abs(finite), 99)) if finite.size else 1.0
+        vmax = vmax if vmax > 0 else (float(np.abs(finite).max()) if finite.size and finite.any() else 1.0)
+        zrange = {"zmid": 0, "zmin": -vmax, "zmax": vmax, "colorscale": "RdBu", "reversescale": True}
+        clip = f"clipped at ±{vmax:.3g}"
+    else:
+        lo = float(np.nanmin(finite)) if finite.size else 0.0
+        hi = float(np.percentile(finite, 99)) if finite.size else 1.0
+        hi = hi if hi > lo else lo + 1.0
+        zrange = {"zmin": lo, "zmax": hi, "colorscale": "Viridis"}
+        clip = f"range {lo:.3g}–{hi:.3g}"
     hover = "%{customdata[0]} → %{customdata[1]}<br>" + value_label + " = %{z:.4f}"
     hover += "" if agree is None else "<br>agreement %{customdata[2]}"
+    never = set(map(str, never_perturbed))
+    ticktext = [f'<span style="color:{PALETTE["muted"]}">{html.escape(g)}°</span>' if g in never
+                else html.escape(g) for g in names]
+    font = heatmap_font_size(n, big=big)
     fig = go.Figure(
         go.Heatmap(
             z=mat,
             x=names,
             y=names,
             customdata=custom,
-            colorscale="RdBu",
-            reversescale=True,
-            zmid=0,
-            zmin=-vmax,
-            zmax=vmax,
             hovertemplate=hover + "<extra></extra>",
-            colorbar={"title": value_label},
+            colorbar={"title": {"text": f"{value_label}<br><sub>{clip}</sub>"}, "len": 0.8, "y": 0.4},
+            **zrange,
         )
     )
-    size = int(min(900, max(420, 14 * n + 160)))
+    for trace in dendro:
+        fig.add_trace(trace)
+    top = 0.84 if dendro else 1.0
+    per = font + 7
+    size = int(min(1600, max(460, per * n + 300)))
     fig.update_layout(
-        **_LAYOUT,
+        **{**_LAYOUT, "font": {**_LAYOUT["font"], "size": 18 if big else 13}},
         height=size,
         title=title or "Consensus Jacobian (row: target, column: source)",
-        xaxis={"title": "source gene j", "tickfont": {"size": 9 if n > 40 else 11}},
-        yaxis={"title": "target gene i", "autorange": "reversed", "tickfont": {"size": 9 if n > 40 else 11}},
+        xaxis={"title": "source gene j (regulator)", "tickfont": {"size": font}, "tickmode": "array",
+               "tickvals": list(names),
+               "ticktext": ticktext, "tickangle": -90 if n > 12 else -45, "domain": [0, 1]},
+        yaxis={"title": "target gene i", "autorange": "reversed", "tickfont": {"size": font},
+               "tickmode": "array", "tickvals": list(names), "ticktext": [html.escape(g) for g in names],
+               "domain": [0, top - 0.02] if dendro else [0, 1]},
+        plot_bgcolor="#ffffff",
     )
+    if dendro:
+        fig.update_layout(
+            xaxis2={"domain": [0, 1], "range": [-0.5, n - 0.5], "visible": False, "anchor": "y2"},
+            yaxis2={"domain": [top, 1.0], "visible": False, "anchor": "x2"},
+        )
+    if never & set(names):
+        fig.add_annotation(
+            xref="paper", yref="paper", x=1.0, y=1.0, xanchor="right", yanchor="bottom", showarrow=False,
+            text="grey ° : regulator never perturbed in the screen (its column is model extrapolation)",
+            font={"size": max(font, 12), "color": "#5b6472"},
+        )
     return fig
 
 
@@ -379,22 +568,257 @@ def strip_external_urls(page: str) -> str:
     return _SOURCE_MAP.sub("", _EXTERNAL_TAG.sub("", _URL_COMMENT.sub("", page)))
 
 
-def _legend_html() -> str:
-    """A small fixed legend drawn over the canvas (plain HTML, no external resources)."""
-    items = [
-        f'<span style="color:{PALETTE["seed"]};font-size:16px">&#9733;</span> seed',
-        f'<span style="color:{PALETTE["curated"]};font-size:16px">&#9679;</span> curated module gene',
-        '<span style="color:#b8c0cc;font-size:16px">&#9679;</span> other gene',
-        f'<span style="color:{PALETTE["pos"]};font-weight:700">&#8594;</span> J &gt; 0 (activates)',
-        f'<span style="color:{PALETTE["neg"]};font-weight:700">&#8594;</span> J &lt; 0 (represses)',
-        "edge width &#8733; |J|",
+# ---- network layout and static export ----------------------------------------------------------
+EVIDENCE_STYLE = {
+    "interventional": "solid",
+    "held_out": "solid",
+    "observational": "solid",
+    "model_only": "dashed grey",
+}
+_NODE_FILL = {"seed": PALETTE["seed"], "module": PALETTE["curated"], "other": PALETTE["other"]}
+_MODEL_ONLY_COLOUR = "#a0a7b1"
+LAYOUTS = ("force", "layered")
+
+
+def network_nodes(
+    edges: pd.DataFrame,
+    *,
+    seeds: Iterable[str] = (),
+    curated: Iterable[str] = (),
+    never_perturbed: Iterable[str] = (),
+    levels: Mapping[str, int] | None = None,
+) -> pd.DataFrame:
+    """Node table ``gene, role, level, never_perturbed, degree`` of an edge table (seeds first).
+
+    ``role`` is ``"seed"``, ``"module"`` (a curated module gene) or ``"other"``; ``level`` the BFS
+    level (from ``levels`` or the edges' ``level`` column; seeds 0); ``never_perturbed`` flags genes
+    the screen never perturbed.
+    """
+    seeds, curated, never = list(map(str, seeds)), set(map(str, curated)), set(map(str, never_perturbed))
+    genes = list(dict.fromkeys(seeds + (pd.concat([edges["source"], edges["target"]]).astype(str).tolist()
+                                        if len(edges) else [])))
+    degree = (pd.concat([edges["source"], edges["target"]]).astype(str).value_counts()
+              if len(edges) else pd.Series(dtype=int))
+    level = dict(levels or {})
+    if not levels and len(edges) and "level" in edges:
+        for row in edges.itertuples(index=False):
+            lvl = getattr(row, "level", None)
+            lvl = 1 if lvl is None or pd.isna(lvl) else int(lvl)
+            for g in (str(row.source), str(row.target)):
+                level[g] = min(level.get(g, lvl), lvl)
+    seed_set = set(seeds)
+    rows = [
+        {
+            "gene": g,
+            "role": "seed" if g in seed_set else "module" if g in curated else "other",
+            "level": 0 if g in seed_set else int(level.get(g, 1)),
+            "never_perturbed": g in never,
+            "degree": int(degree.get(g, 0)),
+        }
+        for g in genes
     ]
+    return pd.DataFrame(rows, columns=["gene", "role", "level", "never_perturbed", "degree"])
+
+
+def _scale(pos: dict[str, tuple[float, float]], width: float, height: float, margin: float) -> dict:
+    xy = np.array(list(pos.values()), dtype=float)
+    lo, hi = xy.min(axis=0), xy.max(axis=0)
+    span = np.where(hi - lo > 0, hi - lo, 1.0)
+    out = {}
+    for g, (x, y) in pos.items():
+        fx = (x - lo[0]) / span[0] if hi[0] > lo[0] else 0.5
+        fy = (y - lo[1]) / span[1] if hi[1] > lo[1] else 0.5
+        out[g] = (margin + fx * (width - 2 * margin), margin + fy * (height - 2 * margin))
+    return out
+
+
+def _declutter(pos: dict, width: float, height: float, margin: float, *, dx: float = 90.0, dy: float = 54.0,
+               rounds: int = 1500) -> dict:
+    """Push apart nodes closer than one label box (``dx`` × ``dy`` px) so labels do not overlap."""
+    genes = list(pos)
+    xy = np.array([pos[g] for g in genes], dtype=float)
+    scale = np.array([dx, dy])
+    rng = np.random.default_rng(0)
+    for _ in range(rounds):
+        diff = (xy[:, None, :] - xy[None, :, :]) / scale
+        dist = np.sqrt((diff**2).sum(axis=2))
+        np.fill_diagonal(dist, np.inf)
+        close = dist < 1.0
+        if not close.any():
+            break
+        dist = np.where(dist == 0, 1e-3, dist)
+        direction = np.where(np.isfinite(dist)[..., None], diff / dist[..., None], 0.0)
+        direction[(diff == 0).all(axis=2)] = rng.normal(size=2)
+        push = np.where(close, (1.0 - dist) / 2, 0.0)[..., None] * direction * scale
+        xy += push.sum(axis=1) * 0.5
+        xy[:, 0] = np.clip(xy[:, 0], margin, width - margin)
+        xy[:, 1] = np.clip(xy[:, 1], margin, height - margin)
+    return {g: (float(x), float(y)) for g, (x, y) in zip(genes, xy, strict=True)}
+
+
+def _layered(nodes: pd.DataFrame, edges: pd.DataFrame, height: float, margin: float) -> dict:
+    """BFS levels left to right; a crowded level is split into staggered sub-columns."""
+    rows_max = max(6, int((height - 2 * margin) // 42))
+    parents: dict[str, list[str]] = {}
+    for s, t in zip(edges["source"].astype(str), edges["target"].astype(str), strict=True):
+        parents.setdefault(t, []).append(s)
+        parents.setdefault(s, []).append(t)
+    y_of: dict[str, float] = {}
+    pos: dict[str, tuple[float, float]] = {}
+    column = 0.0
+    for lvl in sorted(nodes["level"].unique()):
+        genes = nodes.loc[nodes["level"] == lvl, "gene"].tolist()
+        bary = {g: np.mean([y_of[p] for p in parents.get(g, []) if p in y_of] or [np.inf]) for g in genes}
+        genes.sort(key=lambda g: (bary[g], g))
+        n_cols = int(np.ceil(len(genes) / rows_max))
+        per_col = int(np.ceil(len(genes) / n_cols))
+        for i, g in enumerate(genes):
+            sub, k = divmod(i, per_col)
+            size = min(per_col, len(genes) - sub * per_col)
+            y = (k + 0.5) / size
+            pos[g] = (column + sub * 0.55, y)
+            y_of[g] = y
+        column += 0.55 * (n_cols - 1) + 1.0
+    return pos
+
+
+def network_layout(
+    edges: pd.DataFrame,
+    nodes: pd.DataFrame,
+    *,
+    kind: str = "force",
+    width: float = 1100,
+    height: float = 640,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Node positions ``gene, x, y`` in pixels (y down) for the interactive and static figures.
+
+    ``kind="force"`` is a seeded spring layout (reproducible); ``"layered"`` puts BFS levels in
+    columns from left (seeds) to right. Both fill ``width`` × ``height`` so that, drawn at that size,
+    labels of 16–20 px stay readable.
+    """
+    if kind not in LAYOUTS:
+        msg = f"kind must be one of {LAYOUTS}, got {kind!r}."
+        raise ValueError(msg)
+    genes = nodes["gene"].astype(str).tolist()
+    if not genes:
+        return pd.DataFrame(columns=["gene", "x", "y"])
+    margin = 60.0
+    if kind == "layered":
+        pos = _layered(nodes, edges, height, margin)
+    else:
+        import networkx as nx
+
+        U = nx.Graph()
+        U.add_nodes_from(genes)
+        U.add_edges_from(zip(edges["source"].astype(str), edges["target"].astype(str), strict=True))
+        start = nx.kamada_kawai_layout(U) if nx.is_connected(U) and len(genes) > 2 else None
+        k = 2.0 / np.sqrt(max(len(genes), 1))
+        raw = nx.spring_layout(U, pos=start, k=k, iterations=200 if start is None else 40, seed=seed)
+        pos = {g: tuple(p) for g, p in raw.items()}
+    pos = _scale(pos, width, height, margin)
+    if kind == "force":
+        pos = _declutter(pos, width, height, margin)
+    return pd.DataFrame([(g, *pos[g]) for g in genes], columns=["gene", "x", "y"])
+
+
+def _edge_style(row: Any, wmax: float, max_width: float) -> dict[str, Any]:
+    w = float(row.weight)
+    model_only = str(getattr(row, "evidence", "")) == "model_only"
+    colour = _MODEL_ONLY_COLOUR if model_only else (PALETTE["pos"] if w >= 0 else PALETTE["neg"])
+    return {"colour": colour, "dashed": model_only, "width": 1 + (max_width - 1) * abs(w) / (wmax or 1.0)}
+
+
+def _fmt_opt(value: Any, spec: str) -> str:
+    return "–" if value is None or pd.isna(value) else format(float(value), spec)
+
+
+def edge_tooltip(row: Any) -> str:
+    """Plain-text hover of one edge: J, replica agreement and sd, the evidence and its numbers."""
+    src, tgt, w = str(row.source), str(row.target), float(row.weight)
+    lines = [f"{src} → {tgt}", f"J = {w:+.4f}"]
+    agree, sd = getattr(row, "agreement", None), getattr(row, "sd", None)
+    lines.append(f"replica sign agreement {_fmt_opt(agree, '.2f')}, replica sd {_fmt_opt(sd, '.4f')}")
+    evidence = getattr(row, "evidence", None)
+    if evidence is not None and not pd.isna(evidence):
+        lines.append(f"evidence: {evidence}")
+        if evidence in ("interventional", "held_out"):
+            agrees = getattr(row, "sign_agrees", None)
+            word = "–" if agrees is None or pd.isna(agrees) else ("yes" if bool(agrees) else "no")
+            lines.append(
+                f"screen Δ {_fmt_opt(getattr(row, 'screen_delta', None), '+.3f')} in "
+                f"{getattr(row, 'n_cells', '–')} cells, sign agrees: {word}"
+            )
+        else:
+            lines.append(
+                f"control co-expression r = {_fmt_opt(getattr(row, 'coexpr_r', None), '+.3f')}, "
+                f"permutation p = {_fmt_opt(getattr(row, 'coexpr_p', None), '.3g')}"
+            )
+    return "\n".join(lines)
+
+
+def _node_style(row: Any, font_size: int) -> dict[str, Any]:
+    seed = row.role == "seed"
+    return {
+        "fill": _NODE_FILL[row.role],
+        "size": (13 if seed else 9) + 1.2 * min(int(row.degree), 8),
+        "font": font_size + (4 if seed else 2 if row.role == "module" else 0),
+        "bold": seed or row.role == "module",
+        "dashed": bool(row.never_perturbed) and seed,
+    }
+
+
+def _legend_items(edges: pd.DataFrame, nodes: pd.DataFrame) -> list[tuple[str, str]]:
+    """(symbol HTML, text) pairs of the legend, only for what the graph shows."""
+    items = [(f'<span style="color:{PALETTE["seed"]};font-size:18px">&#9733;</span>', "seed")]
+    if (nodes["role"] == "module").any():
+        items.append((f'<span style="color:{PALETTE["curated"]};font-size:18px">&#9679;</span>',
+                      "curated module gene"))
+    items.append(('<span style="color:#b8c0cc;font-size:18px">&#9679;</span>', "other gene"))
+    if ((nodes["role"] == "seed") & nodes["never_perturbed"]).any():
+        items.append(('<span style="border:2px dashed #1f2937;border-radius:50%;padding:0 5px">&nbsp;</span>',
+                      "seed never perturbed by the screen"))
+    items += [
+        (f'<span style="color:{PALETTE["pos"]};font-weight:700">&#8594;</span>', "J &gt; 0 (activates)"),
+        (f'<span style="color:{PALETTE["neg"]};font-weight:700">&#8594;</span>', "J &lt; 0 (represses)"),
+    ]
+    if "evidence" in edges and (edges["evidence"] == "model_only").any():
+        items.append((f'<span style="color:{_MODEL_ONLY_COLOUR};font-weight:700">- - &#8594;</span>',
+                      "model_only (no support in the screen)"))
+    items.append(("", "width &#8733; |J|"))
+    return items
+
+
+def _legend_html(edges: pd.DataFrame, nodes: pd.DataFrame, font_size: int) -> str:
+    """The legend as a row above the canvas (never over the graph)."""
     style = (
-        "position:absolute;top:8px;left:8px;z-index:10;background:rgba(255,255,255,.9);"
-        "border:1px solid #e3e8ef;border-radius:6px;padding:6px 10px;font:12px Helvetica,Arial,sans-serif;"
-        "line-height:1.6;color:#1f2937"
+        "display:flex;flex-wrap:wrap;gap:4px 18px;align-items:center;padding:4px 8px;"
+        f"font:{max(font_size - 3, 12)}px Helvetica,Arial,sans-serif;color:#1f2937;"
+        "border-bottom:1px solid #e3e8ef"
     )
-    return f'<div id="lazynet-legend" style="{style}">' + "<br>".join(items) + "</div>"
+    cells = "".join(f"<span>{sym} {text}</span>" for sym, text in _legend_items(edges, nodes))
+    return f'<div id="lazynet-legend" style="{style}">{cells}</div>'
+
+
+_VIS_EXTRA = """
+<style>
+div.vis-tooltip { white-space: pre-line !important; font: 14px Helvetica, Arial, sans-serif !important;
+  max-width: 420px; }
+body { margin: 0; }
+#mynetwork { border: none !important; }
+</style>
+<script>
+// Show the whole layout (LAYOUT_W x LAYOUT_H px) at the largest zoom the frame allows, so labels
+// keep their pixel size at the default zoom; refit when the frame is resized.
+function lazynetFit() {
+  var box = document.getElementById("mynetwork");
+  var scale = Math.min(box.clientWidth / LAYOUT_W, box.clientHeight / LAYOUT_H, 1.4);
+  network.moveTo({position: {x: LAYOUT_W / 2, y: LAYOUT_H / 2}, scale: scale, animation: false});
+}
+network.once("afterDrawing", lazynetFit);
+window.addEventListener("resize", lazynetFit);
+</script>
+"""
 
 
 def network_html(
@@ -402,73 +826,250 @@ def network_html(
     *,
     seeds: Iterable[str] = (),
     curated: Iterable[str] = (),
-    height: int = 620,
+    never_perturbed: Iterable[str] = (),
+    positions: pd.DataFrame | None = None,
+    layout: str = "force",
+    height: int = 640,
     legend: bool = True,
     max_width: float = 8.0,
+    font_size: int = 18,
 ) -> str:
     """Interactive, fully offline vis-network HTML of a signed gene graph.
 
     Parameters
     ----------
     edges
-        Columns ``source``, ``target``, ``weight`` (signed J); optional ``agreement`` and ``level``.
-    seeds, curated
-        Genes drawn as orange stars (seeds) and light-blue dots (curated module genes).
+        Columns ``source``, ``target``, ``weight`` (signed J); optional ``agreement``, ``sd``,
+        ``level`` and the evidence columns (``evidence`` ``model_only`` edges are dashed and grey).
+    seeds, curated, never_perturbed
+        Seeds (orange stars; a dashed outline when the screen never perturbed them) and curated
+        module genes (light-blue dots).
+    positions
+        ``gene, x, y`` from :func:`network_layout` (computed with ``layout`` when ``None``): the
+        nodes are placed there, so the interactive view and the static PNG / SVG are the same
+        figure; the view is fitted once drawn, so every label is readable at the default zoom.
     height
-        Canvas height in pixels.
+        Canvas height in pixels (the legend is a row above it).
+    font_size
+        Label size of ordinary genes in pixels at zoom 1 (seeds +4, module genes +2).
 
     Returns
     -------
     str
-        HTML with vis-network inlined (``cdn_resources="in_line"``) and every external URL removed;
-        gene names escaped in labels and tooltips.
+        HTML with vis-network inlined (``cdn_resources="in_line"``) and every external URL removed.
+        Gene names are JSON-escaped in the script; tooltips are plain text (vis-network 9 renders
+        string titles as text, so no HTML is interpreted).
     """
     from pyvis.network import Network
 
-    seeds, curated = set(map(str, seeds)), set(map(str, curated))
+    nodes = network_nodes(edges, seeds=seeds, curated=curated, never_perturbed=never_perturbed)
+    if positions is None:
+        positions = network_layout(edges, nodes, kind=layout, height=height)
+    xy = {g: (x, y) for g, x, y in positions[["gene", "x", "y"]].itertuples(index=False)}
     net = Network(
         height=f"{height}px", width="100%", directed=True, cdn_resources="in_line", bgcolor="#ffffff"
     )
-    net.barnes_hut(gravity=-4000, spring_length=120)
-    genes = pd.unique(pd.concat([edges["source"], edges["target"]]).astype(str)) if len(edges) else []
-    degree = (
-        pd.concat([edges["source"], edges["target"]]).astype(str).value_counts()
-        if len(edges)
-        else pd.Series()
-    )
-    for gene in list(genes) + [g for g in sorted(seeds) if g not in set(genes)]:
-        role = "seed" if gene in seeds else "curated module gene" if gene in curated else "gene"
-        colour = (
-            PALETTE["seed"] if gene in seeds else PALETTE["curated"] if gene in curated else PALETTE["other"]
-        )
-        # ids and labels are JSON-escaped by pyvis (tojson) and drawn as canvas text; tooltips are
-        # rendered as HTML by vis-network, so they get html.escape.
+    net.toggle_physics(False)
+    for row in nodes.itertuples(index=False):
+        style = _node_style(row, font_size)
+        x, y = xy.get(row.gene, (0.0, 0.0))
+        role = {"seed": "seed", "module": "curated module gene", "other": "gene"}[row.role]
+        note = ", never perturbed by the screen" if row.never_perturbed else ""
         net.add_node(
-            gene,
-            label=gene,
-            color=colour,
-            shape="star" if gene in seeds else "dot",
-            size=14 + 2 * min(int(degree.get(gene, 0)), 10),
-            title=f"{html.escape(gene)} ({role})",
-            font={"size": 16 if gene in seeds or gene in curated else 12},
+            row.gene,
+            label=row.gene,
+            x=float(x),
+            y=float(y),
+            color={"background": style["fill"], "border": "#1f2937" if style["dashed"] else "#5b6472"},
+            borderWidth=3 if style["dashed"] else 1,
+            shapeProperties={"borderDashes": [5, 4]} if style["dashed"] else {},
+            shape="star" if row.role == "seed" else "dot",
+            size=style["size"],
+            title=f"{row.gene} ({role}{note}); BFS level {row.level}",
+            font={"size": style["font"], "face": "Helvetica", "strokeWidth": 4, "strokeColor": "#ffffff",
+                  "bold": {"mod": "bold"}} if style["bold"] else
+                 {"size": style["font"], "face": "Helvetica", "strokeWidth": 4, "strokeColor": "#ffffff"},
+            physics=False,
         )
     wmax = float(edges["weight"].abs().max()) if len(edges) else 1.0
     for row in edges.itertuples(index=False):
-        w = float(row.weight)
-        src, tgt = str(row.source), str(row.target)
-        agree = getattr(row, "agreement", None)
-        tip = f"{html.escape(src)} → {html.escape(tgt)}: J = {w:.4f}" + (
-            "" if agree is None or pd.isna(agree) else f", agreement {agree:.2f}"
-        )
+        style = _edge_style(row, wmax, max_width)
         net.add_edge(
-            src,
-            tgt,
-            color=PALETTE["pos"] if w >= 0 else PALETTE["neg"],
-            title=tip,
-            width=1 + (max_width - 1) * abs(w) / (wmax or 1.0),
+            str(row.source),
+            str(row.target),
+            color=style["colour"],
+            dashes=style["dashed"],
+            title=edge_tooltip(row),
+            width=style["width"],
             arrows="to",
+            smooth={"type": "curvedCW", "roundness": 0.12},
         )
+    net.set_options(json_options())
     page = strip_external_urls(net.generate_html())
+    width = float(positions["x"].max() + 60) if len(positions) else 400.0
+    extra = _VIS_EXTRA.replace("LAYOUT_W", f"{max(width, 400.0):.0f}").replace(
+        "LAYOUT_H", f"{float(positions['y'].max() + 60) if len(positions) else 300.0:.0f}")
+    page = page.replace("</body>", extra + "</body>", 1)
     if legend:
-        page = page.replace('<div id="mynetwork"', _legend_html() + '\n<div id="mynetwork"', 1)
+        legend_html = _legend_html(edges, nodes, font_size)
+        page = page.replace('<div id="mynetwork"', legend_html + '\n<div id="mynetwork"', 1)
     return page
+
+
+def json_options() -> str:
+    """vis-network options: fixed positions (no physics), hover tooltips, labels never hidden."""
+    import json
+
+    options = {
+        "physics": {"enabled": False},
+        "interaction": {"hover": True, "tooltipDelay": 120, "navigationButtons": False},
+        "nodes": {"scaling": {"label": {"enabled": False}}},
+        "edges": {"arrowStrikethrough": False, "selectionWidth": 2},
+    }
+    return json.dumps(options)
+
+
+def _star_points(x: float, y: float, r: float) -> list[tuple[float, float]]:
+    pts = []
+    for i in range(10):
+        a = -np.pi / 2 + i * np.pi / 5
+        rr = r if i % 2 == 0 else r * 0.45
+        pts.append((x + rr * np.cos(a), y + rr * np.sin(a)))
+    return pts
+
+
+def _shorten(x0: float, y0: float, x1: float, y1: float, gap: float) -> tuple[float, float]:
+    """End point of an edge pulled back by ``gap`` (so the arrowhead stops at the node)."""
+    d = float(np.hypot(x1 - x0, y1 - y0))
+    if d <= gap or d == 0:
+        return x1, y1
+    return x1 - (x1 - x0) * gap / d, y1 - (y1 - y0) * gap / d
+
+
+def _static_parts(edges: pd.DataFrame, nodes: pd.DataFrame, positions: pd.DataFrame, font_size: int,
+                  max_width: float) -> tuple[list[dict], list[dict]]:
+    xy = {g: (float(x), float(y)) for g, x, y in positions[["gene", "x", "y"]].itertuples(index=False)}
+    size = {}
+    node_parts = []
+    for row in nodes.itertuples(index=False):
+        style = _node_style(row, font_size)
+        size[row.gene] = style["size"]
+        node_parts.append({"gene": row.gene, "xy": xy[row.gene], "seed": row.role == "seed", **style})
+    wmax = float(edges["weight"].abs().max()) if len(edges) else 1.0
+    edge_parts = []
+    for row in edges.itertuples(index=False):
+        s, t = str(row.source), str(row.target)
+        if s not in xy or t not in xy or s == t:
+            continue
+        (x0, y0), (x1, y1) = xy[s], xy[t]
+        x1, y1 = _shorten(x0, y0, x1, y1, size.get(t, 10) + 2)
+        edge_parts.append({"p0": (x0, y0), "p1": (x1, y1), **_edge_style(row, wmax, max_width)})
+    return node_parts, edge_parts
+
+
+def network_svg(
+    edges: pd.DataFrame,
+    nodes: pd.DataFrame,
+    positions: pd.DataFrame,
+    *,
+    title: str = "",
+    font_size: int = 18,
+    max_width: float = 8.0,
+) -> str:
+    """A standalone SVG of the network at ``positions`` (pure Python; labels stay editable text)."""
+    node_parts, edge_parts = _static_parts(edges, nodes, positions, font_size, max_width)
+    width = float(positions["x"].max() + 80) if len(positions) else 400.0
+    height = float(positions["y"].max() + 80) if len(positions) else 300.0
+    top = 40.0 if title else 0.0
+    colours = sorted({e["colour"] for e in edge_parts})
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height + top:.0f}" '
+        f'viewBox="0 {-top:.0f} {width:.0f} {height + top:.0f}" font-family="Helvetica, Arial, sans-serif">',
+        f'<rect x="0" y="{-top:.0f}" width="100%" height="100%" fill="#ffffff"/>',
+        "<defs>",
+    ]
+    for i, c in enumerate(colours):
+        out.append(
+            f'<marker id="arrow{i}" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="5" markerHeight="5" '
+            f'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" fill="{c}"/></marker>'
+        )
+    out.append("</defs>")
+    if title:
+        out.append(
+            f'<text x="20" y="-12" font-size="{font_size + 4}" font-weight="bold">{html.escape(title)}</text>'
+        )
+    for e in edge_parts:
+        dash = ' stroke-dasharray="8 6"' if e["dashed"] else ""
+        out.append(
+            f'<line x1="{e["p0"][0]:.1f}" y1="{e["p0"][1]:.1f}" x2="{e["p1"][0]:.1f}" y2="{e["p1"][1]:.1f}" '
+            f'stroke="{e["colour"]}" stroke-width="{e["width"]:.2f}" stroke-opacity="0.8"{dash} '
+            f'marker-end="url(#arrow{colours.index(e["colour"])})"/>'
+        )
+    for n in node_parts:
+        x, y = n["xy"]
+        stroke = ' stroke="#1f2937" stroke-width="3" stroke-dasharray="5 4"' if n["dashed"] else \
+            ' stroke="#5b6472" stroke-width="1"'
+        if n["seed"]:
+            pts = " ".join(f"{px:.1f},{py:.1f}" for px, py in _star_points(x, y, n["size"] * 1.3))
+            out.append(f'<polygon points="{pts}" fill="{n["fill"]}"{stroke}/>')
+        else:
+            out.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="{n["size"]:.1f}" fill="{n["fill"]}"{stroke}/>')
+        weight = ' font-weight="bold"' if n["bold"] else ""
+        out.append(
+            f'<text x="{x:.1f}" y="{y + n["size"] + n["font"]:.1f}" font-size="{n["font"]}" '
+            f'text-anchor="middle"{weight} fill="#1f2937" stroke="#ffffff" stroke-width="4" '
+            'paint-order="stroke">'
+            f"{html.escape(n['gene'])}</text>"
+        )
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def network_png(
+    edges: pd.DataFrame,
+    nodes: pd.DataFrame,
+    positions: pd.DataFrame,
+    *,
+    title: str = "",
+    font_size: int = 18,
+    max_width: float = 8.0,
+    dpi: int = 200,
+) -> bytes:
+    """PNG bytes of the same drawing as :func:`network_svg`, rendered with matplotlib (Agg)."""
+    import matplotlib.patheffects as pe
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import FancyArrowPatch
+
+    node_parts, edge_parts = _static_parts(edges, nodes, positions, font_size, max_width)
+    width = float(positions["x"].max() + 80) if len(positions) else 400.0
+    height = float(positions["y"].max() + 80) if len(positions) else 300.0
+    px = 1 / 100  # 100 px per inch at dpi=100, so sizes match the SVG
+    fig = Figure(figsize=(width * px, height * px), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    pt = 72 / 100  # points per pixel
+    for e in edge_parts:
+        ax.add_patch(FancyArrowPatch(
+            e["p0"], e["p1"], arrowstyle="-|>", mutation_scale=10 + e["width"] * 2,
+            color=e["colour"], lw=e["width"] * pt, alpha=0.8, linestyle="--" if e["dashed"] else "-",
+            shrinkA=0, shrinkB=0,
+        ))
+    halo = [pe.withStroke(linewidth=3, foreground="white")]
+    for n in node_parts:
+        x, y = n["xy"]
+        marker = "*" if n["seed"] else "o"
+        ms = (n["size"] * (2.6 if n["seed"] else 2.0)) * pt
+        ax.plot([x], [y], marker=marker, ms=ms, mfc=n["fill"], mec="#1f2937" if n["dashed"] else "#5b6472",
+                mew=2.5 if n["dashed"] else 0.8, ls="none", zorder=3)
+        ax.text(x, y + n["size"] + n["font"] * 0.7, n["gene"], ha="center", va="center",
+                fontsize=n["font"] * pt, fontweight="bold" if n["bold"] else "normal", color="#1f2937",
+                path_effects=halo, zorder=4)
+    if title:
+        ax.text(20, 24, title, fontsize=(font_size + 4) * pt, fontweight="bold", va="center")
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
+    return buffer.getvalue()

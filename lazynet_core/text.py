@@ -11,9 +11,14 @@ from __future__ import annotations
 import re
 import unicodedata
 
-# Characters with a meaning in CommonMark, GitHub-flavoured Markdown or Streamlit's own directives
-# (``:red[...]``, ``:material/icon:``, ``$math$``); each is backslash-escaped.
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~:$&=])")
+# Characters that start Markdown constructs anywhere in a line: links and images ``[..](..)``,
+# Streamlit directives ``:red[..]``, HTML and autolinks ``<..>``, code, emphasis, strikethrough and
+# LaTeX (``$..$``); each is backslash-escaped. An underscore is escaped only at a word boundary
+# (``NOT_A_GENE`` stays readable: intraword underscores never emphasise in CommonMark).
+_MARKDOWN = re.compile(r"([\\`*\[\]<>$~])|(?<![0-9A-Za-z])_|_(?![0-9A-Za-z])")
+# Constructs that only count at the start of a line (headings, quotes, lists, rules).
+_LINE_START = re.compile(r"^(\s*)([#>+\-=])")
+_ORDERED = re.compile(r"^(\s*\d+)([.)])")
 _INVISIBLE_CATEGORIES = {"Cc", "Cf", "Co", "Cs", "Cn", "Zl", "Zp"}
 
 
@@ -26,7 +31,7 @@ def visible(text: str) -> str:
 
 
 def escape_markdown(text: str) -> str:
-    """Backslash-escape every Markdown-active character; newlines become spaces; nothing renders.
+    """Backslash-escape Markdown-active characters; newlines become spaces; nothing renders.
 
     Parameters
     ----------
@@ -39,7 +44,9 @@ def escape_markdown(text: str) -> str:
         Text that Streamlit's Markdown shows literally, character for character.
     """
     flat = visible(str(text)).replace("\r", " ").replace("\n", " ")
-    return _MARKDOWN.sub(r"\\\1", flat)
+    escaped = _MARKDOWN.sub(lambda m: "\\" + m.group(0), flat)
+    escaped = _LINE_START.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
+    return _ORDERED.sub(lambda m: m.group(1) + "\\" + m.group(2), escaped)
 
 
 def display_name(name: str, *, max_len: int = 60) -> str:

@@ -3,6 +3,7 @@
 import streamlit as st
 
 from lazynet_core import plotting, ui
+from lazynet_core.text import display_name, escape_markdown
 from lazynet_core.ui import loaders, services
 
 ui.frame_guard("pages/1_Data.py")
@@ -11,12 +12,18 @@ ui.page_header("Data", "Load a CRISPRi/a screen (.h5ad). Raw counts are normalis
 spec = st.session_state.get("screen")
 col_demo, col_path = st.columns([1, 2], gap="large")
 with col_demo:
-    st.markdown("**Bundled demo**")
+    st.markdown("**Bundled screens**")
     st.caption("A synthetic neuronal-like CRISPRi/a screen with a planted gene network (ground truth).")
     if st.button("Load demo screen", type="primary", icon=":material/play_arrow:", key="load_demo"):
         with ui.user_errors("Could not load the demo screen"):
-            ui.load_screen_into_session(loaders.screen_spec(loaders.demo_source(), label="demo"))
+            ui.load_screen_into_session(loaders.bundled_spec("demo"))
             ui.toast_after_rerun("Demo screen loaded.")
+            st.rerun()
+    st.caption(services.REAL_SCREEN["summary"])
+    if st.button(services.REAL_SCREEN["title"], icon=":material/biotech:", key="load_real"):
+        with ui.user_errors("Could not load the real screen"):
+            ui.load_screen_into_session(loaders.bundled_spec("real"))
+            ui.toast_after_rerun("Real screen (Schraivogel et al. 2020) loaded.")
             st.rerun()
 with col_path:
     tab_path, tab_upload = st.tabs(["Local path (large files)", "Upload (small files)"])
@@ -48,7 +55,8 @@ if st.session_state.get("screen") is not None:
         adata = ui.current_screen()
 if adata is None:
     st.info(
-        "No screen loaded yet: click **Load demo screen** to try LazyNet in one click.",
+        "No screen loaded yet: click **Load demo screen** (synthetic, with a known network) or load the "
+        "real Schraivogel et al. 2020 screen to try LazyNet in one click.",
         icon=":material/info:",
     )
     st.stop()
@@ -56,7 +64,7 @@ if adata is None:
 spec = st.session_state["screen"]
 meta = adata.uns["lazynet"]
 info = services.screen_overview(adata)
-st.subheader(f"Overview · {spec['label']}")
+st.subheader(f"Overview · {escape_markdown(display_name(spec['label']))}")
 cards = st.columns(5)
 cards[0].metric("Cells", f"{info['cells']:,}")
 cards[1].metric("Genes", f"{info['genes']:,}")
@@ -64,11 +72,17 @@ cards[2].metric("Control cells", f"{info['controls']:,}")
 cards[3].metric("CRISPRi perturbations", info["by_modality"].get("CRISPRi", 0))
 cards[4].metric("CRISPRa perturbations", info["by_modality"].get("CRISPRa", 0))
 st.caption(
-    f"{info['perturbations']} perturbations ({info['combinations']} combinations) · source `{meta['source']}`"
+    f"{info['perturbations']} perturbations ({info['combinations']} combinations) · source "
+    f"{escape_markdown(display_name(meta['source'], max_len=120))}"
     + (" · input was already log-normalised" if meta.get("input_was_log") else "")
 )
-for warning in meta.get("warnings", []):
-    st.warning(warning, icon=":material/warning:")
+if spec.get("label") == loaders.REAL_SCREEN_LABEL:
+    st.markdown(f"**{services.REAL_SCREEN['title']}.** {services.REAL_SCREEN['summary']}")
+    st.caption(f"Source: {services.REAL_SCREEN['citation']} Licence: {services.REAL_SCREEN['licence']}.")
+    with st.expander("Licence of the source files", icon=":material/gavel:"):
+        st.code(services.real_screen_licence(), language=None)
+for warning in meta.get("warnings", []):  # quotes labels from the file: never rendered as Markdown
+    st.warning(escape_markdown(warning), icon=":material/warning:")
 
 left, right = st.columns(2, gap="large")
 with left:
@@ -83,8 +97,9 @@ with right:
 
 with st.expander("Detected columns and overrides", expanded=False, icon=":material/tune:"):
     st.markdown(
-        f"Perturbation column **`{meta['pert_key']}`** · control label **`{meta['control']}`** · "
-        f"modality from **{meta['modality_source']}**"
+        f"Perturbation column **{escape_markdown(meta['pert_key'])}** · control label "
+        f"**{escape_markdown(meta['control'])}** · modality from "
+        f"**{escape_markdown(meta['modality_source'])}**"
     )
     with st.form("overrides"):
         columns = services.obs_columns(adata)

@@ -1,4 +1,4 @@
-"""Effects page: predicted vs observed effects per perturbation, metrics beside baselines, in-silico."""
+"""Effects page: the paired headline against the best baseline, per-perturbation effects, in-silico."""
 
 import pandas as pd
 import streamlit as st
@@ -17,8 +17,101 @@ with ui.user_errors("This run does not fit the loaded screen"):
 if pairs is None:
     st.stop()
 
+IR_HELP = (
+    "Correlation between LazyNet's predicted change and its prediction with the target left at its "
+    "control level. ≈ 1 means the prediction ignores the target: the model predicts the same "
+    "change whatever was perturbed."
+)
+CEILING_HELP = (
+    "Split-half noise ceiling: the Δ-Pearson a perfect predictor would reach given how noisy the "
+    "observed effect is (two disjoint halves of the cells, Spearman–Brown corrected)."
+)
+SLOPE_HELP = (
+    "Least-squares slope of predicted on observed Δ: 1 = effects of the right size, 0.1 = ten times "
+    "too small."
+)
+
+
+def fmt(value, digits: int = 2) -> str:
+    return "n/a" if value is None or pd.isna(value) else f"{value:.{digits}f}"
+
+
+reference = services.reference_for(pairs)
+if reference == "training":
+    with ui.user_errors("This run has no independent control reference"):
+        services.require_independent_reference(pairs)
+    st.warning(
+        "**Flattering reference.** The figures below score observed effects against the *training* "
+        "control mean, whose sampling noise is shared with every prediction, so every method (even the "
+        "null baseline) looks better than it is. Retrain this run to get the independent reference.",
+        icon=":material/warning:",
+    )
+
+evaluation = None
+with ui.user_errors("Could not evaluate this run"):
+    evaluation = loaders.run_evaluation(reference)
+
+# ---- overall: the paired headline per held-out set ---------------------------------------------
+st.subheader("Overall, next to the baselines")
+st.caption(
+    f"Observed Δ = mean of the evaluated cells − {services.REFERENCE_LABELS[reference]}; predicted Δ = "
+    "prediction − training control mean. Target genes are left out of every metric (their level is "
+    "the model's input). Each set is scored on its own; sets are never pooled."
+)
+if evaluation is not None:
+    sets = services.sets_in(evaluation)
+    if not sets:
+        st.info("This run has no held-out perturbations or cells to score.", icon=":material/info:")
+    counts = {s: services.set_summary(evaluation[evaluation["set"] == s])["n"] for s in sets}
+    tabs = st.tabs([f"{services.SET_LABELS.get(s, s)} · {counts[s]}" for s in sets])
+    for tab, set_name in zip(tabs, sets, strict=True):
+        with tab:
+            sub = evaluation[evaluation["set"] == set_name]
+            head = services.headline(sub, set_name)
+            summary = services.set_summary(sub)
+            if head is not None:
+                if head["verdict"] == "ahead":
+                    st.success(head["message"], icon=":material/trending_up:")
+                elif head["verdict"] == "behind":
+                    st.warning(head["message"], icon=":material/trending_down:")
+                else:
+                    st.info(head["message"], icon=":material/balance:")
+            cols = st.columns(5)
+            cols[0].metric("LazyNet Δ-Pearson", fmt(summary["pearson_delta"], 3),
+                           help=f"Mean over {summary['n']} perturbations.")
+            if head is not None and head.get("baseline"):
+                cols[1].metric(
+                    "Best baseline",
+                    fmt(head["baseline_mean"], 3),
+                    help=f"{head['baseline_label']}: its mean over the perturbations it can predict; the "
+                    f"paired comparison above uses the {head.get('n', 0)} that both predict.",
+                )
+            else:
+                cols[1].metric("Best baseline", "n/a")
+            cols[2].metric("Noise ceiling", fmt(summary["ceiling"], 3), help=CEILING_HELP)
+            cols[3].metric("Slope", fmt(summary["slope"], 3), help=SLOPE_HELP)
+            cols[4].metric("Intervention response", fmt(summary["intervention_response"], 3), help=IR_HELP)
+            response = summary["intervention_response"]
+            if pd.notna(response) and response > 0.9:
+                st.caption(
+                    f"Intervention response {response:.2f} ≈ 1: on this set LazyNet's "
+                    "prediction hardly depends on which gene was perturbed (its target-specific part is "
+                    f"{fmt(summary['specific_fraction'], 2)} of the predicted change)."
+                )
+            st.dataframe(services.format_table(services.method_table(sub), 3), width="stretch")
+            beating = services.baselines_beating(sub)
+            if beating:
+                st.caption(f"Higher mean Δ-Pearson than LazyNet on this set: {', '.join(beating)}.")
+st.caption(
+    "The noise ceiling is what a perfect predictor could reach given the noise in the observed effects. "
+    "The own training-cell mean is a baseline (held-out cells only), not a ceiling. The identity "
+    "baseline predicts no change, so its Δ-Pearson is undefined (–)."
+)
+
+# ---- one perturbation ---------------------------------------------------------------------------
+st.subheader("One perturbation, gene by gene")
 table = services.perturbation_table(pairs)
-c1, c2 = st.columns([1, 3])
+c1, c2, c3 = st.columns([1.4, 2.4, 1.6])
 modality = c1.radio(
     "Modality", ["all", *sorted(table["modality"].unique())], horizontal=True, key="eff_modality"
 )
@@ -33,15 +126,59 @@ pert = c2.selectbox(
 st.session_state["perturbation"] = pert
 ui.query_set("perturbation", pert)
 row = table[table["perturbation"] == pert].iloc[0]
+gene = c3.selectbox(
+    "Find a gene (ringed in the scatter)",
+    [str(g) for g in pairs.genes],
+    index=None,
+    placeholder="type a gene name…",
+    key="eff_gene",
+)
 
-frame = services.effects_frame(ens, pairs, int(row["index"]), row["role"])
-evaluation = None
-with ui.user_errors("Could not evaluate this run"):
-    evaluation = loaders.run_evaluation(row["role"])
-left, right = st.columns([3, 2], gap="large")
+frame = None
+with ui.user_errors("Could not compute this perturbation's effects"):
+    frame = loaders.run_effects(int(row["index"]), row["role"], reference)
+if frame is None:
+    st.stop()
+
+per = services.method_table(evaluation, perturbation=pert) if evaluation is not None else pd.DataFrame()
+if per.empty:
+    st.info(
+        "This perturbation has no held-out cells, so it has no scores: the scatter shows the training "
+        "fit, not a prediction.",
+        icon=":material/info:",
+    )
+else:
+    one = services.set_summary(evaluation, perturbation=pert)
+    others = per.iloc[:, 0].drop(index="LazyNet", errors="ignore").dropna()
+    m = st.columns(5)
+    m[0].metric("LazyNet Δ-Pearson", fmt(one["pearson_delta"], 3), help="Non-target genes.")
+    m[1].metric("Noise ceiling", fmt(one["ceiling"], 3), help=CEILING_HELP)
+    best = str(others.idxmax()) if len(others) else None
+    m[2].metric("Best baseline", fmt(others.max(), 3) if best else "n/a", help=best)
+    m[3].metric("Slope", fmt(one["slope"], 3), help=SLOPE_HELP)
+    m[4].metric("Intervention response", fmt(one["intervention_response"], 3), help=IR_HELP)
+    notes = []
+    if best:
+        notes.append(f"Best baseline on this perturbation: {best}.")
+    notes.append("Intervention response ≈ 1 means the prediction ignores the target.")
+    if pd.isna(one["ceiling"]):
+        notes.append(
+            "Noise ceiling n/a: two halves of this perturbation's cells do not reproduce its effect "
+            "(split-half reliability ≤ 0), so its observed Δ is mostly noise and no method can be judged "
+            "on it."
+        )
+    else:
+        notes.append("The noise ceiling bounds Δ-Pearson for this perturbation's cell numbers.")
+    st.caption(" ".join(notes))
+left, right = st.columns([1.1, 1], gap="medium")
 with left:
-    where = "held-out cells" if row["role"] == "test" else "training cells (fit, not prediction)"
-    fig = plotting.effects_scatter(frame, title=f"{pert} ({row['modality']}): Δ vs control, {where}")
+    where = {
+        "held_out_perturbations": "held-out perturbation",
+        "validation_perturbations": "validation perturbation",
+        "combinations": "held-out combination",
+        "held_out_cells": "held-out cells",
+    }.get(row["set"], "training cells (fit, not prediction)")
+    fig = plotting.effects_scatter(frame, title=f"{pert} ({row['modality']}), {where}", highlight=gene)
     ui.plot(fig, f"effects_{pert}", key="effects_fig")
     st.download_button(
         "Download figure (HTML)",
@@ -52,56 +189,40 @@ with left:
         key="dl_effects",
     )
 with right:
-    if evaluation is not None:
-        per = services.method_table(evaluation, perturbation=pert)
-        if not per.empty:
-            lazy = per.iloc[:, 0].get("LazyNet")
-            others = per.iloc[:, 0].drop(index="LazyNet", errors="ignore").dropna()
-            m1, m2 = st.columns(2)
-            m1.metric("LazyNet Δ-Pearson", "n/a" if lazy is None or pd.isna(lazy) else f"{lazy:.2f}")
-            if len(others):
-                gap = None if lazy is None or pd.isna(lazy) else f"{lazy - others.max():+.2f} LazyNet vs best"
-                m2.metric("Best baseline", f"{others.max():.2f}", delta=gap, help=f"{others.idxmax()}")
-            short = per.iloc[:, :2].set_axis(["Δ-r, all genes", "Δ-r, top-20 DE"], axis=1)
-            st.dataframe(services.format_table(short), width="stretch")
-    st.caption(
-        "Δ = mean log expression − training control mean; the target gene(s) are excluded from every "
-        "metric (their level is the model's input). The identity baseline predicts no change, so its "
-        "Δ-Pearson is undefined (–)."
-    )
+    if not per.empty:
+        st.markdown("**This perturbation, every method**")
+        short = per[[c for c in per.columns if c.startswith(("Δ-Pearson", "slope"))]]
+        short = short.rename(columns={"Δ-Pearson, top-20 DE": "top-20 DE", "slope (1 = right size)": "slope"})
+        st.dataframe(
+            services.format_table(short, 3),
+            width="stretch",
+            column_config={c: st.column_config.TextColumn(c, width="small") for c in short.columns},
+        )
 
-st.subheader("Overall, next to the baselines")
-SETS = [
-    ("test", "perturbations", "Held-out perturbations (targets never trained on)"),
-    ("test", "cells", "Held-out cells (perturbation seen in training)"),
-    ("train", None, "Training fit"),
-]
-tabs = st.tabs([title for _, _, title in SETS])
-for tab, (role, split, _) in zip(tabs, SETS, strict=True):
-    with tab, ui.user_errors("Could not evaluate this run"):
-        frame_all = loaders.run_evaluation(role)
-        if split is not None:
-            frame_all = frame_all[frame_all["split"] == split]
-        if frame_all.empty:
-            st.info("This run has no perturbations in this held-out set.", icon=":material/info:")
-            continue
-        n_perts = frame_all.loc[frame_all["perturbation"] != "ALL", "perturbation"].nunique()
-        st.caption(f"Mean over {n_perts} perturbations.")
-        st.dataframe(services.format_table(services.method_table(frame_all), 3), width="stretch")
-        beating = services.baselines_beating(frame_all)
-        if beating:
-            st.warning(
-                f"On this set these baselines beat LazyNet in mean Δ-Pearson: {', '.join(beating)}.",
-                icon=":material/balance:",
-            )
-        else:
-            st.success(
-                "LazyNet has the highest mean Δ-Pearson of all methods on this set.",
-                icon=":material/emoji_events:",
-            )
+genes_table = services.gene_table(frame)
+delta_cols = [c for c in genes_table.columns if c.endswith(" Δ")]
+number_format = {
+    **{c: st.column_config.NumberColumn(c, format="%.3f") for c in delta_cols},
+    "DE p (Welch)": st.column_config.NumberColumn("DE p (Welch)", format="%.2e"),
+    "DE q (BH)": st.column_config.NumberColumn("DE q (BH)", format="%.2e"),
+}
+if gene:
+    hit = genes_table[genes_table["gene"] == gene]
+    st.dataframe(hit, hide_index=True, width="stretch", column_config=number_format, key="eff_gene_row")
+st.dataframe(
+    genes_table, hide_index=True, width="stretch", height=360, column_config=number_format, key="eff_genes"
+)
+st.download_button(
+    "Download per-gene table (CSV)",
+    genes_table.to_csv(index=False),
+    f"effects_{pert}_genes.csv",
+    "text/csv",
+    icon=":material/download:",
+    key="dl_genes",
+)
 st.caption(
-    "The per-perturbation mean of training cells is the noise ceiling on held-out cells and undefined (–) "
-    "for held-out perturbations. The training fit shows what the model learned, not what it predicts."
+    "Click a column header to sort. DE: Welch t-test of this perturbation's evaluated cells vs the "
+    "reference control cells per gene, Benjamini–Hochberg adjusted over genes."
 )
 
 st.subheader("In-silico perturbation")

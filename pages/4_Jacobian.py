@@ -61,8 +61,8 @@ with c2:
         genes, unknown = services.check_genes_known(services.parse_gene_list(text), ens.genes)
         if unknown:
             st.error(
-                f"Not in the model's genes: {', '.join(unknown[:20])}. Check spelling (symbols are "
-                "case-sensitive).",
+                f"Not in the model's genes: {', '.join(unknown[:20])}. Check the spelling (case does not "
+                "matter).",
                 icon=":material/error:",
             )
         tag = "list:" + ",".join(genes[:30])
@@ -82,23 +82,34 @@ if len(genes) >= 2:
 elif not (kind == "typed list" and genes == []):
     st.info("Choose at least two modelled genes.", icon=":material/info:")
 if result is not None:
-    values = {
-        "consensus J": result.mean,
-        "replica sign agreement": result.sign_agreement,
-        "replica SD": result.sd,
+    pairs = ui.current_pairs(ens)
+    perturbed = services.perturbed_targets(pairs)
+    unsupported = [g for g in result.sources if g not in perturbed]
+    values, label, scale = {
+        "consensus J": (result.mean, "J", "diverging"),
+        "replica sign agreement": (result.sign_agreement, "agreement", "sequential"),
+        "replica SD": (result.sd, "SD", "sequential"),
     }[view]
-    label = {"consensus J": "J", "replica sign agreement": "agreement", "replica SD": "SD"}[view]
+    order = plotting.heatmap_order(result.mean)  # one row order for every view
     fig = plotting.jacobian_heatmap(
         values,
         list(result.sources),
         agreement=result.sign_agreement,
+        order=order,
+        dendrogram_of=result.mean,
         value_label=label,
+        scale=scale,
+        never_perturbed=unsupported,
+        big=bool(st.session_state.get("presentation")),
         title=f"{view} over {len(genes)} genes ({result.n_replicas} replicas)",
     )
     ui.plot(fig, "jacobian", key="jac_fig")
-    pairs = ui.current_pairs(ens)
-    perturbed = services.perturbed_targets(pairs)
-    unsupported = [g for g in result.sources if g not in perturbed]
+    st.caption(
+        "Rows and columns are in one order for all three views: average-linkage clustering of the consensus "
+        "J (dendrogram on top). The colour scale is clipped at the 99th percentile of the shown values "
+        "(stated on the colour bar) so a few strong entries do not wash out the rest; hover shows exact "
+        "values. Grey column labels with ° are regulators the screen never perturbed."
+    )
     m1, m2, m3 = st.columns(3)
     off = ~np.eye(len(genes), dtype=bool)
     m1.metric("Genes", len(genes))
@@ -109,8 +120,18 @@ if result is not None:
             "Regulators never perturbed (their columns are model extrapolation): "
             f"{', '.join(unsupported[:30])}" + ("…" if len(unsupported) > 30 else "")
         )
-    st.download_button(
-        "Download heatmap (HTML)",
+    d1, d2, _ = st.columns([1, 1, 1])
+    d1.download_button(
+        "Matrix (CSV)",
+        services.heatmap_csv(values, list(result.sources), order, label),
+        f"jacobian_{label}.csv",
+        "text/csv",
+        icon=":material/download:",
+        key="dl_jac_csv",
+        type="primary",
+    )
+    d2.download_button(
+        "Heatmap (HTML)",
         plotting.figure_html(fig),
         "jacobian.html",
         "text/html",

@@ -1,14 +1,16 @@
-"""Networks page: seed subgraphs of the ferroptosis and lysosomal–mitochondrial–immune modules."""
+"""Networks page: seed subgraphs that follow the screen's evidence, with the evidence on every edge."""
 
 import streamlit as st
 
-from lazynet_core import plotting, ui
+from lazynet_core import ui
+from lazynet_core.evidence import EVIDENCE
 from lazynet_core.modules import module_genes
 from lazynet_core.ui import loaders, services
 
 ui.frame_guard("pages/5_Networks.py")
 ui.page_header(
-    "Networks", "Signed gene networks grown from seed genes by the strongest Jacobian edges (BFS)."
+    "Networks",
+    "Signed gene networks grown from seed genes along the strongest Jacobian edges that the screen supports.",
 )
 adata, ens = ui.need(screen=True, run=True)
 pairs = None
@@ -18,109 +20,161 @@ if pairs is None:
     st.stop()
 
 modules = services.module_choices()
-wanted = (ui.query_get("gene_set") or "")[7:]
 names = list(modules)
+wanted = (ui.query_get("gene_set") or "")[7:]
 module = st.radio(
-    "Module",
-    names,
-    format_func=modules.get,
-    horizontal=True,
-    key="net_module",
+    "Module", names, format_func=modules.get, horizontal=True, key="net_module",
     index=names.index(wanted) if wanted in names else 0,
 )
 ui.query_set("gene_set", f"module:{module}")
 present, missing = services.seeds_in_universe(module, ens.genes)
+view = st.session_state.get("net_view")
+if not view or view.get("module") != module:  # a fresh session reads the URL; a new module its seeds
+    query = st.query_params.to_dict() if wanted == module or not view else {}
+    view = services.network_view_from_query(query, present)
+    view["seeds"] = services.check_genes_known(view["seeds"], ens.genes)[0] or present
+view["module"] = module
+
+D = services.NETWORK_DEFAULTS
 with st.form(f"net_form_{module}"):
-    c1, c2, c3, c4, c5 = st.columns([3, 1, 1, 1, 1])
-    seeds = c1.multiselect("Seeds", ens.genes.tolist(), default=present)
-    breadth = c2.number_input("Breadth", 1, 64, 4, help="Partners kept per expanded gene (the paper: 32).")
-    depth = c3.number_input("Depth", 1, 6, 2, help="BFS levels (the paper: 4).")
-    min_abs = c4.number_input("Min |J|", 0.0, 10.0, 0.0, step=0.01, format="%.3f")
-    direction = c5.selectbox("Direction", ["out", "in", "both"], help="out: regulator → targets.")
-    st.form_submit_button("Update network", icon=":material/refresh:")
-if missing:
-    st.caption(f"Default seeds not in the model's genes (left out): {', '.join(missing)}.")
+    seeds = st.multiselect("Seeds", ens.genes.tolist(), default=view["seeds"], key=f"net_seeds_{module}")
+    c2, c3, c4, c5, c6, c7 = st.columns(6)
+    breadth = c2.number_input("Breadth", 1, 64, view["breadth"], help="Partners kept per expanded gene "
+                              "(the paper: 32).", key="net_breadth")
+    depth = c3.number_input("Depth", 1, 6, view["depth"], help="BFS levels (the paper: 4).", key="net_depth")
+    max_nodes = c4.number_input("Max genes", 5, 400, view["max_nodes"], step=5, key="net_max",
+                                help="The strongest new genes are kept once the graph would grow past this.")
+    noise = c5.number_input(
+        "Noise factor", 0.0, 10.0, view["noise"], step=0.5, key="net_noise",
+        help="An edge is followed only if |J| exceeds this many replica standard deviations.",
+    )
+    min_abs = c6.number_input("Min |J| (extra)", 0.0, 10.0, view["min_abs"], step=0.01, format="%.3f",
+                              key="net_min_abs", help="An absolute floor on top of the noise rule.")
+    direction = c7.selectbox("Direction", list(services.DIRECTIONS), index=services.DIRECTIONS.index(
+        view["direction"]), help="out: regulator → targets.", key="net_dir")
+    c8, c9, c10 = st.columns([1.2, 1.6, 1.2], vertical_alignment="bottom")
+    layout = c8.radio("Layout", ["force", "layered"], index=["force", "layered"].index(view["layout"]),
+                      horizontal=True, key="net_layout", help="layered: BFS levels in columns, seeds left.")
+    model_only = c9.toggle("Include model-only edges", view["model_only"], key="net_model_only",
+                           help="Also follow edges nothing in the screen supports (drawn dashed and grey).")
+    c10.form_submit_button("Update network", icon=":material/refresh:", type="primary")
+view.update(seeds=list(seeds), breadth=int(breadth), depth=int(depth), max_nodes=int(max_nodes),
+            noise=float(noise), min_abs=float(min_abs), direction=direction, layout=layout,
+            model_only=bool(model_only))
+st.session_state["net_view"] = view
+for name, value in services.network_view_to_query(view).items():
+    ui.query_set(name, value)
+rule = f"|J| > {noise:g} × replica sd" + (f" and |J| ≥ {min_abs:g}" if min_abs > 0 else "")
+st.caption(
+    f"Edges followed: above replica noise ({rule}) and "
+    + ("any evidence, **model_only included** (dashed, grey)." if model_only else
+       "supported by the screen (interventional, held_out or observational); model_only edges are hidden.")
+    + (f" Default seeds not in the model's genes (left out): {', '.join(missing)}." if missing else "")
+)
 
-G = frame = None
+G = None
 with ui.user_errors("Could not build the network"):
-    G = services.subgraph(
-        loaders.run_provider(), seeds, breadth=breadth, depth=depth, min_abs=min_abs, direction=direction
-    )
-    frame = services.annotated_edges(G, pairs)
-if G is None or frame is None:
+    G = loaders.run_subgraph(view)
+if G is None:
     st.stop()
-
-graph_col, eval_col = st.columns([3, 2], gap="large")
-with graph_col:
-    html = plotting.network_html(frame, seeds=seeds, curated=module_genes(module), height=600)
-    st.iframe(html, height=640)
-    st.caption(
-        f"{G.number_of_nodes()} genes, {G.number_of_edges()} edges. Red: J > 0 (activation), blue: J < 0; "
-        "width ∝ |J|; stars are seeds, light blue dots curated module genes. Drag, zoom, hover."
+never_seeds = [s for s in G.graph["seeds"] if G.nodes[s].get("perturbed") == "never"]
+if never_seeds:
+    st.warning(
+        f"**Seeds the screen never perturbed: {', '.join(never_seeds)}.** Their edges rest on control-cell "
+        "co-expression at best; they are drawn with a dashed outline.", icon=":material/science:"
     )
-with eval_col:
-    with ui.user_errors("Could not evaluate the module"):
-        rec = services.module_evaluation(G, module, ens.genes)
-        m1, m2 = st.columns(2)
-        m1.metric(
-            "Recall (modelled)",
-            f"{rec['modelled']['n_found']}/{rec['modelled']['n']}",
-            help="Curated module genes that the model includes and the subgraph reaches.",
-        )
-        m2.metric("Recall (all curated)", f"{rec['all']['n_found']}/{rec['all']['n']}")
-        st.markdown("**The screen's own evidence per edge** (regulator perturbed alone)")
-        counts = frame["evidence"].value_counts()
-        e1, e2, e3 = st.columns(3)
-        e1.metric(
-            "Agrees",
-            int(counts.get("agrees", 0)),
-            help="Edges whose regulator was perturbed and whose target moved the way J predicts.",
-        )
-        e2.metric("Contradicts", int(counts.get("disagrees", 0)))
-        e3.metric("No evidence", int(counts.get("unsupported by the screen", 0)))
+
+frame = services.edge_table(G)
+counts = services.evidence_counts(frame)
+helps = {
+    "interventional": "Regulator perturbed alone in training cells: the screen's own Δ of the target "
+    "(in-sample).",
+    "held_out": "Regulator perturbed only in held-out cells: agreement scored out of sample.",
+    "observational": "Regulator never perturbed; control-cell co-expression supports the edge "
+    "(permutation p).",
+    "model_only": "Nothing in the screen supports the edge"
+    + ("." if model_only else " (hidden; toggle to show)."),
+}
+for col, word in zip(st.columns(4), EVIDENCE, strict=True):
+    col.metric(word, counts[word], help=helps[word])
+
+big = bool(st.session_state.get("presentation"))
+figs = None
+with ui.user_errors("Could not draw the network"):
+    figs = services.network_figures(
+        G, curated=module_genes(module), layout=layout, font_size=24 if big else 18,
+        title=f"{modules[module]}: {G.number_of_nodes()} genes, {G.number_of_edges()} edges",
+    )
+if figs is not None:
+    st.iframe(figs["html"], height=720 if big else 700)
+    truncated = " Capped at the max-genes limit (strongest genes kept)." if G.graph.get("truncated") else ""
+    st.caption(
+        f"{G.number_of_nodes()} genes, {G.number_of_edges()} edges.{truncated} Hover an edge for J, replica "
+        "agreement and sd and the screen's evidence; drag to move, scroll to zoom."
+    )
+    d = st.columns(5)
+    stem = f"lazynet_{module}"
+    d[0].download_button("PNG", figs["png"], f"{stem}.png", "image/png", icon=":material/image:",
+                         key="dl_png")
+    d[1].download_button("SVG", figs["svg"], f"{stem}.svg", "image/svg+xml", icon=":material/draw:",
+                         key="dl_svg")
+    d[2].download_button("HTML", figs["html"], f"{stem}.html", "text/html", icon=":material/html:",
+                         key="dl_html")
+    d[3].download_button("Edges (CSV)", services.edges_csv(G), f"{stem}_edges.csv", "text/csv",
+                         icon=":material/download:", key="dl_csv", type="primary")
+    d[4].download_button("GraphML", services.graphml_bytes(G), f"{stem}.graphml", "application/xml",
+                         icon=":material/download:", key="dl_graphml", help="Opens in Cytoscape.")
+
+perturbations = set(services.perturbation_table(pairs)["perturbation"])
+openable = [g for g in figs["nodes"]["gene"] if g in perturbations] if figs is not None else []
+if openable:
+    o1, o2 = st.columns([2, 1], vertical_alignment="bottom")
+    gene = o1.selectbox("Open a perturbed gene on the Effects page", openable, key="net_open_gene")
+    if o2.button("Open on Effects", icon=":material/open_in_new:", key="net_open"):
+        st.session_state["perturbation"] = gene
+        keep = {k: st.query_params.get(k) for k in ("run", "screen", "present")}
+        query = {**{k: v for k, v in keep.items() if v}, "pert": gene}
+        st.switch_page("pages/3_Effects.py", query_params=query)
+
+st.subheader("Module panel")
+m_col, p_col = st.columns([2, 3], gap="large")
+with m_col, ui.user_errors("Could not evaluate the module"):
+    rec = services.module_evaluation(G, module, ens.genes)
+    both = (rec["modelled"]["n_found"], rec["modelled"]["n"]) != (rec["all"]["n_found"], rec["all"]["n"])
+    r1, r2 = st.columns(2) if both else (st.container(), None)
+    r1.metric("Recall (modelled genes)", f"{rec['modelled']['n_found']}/{rec['modelled']['n']}",
+              help="Curated module genes that the model includes and the subgraph reaches.")
+    if both:
+        r2.metric("Recall (all curated)", f"{rec['all']['n_found']}/{rec['all']['n']}",
+                  help="Out of every curated gene, modelled or not.")
+    co = services.coexpression(G, pairs)
+    if co["edge_fraction"] > 0 or co["random_fraction"] > 0:
         st.caption(
-            "For regulators the model was trained on, agreement largely restates its training fit "
-            "(in-sample); it is not an independent validation."
+            f"Co-expressed edges (|r| ≥ {co['threshold']:g} among control cells): "
+            f"{co['edge_fraction']:.0%} of this subgraph's edges vs {co['random_fraction']:.0%} of random "
+            "gene pairs."
         )
-        co = services.coexpression(G, pairs)
+    else:
         st.caption(
-            f"Co-expressed edges (|r| ≥ 0.2 in control cells): {co['edge_fraction']:.0%} vs "
-            f"{co['random_fraction']:.0%} of random gene pairs."
+            f"No edge of this subgraph, and no random gene pair, reaches |r| ≥ {co['threshold']:g} among "
+            "control cells: the controls carry too little co-expression at that threshold to compare."
         )
-    with ui.user_errors("Could not score the planted network"):
-        planted = loaders.run_planted_recovery()
-        if planted is not None:
-            st.markdown("**Planted-network recovery** (demo ground truth; AUROC)")
-            table = planted.pivot_table(index="method", columns="pair_set", values="auroc", sort=False)
-            st.dataframe(services.format_table(table), width="stretch")
-            st.caption(
-                "Pair sets: *perturbed* = regulator perturbed in training cells (the only pairs fold change "
-                "can score), *unperturbed* = never perturbed, *all* = every ordered pair. Where a baseline "
-                "beats LazyNet, trust the baseline."
-            )
+with p_col, ui.user_errors("Could not score the planted network"):
+    planted = loaders.run_planted_recovery()
+    if planted is not None:
+        st.markdown("**Run-wide: planted-network recovery** (demo ground truth, AUROC over all gene pairs)")
+        table = planted.pivot_table(index="method", columns="pair_set", values="auroc", sort=False)
+        st.dataframe(services.format_table(table), width="stretch")
+        st.caption(
+            "Run-wide, not this subgraph. Pair sets: *perturbed* = regulator perturbed in training cells "
+            "(the only pairs fold change can score), *unperturbed* = never perturbed, *all* = every ordered "
+            "pair. Where a baseline beats LazyNet, trust the baseline."
+        )
 
 st.subheader("Edges")
 st.caption(
-    "`screen_delta`: the target's observed Δ log expression in cells where the source alone was perturbed. "
-    "`evidence`: whether that matches the sign J predicts; edges from never-perturbed regulators are "
-    "unsupported by the screen."
+    "`evidence`: interventional / held_out (`screen_delta` = the target's observed Δ in `n_cells` cells "
+    "where the source alone was perturbed; `sign_agrees`: whether J's sign predicts it), observational "
+    "(`coexpr_r`, permutation `coexpr_p` among control cells) or model_only. `sd`: replica spread of J."
 )
-st.dataframe(frame, hide_index=True, width="stretch", height=300)
-d1, d2, _ = st.columns([1, 1, 3])
-d1.download_button(
-    "Download edges (CSV)",
-    services.edges_csv(frame),
-    f"lazynet_{module}_edges.csv",
-    "text/csv",
-    icon=":material/download:",
-    key="dl_csv",
-    type="primary",
-)
-d2.download_button(
-    "Download GraphML (Cytoscape)",
-    services.graphml_bytes(G, frame),
-    f"lazynet_{module}.graphml",
-    "application/xml",
-    icon=":material/download:",
-    key="dl_graphml",
-)
+st.dataframe(frame, hide_index=True, width="stretch", height=320)

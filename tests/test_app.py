@@ -106,6 +106,44 @@ def test_home_frame_and_sidebar():
     assert at.session_state["presentation"] is True
 
 
+def test_home_real_screen_loads_with_source_and_licence():
+    at = _app()
+    assert at.button(key="home_real").label == "Real screen: Schraivogel et al. 2020, K562 TAP-seq"
+    at.button(key="home_real").click().run()
+    _ok(at)
+    assert at.session_state["screen"]["label"] == "schraivogel2020"
+    assert at.query_params["screen"] == "real"
+    at = _goto(at, "1_Data")
+    assert int(at.metric[0].value.replace(",", "")) == 18013  # HS2's 946 cells dropped (an enhancer)
+    assert int(at.metric[1].value) == 72 and int(at.metric[3].value) == 13
+    assert any("HS2" in w.value for w in at.warning)
+    text = " ".join(c.value for c in at.caption)
+    assert "Schraivogel" in text and "MIT" in text
+    assert any("Permission is hereby granted" in c.value for c in at.code)
+    assert not at.error
+
+
+def test_data_page_real_screen_button_and_url():
+    at = _goto(_app(), "1_Data")
+    at.button(key="load_real").click().run()
+    _ok(at)
+    assert at.session_state["screen"]["label"] == "schraivogel2020"
+    fresh = _app(screen="real")  # a shared link reopens it
+    _ok(fresh)
+    assert fresh.session_state["screen"]["label"] == "schraivogel2020"
+
+
+def test_train_and_effects_on_the_real_screen(runs_dir):
+    at = _goto(_app(), "1_Data")
+    at.button(key="load_real").click().run()
+    _train(at, replicas=1, epochs=2, name="real-small")
+    _poll(at, lambda a: a.session_state["run_path"], timeout=120)
+    _goto(at, "3_Effects")
+    assert not at.error
+    assert [m.label for m in at.metric][0] == "LazyNet Δ-Pearson"
+    assert any("against the best baseline" in b.value for b in [*at.info, *at.warning, *at.success])
+
+
 def test_home_start_with_demo_loads_the_screen():
     at = _app()
     at.button(key="home_demo").click().run()
@@ -275,8 +313,14 @@ def test_url_reopens_run_and_screen(trained_run):
 def test_effects_page(trained_run):
     at = _goto(_app(run=trained_run), "3_Effects")
     assert at.selectbox(key="eff_pert").value
-    assert [m.label for m in at.metric][:2] == ["LazyNet Δ-Pearson", "Best baseline"]
-    assert [t.label for t in at.tabs][2] == "Training fit" and len(at.get("plotly_chart")) >= 2
+    labels = [m.label for m in at.metric]
+    headline = ["LazyNet Δ-Pearson", "Best baseline", "Noise ceiling", "Slope", "Intervention response"]
+    assert labels[:5] == headline
+    tabs = [t.label for t in at.tabs]
+    assert tabs[0].startswith("Held-out perturbations") and not any("Training fit" in t for t in tabs)
+    assert len(at.get("plotly_chart")) >= 1
+    text = " ".join(c.value for c in at.caption)
+    assert "independent control reference" in text and "ignores the target" in text
     last = at.selectbox(key="eff_pert").options[-1].split(" · ")[0]
     at.selectbox(key="eff_pert").set_value(last).run()
     _ok(at)
@@ -286,6 +330,83 @@ def test_effects_page(trained_run):
     _ok(at)
     assert "CRISPRa" in at.selectbox(key="eff_pert").options[0]
     assert not at.error
+
+
+def _gene_tables(at: AppTest) -> list:
+    """The Effects page's per-gene tables (the searched gene's row, if any, then the full table)."""
+    return [d.value for d in at.dataframe if "observed Δ" in getattr(d.value, "columns", [])]
+
+
+def test_effects_per_gene_table_search_and_csv(trained_run):
+    at = _goto(_app(run=trained_run), "3_Effects")
+    genes = _gene_tables(at)[-1]
+    wanted = {"gene", "observed Δ", "LazyNet Δ", "perturbed mean Δ", "DE p (Welch)", "DE q (BH)"}
+    assert wanted <= set(genes.columns)
+    assert genes["observed Δ"].abs().is_monotonic_decreasing  # largest observed effect first
+    assert ((genes["DE q (BH)"] >= genes["DE p (Welch)"] - 1e-12) | genes["DE q (BH)"].isna()).all()
+    assert at.get("download_button") and any(b.label == "Download per-gene table (CSV)"
+                                             for b in at.get("download_button"))
+    gene = str(genes["gene"].iloc[1])
+    at.selectbox(key="eff_gene").set_value(gene).run()
+    _ok(at)
+    row, full = _gene_tables(at)
+    assert row["gene"].tolist() == [gene] and len(full) > 1
+    fig = at.get("plotly_chart")[0].proto.spec
+    assert f"{gene} (searched)" in fig and "slope" in fig
+
+
+def test_effects_headline_is_paired_and_a_tie_has_no_winner_banner(trained_run, monkeypatch):
+    at = _goto(_app(run=trained_run), "3_Effects")
+    boxes = [b.value for b in [*at.info, *at.warning, *at.success]]
+    paired = [b for b in boxes if "against the best baseline" in b]
+    assert paired and all("better on" in b and "perturbations, p = " in b for b in paired)
+    for box in at.success:  # a winner banner only for a significant lead
+        assert "is ahead" in box.value and "not significant" not in box.value
+
+    from lazynet_core import metrics
+
+    def tie(frame, *, set_name, metric="pearson_delta", **kwargs):
+        return dict(set=set_name, metric=metric, model_mean=0.31, baseline="perturbed_mean_ex",
+                    baseline_mean=0.30, n=12, mean_diff=0.012, sd_diff=0.03, wins=7, losses=5,
+                    p_wilcoxon=0.31, verdict="tie",
+                    text="ahead of perturbed_mean_ex by 0.012 ± 0.030, better on 7 of 12 perturbations, "
+                    "p = 0.31 (not significant: a tie)")
+
+    monkeypatch.setattr(metrics, "headline", tie)
+    at = _goto(_app(run=trained_run), "3_Effects")
+    assert not at.success, "no winner banner when the lead is not significant"
+    infos = " ".join(i.value for i in at.info)
+    assert "A tie" in infos and "better on 7 of 12 perturbations, p = 0.31 (not significant: a tie)" in infos
+    assert "perturbed mean, own target left out" in infos  # display name of the baseline
+
+    def ahead(frame, **kwargs):
+        out = tie(frame, **kwargs)
+        out.update(verdict="ahead", p_wilcoxon=0.01,
+                   text="ahead of perturbed_mean_ex by 0.012 ± 0.030, better on 11 of 12 perturbations, "
+                   "p = 0.01")
+        return out
+
+    monkeypatch.setattr(metrics, "headline", ahead)
+    at = _goto(_app(run=trained_run), "3_Effects")
+    assert at.success and "LazyNet is ahead" in at.success[0].value
+
+
+def test_effects_old_run_falls_back_to_training_reference(trained_run, monkeypatch):
+    from lazynet_core.ui import services
+
+    monkeypatch.setattr(services, "reference_for", lambda pairs: "training")
+    from lazynet_core.errors import ScreenError
+
+    def no_reference(pairs):
+        msg = "These pairs keep no independent control reference (a run trained before it existed)."
+        raise ScreenError(msg)
+
+    monkeypatch.setattr(services, "require_independent_reference", no_reference)
+    at = _goto(_app(run=trained_run), "3_Effects")
+    assert at.error and "no independent control reference" in at.error[0].value
+    assert any("Flattering reference" in w.value for w in at.warning)
+    assert "training control mean (flattering" in " ".join(c.value for c in at.caption)
+    assert at.metric  # the figures are still shown, labelled
 
 
 def test_in_silico_allows_never_perturbed_gene(trained_run):
@@ -315,21 +436,41 @@ def test_jacobian_page_gene_sets_and_bad_gene(trained_run):
     _ok(at)
     assert at.error and "NOT_A_GENE" in at.error[0].value
     assert at.metric[0].value == "2"
+    at.text_area(key="jac_list").set_value("gpx4 tfrc Slc7a11").run()  # case does not matter
+    _ok(at)
+    assert not at.error and at.metric[0].value == "3"
+    assert [b.label for b in at.get("download_button")] == ["Matrix (CSV)", "Heatmap (HTML)"]
+    order = at.get("plotly_chart")[0].proto.spec
+    at.segmented_control(key="jac_view").set_value("replica SD").run()
+    _ok(at)
+    import json
+
+    x_of = lambda spec: json.loads(spec)["data"][0]["x"]  # noqa: E731
+    assert x_of(at.get("plotly_chart")[0].proto.spec) == x_of(order)  # one order across views
 
 
 def test_networks_page(trained_run):
     at = _goto(_app(run=trained_run), "5_Networks")
     labels = [m.label for m in at.metric]
-    assert "Recall (modelled)" in labels and "Agrees" in labels
+    assert labels[:4] == ["interventional", "held_out", "observational", "model_only"]
+    assert at.metric[3].value == "0"  # the default view follows supported edges only
+    assert "Recall (modelled genes)" in labels and "Recall (all curated)" not in labels  # equal on the demo
     assert at.multiselect[0].value  # default seeds present in the demo
-    assert any(b.label.startswith("Download edges") for b in at.get("download_button"))
+    assert "2 × replica sd" in " ".join(c.value for c in at.caption)
+    buttons = [b.label for b in at.get("download_button")]
+    assert buttons == ["PNG", "SVG", "HTML", "Edges (CSV)", "GraphML"]
     assert len(at.get("iframe")) == 1
-    assert len(at.dataframe) == 2  # planted-network recovery (demo truth) + edges
+    assert at.selectbox(key="net_open_gene").options  # perturbed genes of the graph, openable on Effects
+    assert len(at.dataframe) == 2  # planted-network recovery (demo truth, run-wide) + edges
     planted = at.dataframe[0].value
     assert {"LazyNet |J|", "fold change", "|correlation| (controls)", "regulator expression"} <= set(
         planted.index
     )
-    assert {"source", "target", "weight", "evidence"} <= set(at.dataframe[-1].value.columns)
+    edges = at.dataframe[-1].value
+    assert {"source", "target", "weight", "agreement", "sd", "evidence"} <= set(edges.columns)
+    assert set(edges["evidence"]) <= {"interventional", "held_out", "observational"}
+    seeds = at.multiselect[0].value
+    assert at.query_params["seeds"] == ",".join(seeds) and at.query_params["noise"] == "2.0"
     at.radio(key="net_module").set_value("lysosomal_mito_immune").run()
     _ok(at)
     assert at.query_params["genes"] == "module:lysosomal_mito_immune"
@@ -337,3 +478,23 @@ def test_networks_page(trained_run):
     at.button(key="FormSubmitter:net_form_lysosomal_mito_immune-Update network").click().run()
     _ok(at)
     assert at.error and "seed" in at.error[0].value.lower()
+
+
+def test_networks_url_restores_the_view_and_model_only_toggle(trained_run):
+    at = _app(run=trained_run, screen="demo", genes="module:ferroptosis", seeds="GPX4,TFRC", breadth="3",
+              depth="1", dir="out", model_only="1", layout="layered", noise="2.0")
+    at = _goto(at, "5_Networks")
+    assert at.multiselect[0].value == ["GPX4", "TFRC"]
+    assert at.number_input(key="net_breadth").value == 3 and at.number_input(key="net_depth").value == 1
+    assert at.toggle(key="net_model_only").value is True and at.radio(key="net_layout").value == "layered"
+    assert "model_only included" in " ".join(c.value for c in at.caption)
+
+
+def test_networks_open_gene_on_effects(trained_run):
+    at = _goto(_app(run=trained_run), "5_Networks")
+    gene = at.selectbox(key="net_open_gene").options[0]
+    at.selectbox(key="net_open_gene").set_value(gene)
+    at.button(key="net_open").click().run()
+    _ok(at)
+    assert at.session_state["perturbation"] == gene
+    assert at.selectbox(key="eff_pert").value == gene

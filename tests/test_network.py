@@ -176,3 +176,15 @@ def test_callable_without_universe_probes_seeds():
     J = as_frame(six_node_graph())
     H = expand_from_seeds(lambda g, d: J[g], ["A", "NOPE"], breadth=1, depth=1)
     assert H.graph["missing_seeds"] == ["NOPE"] and set(H.edges) == {("A", "B")}
+
+
+def test_max_nodes_caps_total_and_keeps_strongest():
+    H = expand_from_seeds(six_node_graph(), ["A"], breadth=None, depth=3, max_nodes=3)
+    assert set(H.nodes) == {"A", "B", "C"}  # level 1 has B (0.9), C (-0.5), D (0.1): the two strongest
+    assert edge_set(H) == {("A", "B"), ("A", "C")}
+    assert H.graph["truncated"] is True and H.graph["max_nodes"] == 3
+    full = expand_from_seeds(six_node_graph(), ["A"], breadth=None, depth=3, max_nodes=60)
+    assert full.graph["truncated"] is False
+    assert set(full.nodes) == set(expand_from_seeds(six_node_graph(), ["A"], breadth=None, depth=3).nodes)
+    with pytest.raises(ValueError, match="max_nodes"):
+        expand_from_seeds(six_node_graph(), ["A"], max_nodes=0)

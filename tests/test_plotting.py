@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -39,7 +40,8 @@ def test_network_html_is_offline(edges):
 def test_network_html_escapes_gene_names(edges):
     page = plotting.network_html(edges)
     assert "A<b>&c" not in page  # JSON-escaped in the script (no tag can break out of it)
-    assert "A\\u0026lt;b\\u0026gt;\\u0026amp;c (gene)" in page  # tooltip (HTML) escaped as well
+    # vis-network 9 shows string tooltips as text; the name is JSON-escaped like the label
+    assert "A\\u003cb\\u003e\\u0026c (gene" in page
 
 
 def test_network_html_styles_by_sign_and_role(edges):
@@ -75,7 +77,7 @@ def test_chart_config_exports_png_and_svg():
         plotting.chart_config("x", fmt="gif")
 
 
-def test_effects_scatter_labels_top_de_and_identity_line():
+def test_effects_scatter_labels_top_de_identity_line_and_slope():
     frame = pd.DataFrame(
         {
             "gene": ["A", "B", "C", "T"],
@@ -86,12 +88,36 @@ def test_effects_scatter_labels_top_de_and_identity_line():
     )
     fig = plotting.effects_scatter(frame, n_labels=2)
     assert isinstance(fig, go.Figure)
-    assert [a.text for a in fig.layout.annotations] == ["B", "C"]
+    texts = [a.text for a in fig.layout.annotations]
+    assert texts[:2] == ["B", "C"]
     names = [t.name for t in fig.data]
-    assert names == ["genes", "target (input)", "y = x"]
+    slope = np.polyfit([0.1, -2.0, 0.5], [0.0, -1.5, 0.4], 1)[0]  # the target is left out of the fit
+    assert names == ["genes", "target (input)", "y = x", f"fit: slope {slope:.2f}"]
+    assert texts[2].startswith(f"slope {slope:.2f}") and "too small" in texts[2]
+    tiny = frame.assign(predicted=frame["observed"] * 0.0038)
+    assert [t.name for t in plotting.effects_scatter(tiny).data][-1] == "fit: slope 0.0038"
     assert list(fig.data[0].text) == ["A", "B", "C"]
     line = fig.data[2]
     assert line.x[0] == line.y[0] and line.x[1] == line.y[1] > 2.0
+    fit = fig.data[3]
+    assert np.isclose((fit.y[1] - fit.y[0]) / (fit.x[1] - fit.x[0]), slope)
+
+
+def test_effects_scatter_highlights_a_searched_gene():
+    frame = pd.DataFrame({"gene": ["A", "B<i>"], "observed": [0.1, -2.0], "predicted": [0.0, -1.5]})
+    fig = plotting.effects_scatter(frame, highlight="B<i>")
+    ring = fig.data[-1]
+    assert ring.name == "B<i> (searched)" and list(ring.x) == [-2.0]
+    assert any(a.text == "<b>B&lt;i&gt;</b>" for a in fig.layout.annotations)
+    fig = plotting.effects_scatter(frame, highlight="NOT_A_GENE")  # unknown names are ignored
+    assert not any("searched" in (t.name or "") for t in fig.data)
+
+
+def test_effects_scatter_constant_observed_has_no_fit():
+    frame = pd.DataFrame({"gene": ["A", "B"], "observed": [0.0, 0.0], "predicted": [0.1, -0.1]})
+    fig = plotting.effects_scatter(frame)
+    assert [t.name for t in fig.data] == ["genes", "y = x"]
+    assert "slope n/a" in fig.layout.annotations[-1].text
 
 
 def test_jacobian_heatmap_is_clustered_centred_and_hovers():
@@ -158,3 +184,78 @@ def test_other_figures_and_html_export():
     html = plotting.figure_html(fig).decode()
     assert "<html>" in html[:100] and "plotly" in html.lower()
     assert not re.search(r"<(?:script|link)\b[^>]*(?:src|href)\s*=\s*[\"']https?:", html)  # plotly.js inlined
+
+
+def _evidence_edges() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "source": ["GPX4", "GPX4", "NFE2L2", "TFRC"],
+            "target": ["ACSL4", "NFE2L2", "SLC7A11", "GPX4"],
+            "weight": [0.4, -0.2, 0.8, 0.05],
+            "agreement": [1.0, 0.67, 1.0, 1.0],
+            "sd": [0.01, 0.02, 0.05, 0.01],
+            "level": [1, 1, 2, 1],
+            "evidence": ["interventional", "held_out", "observational", "model_only"],
+            "screen_delta": [0.3, -0.1, np.nan, np.nan],
+            "n_cells": [40, 12, 0, 0],
+            "sign_agrees": [True, False, None, None],
+            "coexpr_r": [0.1, 0.0, 0.4, 0.01],
+            "coexpr_p": [0.2, 0.9, 0.001, 0.8],
+        }
+    )
+
+
+def test_network_html_labels_every_node_at_readable_size_and_fits():
+    edges = _evidence_edges()
+    page = plotting.network_html(edges, seeds=["GPX4", "TFRC"], never_perturbed=["TFRC"])
+    nodes = json.loads(re.search(r"new vis\.DataSet\((\[.*?\])\);", page).group(1))
+    assert {n["label"] for n in nodes} == {"GPX4", "ACSL4", "NFE2L2", "SLC7A11", "TFRC"}
+    assert all(n["font"]["size"] >= 18 for n in nodes)  # readable at zoom 1
+    assert all("x" in n and "y" in n for n in nodes)  # fixed layout, same as the static export
+    assert '"physics": {"enabled": false}' in page and "lazynetFit" in page
+    never = next(n for n in nodes if n["id"] == "TFRC")
+    assert never["shapeProperties"]["borderDashes"]  # seed never perturbed: dashed outline
+    legend = page.index('id="lazynet-legend"')
+    assert legend < page.index('<div id="mynetwork"')  # a row above the canvas, not over the graph
+    assert "seed never perturbed by the screen" in page and "model_only" in page
+
+
+def test_network_html_model_only_dashed_grey_and_hover_carries_evidence():
+    page = plotting.network_html(_evidence_edges(), seeds=["GPX4"])
+    edges = json.loads(re.search(r"edges = new vis\.DataSet\((\[.*?\])\);", page).group(1))
+    by_target = {(e["from"], e["to"]): e for e in edges}
+    model_only = by_target[("TFRC", "GPX4")]
+    assert model_only["dashes"] is True and model_only["color"] == plotting._MODEL_ONLY_COLOUR
+    assert all(e["dashes"] is False for k, e in by_target.items() if k != ("TFRC", "GPX4"))
+    tip = by_target[("GPX4", "ACSL4")]["title"]
+    assert "J = +0.4000" in tip and "agreement 1.00" in tip and "sd 0.0100" in tip
+    assert "evidence: interventional" in tip and "screen Δ +0.300 in 40 cells, sign agrees: yes" in tip
+    assert "r = +0.400, permutation p = 0.001" in by_target[("NFE2L2", "SLC7A11")]["title"]
+
+
+@pytest.mark.parametrize("kind", ["force", "layered"])
+def test_static_network_svg_and_png_label_every_node(kind):
+    edges = _evidence_edges()
+    nodes = plotting.network_nodes(edges, seeds=["GPX4"], curated=["ACSL4"], never_perturbed=["TFRC"])
+    assert nodes.set_index("gene").loc["GPX4", "role"] == "seed"
+    assert nodes.set_index("gene").loc["ACSL4", "role"] == "module"
+    pos = plotting.network_layout(edges, nodes, kind=kind)
+    assert set(pos["gene"]) == set(nodes["gene"])
+    assert pos["x"].between(0, 1100).all() and pos["y"].between(0, 640).all()
+    svg = plotting.network_svg(edges, nodes, pos, title="Ferroptosis")
+    texts = re.findall(r"<text[^>]*font-size=\"(\d+)\"[^>]*>([^<]+)</text>", svg)
+    labels = {t for _, t in texts}
+    assert set(nodes["gene"]) <= labels and "Ferroptosis" in labels
+    assert min(int(size) for size, t in texts if t in set(nodes["gene"])) >= 18
+    assert 'stroke-dasharray="8 6"' in svg  # the model_only edge
+    png = plotting.network_png(edges, nodes, pos)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+
+
+def test_layered_layout_puts_levels_in_columns():
+    edges = _evidence_edges()
+    nodes = plotting.network_nodes(edges, seeds=["GPX4"])
+    pos = plotting.network_layout(edges, nodes, kind="layered").set_index("gene")
+    assert pos.loc["GPX4", "x"] < pos.loc["ACSL4", "x"] < pos.loc["SLC7A11", "x"]
+    with pytest.raises(ValueError, match="kind"):
+        plotting.network_layout(edges, nodes, kind="circle")

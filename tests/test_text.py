@@ -6,7 +6,7 @@ import pytest
 
 from lazynet_core.text import display_name, escape_markdown, visible
 
-SPECIAL = set("\\`*_{}[]()#+-.!|<>~:$&=")
+SPECIAL = set("\\`*[]<>$~")  # active anywhere in a line (block markers only at the start)
 
 HOSTILE = [
     "![t](http://host/x.png)",
@@ -17,6 +17,8 @@ HOSTILE = [
     "$x^2$",
     "# heading\n- item",
     "a\\b",
+    "1. first",
+    "> quote",
 ]
 
 
@@ -26,6 +28,8 @@ def test_escaped_text_renders_literally(label):
     assert "\n" not in escaped  # no block structure (headings, lists) can start
     bare = re.sub(r"\\.", "", escaped)  # drop every backslash-escaped pair
     assert not SPECIAL & set(bare), bare  # no Markdown-active character is left unescaped
+    assert not re.match(r"\s*([#>+\-=]|\d+[.)])", bare), bare  # no block can start
+    assert not re.search(r"(^|[^0-9A-Za-z])_|_($|[^0-9A-Za-z])", bare), bare  # no emphasis by underscores
     assert re.sub(r"\\(.)", r"\1", escaped) == label.replace("\n", " ")  # shown character for character
 
 
@@ -35,3 +39,7 @@ def test_invisible_characters_are_shown_and_long_names_shortened():
     short = display_name("X" * 500, max_len=40)
     assert len(short) == 40 and "…" in short
     assert display_name("GPX4") == "GPX4"
+
+
+def test_readable_names_stay_readable():
+    assert escape_markdown("NOT_A_GENE is not a gene (2 cells).") == "NOT_A_GENE is not a gene (2 cells)."

@@ -11,6 +11,7 @@ import streamlit as st
 
 from lazynet_core.errors import RunError, ScreenError, TrainingCancelled, TrainingError
 from lazynet_core.jobs import JobRefused
+from lazynet_core.text import escape_markdown
 from lazynet_core.ui.loaders import current_ensemble, current_screen, job_registry
 from lazynet_core.ui.state import init_state, query_get, query_set
 
@@ -30,12 +31,22 @@ USER_ERRORS = (
 
 _PRESENTATION_CSS = """
 <style>
-html, body, [data-testid="stAppViewContainer"] { font-size: 21px !important; }
+html, body, [data-testid="stAppViewContainer"] { font-size: 20px !important; }
 [data-testid="stMarkdownContainer"] p, [data-testid="stMarkdownContainer"] li,
-[data-testid="stCaptionContainer"], label, .stSelectbox, .stMultiSelect { font-size: 1.2rem !important; }
-h1 { font-size: 3rem !important; } h2 { font-size: 2.3rem !important; } h3 { font-size: 1.9rem !important; }
-[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p { font-size: 2.4rem !important; }
-[data-testid="stMetricLabel"] [data-testid="stMarkdownContainer"] p { font-size: 1rem !important; }
+[data-testid="stCaptionContainer"] { font-size: 1.15rem !important; }
+h1 { font-size: 2.8rem !important; } h2 { font-size: 2.1rem !important; } h3 { font-size: 1.7rem !important; }
+/* labels wrap between words only, never inside one, and are never cut off with an ellipsis */
+label, label p, [data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p {
+  font-size: 1.05rem !important; word-break: normal !important; overflow-wrap: normal !important;
+  hyphens: none !important; white-space: normal !important; overflow: visible !important;
+  text-overflow: clip !important;
+}
+[data-testid="stMetricLabel"], [data-testid="stMetricLabel"] * {
+  white-space: normal !important; overflow: visible !important; text-overflow: clip !important;
+}
+[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p,
+[data-testid="stMetricValue"] div { font-size: 2.1rem !important; white-space: nowrap; }
+[data-testid="stSidebar"] { min-width: 0 !important; }
 </style>
 """
 
@@ -47,7 +58,8 @@ def user_errors(what: str) -> Iterator[None]:
         yield
     except USER_ERRORS as exc:
         text = str(exc).strip("'\"") or type(exc).__name__
-        st.error(f"**{what}.** {text}", icon=":material/error:")
+        # the message may quote labels or paths from the user's file: shown literally, never as Markdown
+        st.error(f"**{what}.** {escape_markdown(text)}", icon=":material/error:")
 
 
 def apply_style() -> None:
@@ -72,7 +84,7 @@ def need(*, screen: bool = True, run: bool = False) -> tuple[Any, Any]:
         adata = current_screen()
     if screen and adata is None:
         st.info(
-            "No screen loaded yet. Start on the **Data** page: one click loads the demo screen.",
+            "No screen loaded yet. Start on the **Data** page: one click loads the demo or the real screen.",
             icon=":material/dataset:",
         )
         st.page_link("pages/1_Data.py", label="Go to Data", icon=":material/arrow_forward:")
@@ -141,9 +153,27 @@ def job_status_fragment() -> None:
     st.fragment(_job_status, run_every=1.0 if active else None)()
 
 
+def sync_url() -> None:
+    """Put the session's screen and run in the URL on every page (page switches drop parameters)."""
+    from lazynet_core.ui.loaders import BUNDLED_SCREENS
+
+    spec = st.session_state.get("screen")
+    if spec is not None:
+        query_set("screen", BUNDLED_SCREENS.get(str(spec.get("label"))) or str(spec["source"]))
+    if st.session_state.get("run_path"):
+        query_set("run", str(st.session_state["run_path"]))
+    if st.session_state.get("presentation"):
+        query_set("present", "1")
+    else:
+        query_set("present", None)
+
+
 def sidebar() -> None:
     """Logo, presentation toggle, loaded screen, run and job progress (on every page)."""
     init_state()
+    sync_url()
+    if st.session_state.get("presentation"):  # the room needs the width; the toggle stays one click away
+        st.set_page_config(initial_sidebar_state="collapsed")
     toast = st.session_state.pop("_toast", None)
     if toast:
         st.toast(toast, icon=":material/check:")
@@ -188,18 +218,25 @@ def sidebar() -> None:
 def restore_from_url() -> None:
     """Once per session: reopen the screen / run / job named in the URL (a shared or refreshed view)."""
     from lazynet_core.ui.loaders import (
-        demo_source,
+        bundled_spec,
         load_run_into_session,
         load_screen_into_session,
+        resolve_h5ad,
         screen_spec,
     )
 
     if st.session_state.get("_url_restored"):
         return
     st.session_state["_url_restored"] = True
-    if st.session_state.get("screen") is None and query_get("screen") == "demo":
-        with user_errors("Could not reopen the demo screen from the link"):
-            load_screen_into_session(screen_spec(demo_source(), label="demo"))
+    if query_get("present") == "1":
+        st.session_state["presentation"] = True
+    screen = query_get("screen")
+    if st.session_state.get("screen") is None and screen:
+        with user_errors(f"Could not reopen the screen '{screen}' from the link"):
+            if screen in ("demo", "real"):
+                load_screen_into_session(bundled_spec(screen))
+            else:
+                load_screen_into_session(screen_spec(resolve_h5ad(screen)))
     run = query_get("run")
     if run and not st.session_state.get("run_path"):
         with user_errors("Could not reopen the run from the link"):

@@ -80,6 +80,33 @@ def demo_source() -> str:
     return str(path)
 
 
+REAL_SCREEN_LABEL = "schraivogel2020"
+# Short URL value (``?screen=``) of each bundled screen label.
+BUNDLED_SCREENS = {"demo": "demo", REAL_SCREEN_LABEL: "real"}
+
+
+def real_screen_source() -> str:
+    """Path of the shipped real screen (Schraivogel et al. 2020, K562 TAP-seq CRISPRi)."""
+    from lazynet_core import datasets
+
+    path = datasets.real_screen_path()
+    if not path.exists():
+        msg = (f"The bundled real screen is missing ('{path}'); restore assets/{path.name} from the "
+               "repository (git checkout -- assets).")
+        raise ScreenError(msg)
+    return str(path)
+
+
+def bundled_spec(name: str) -> dict[str, Any]:
+    """Screen spec of a bundled screen: ``"demo"`` or ``"real"`` (the URL values)."""
+    if name == "demo":
+        return screen_spec(demo_source(), label="demo")
+    if name == "real":
+        return screen_spec(real_screen_source(), label=REAL_SCREEN_LABEL)
+    msg = f"Unknown bundled screen {name!r}; choose 'demo' or 'real'."
+    raise ValueError(msg)
+
+
 def screen_spec(
     source: str,
     *,
@@ -141,7 +168,8 @@ def load_screen_into_session(spec: dict[str, Any]) -> Any:
         if ens is not None and list(ens.genes) != list(adata.var_names):
             st.session_state["run_path"] = None
             query_set("run", None)
-    query_set("screen", "demo" if spec.get("label") == "demo" else None)
+    # bundled screens by name; any other by its path, so a copied URL reopens it on this machine
+    query_set("screen", BUNDLED_SCREENS.get(str(spec.get("label"))) or str(spec["source"]))
     return adata
 
 
@@ -232,12 +260,12 @@ def _run_key() -> tuple[str, tuple]:
 
 
 @st.cache_resource(show_spinner="Evaluating LazyNet and the baselines…", max_entries=16)
-def _evaluation(path: str, screen_key: tuple, role: str) -> Any:
+def _evaluation(path: str, screen_key: tuple, reference: str) -> Any:
     from lazynet_core.ui import services
 
     ens = load_ensemble(path)
     pairs = current_pairs_for(ens, screen_key)
-    return services.evaluation_frame(ens, pairs, role)
+    return services.evaluation_frame(ens, pairs, reference)
 
 
 def current_pairs_for(ensemble: Any, screen_key: tuple) -> Any:
@@ -245,10 +273,29 @@ def current_pairs_for(ensemble: Any, screen_key: tuple) -> Any:
     return _pairs(screen_key, json.dumps(ensemble.pair_config.to_dict(), sort_keys=True))
 
 
-def run_evaluation(role: str) -> Any:
-    """Tidy ``metrics.evaluate`` frame of the current run on ``role`` (cached)."""
+def run_evaluation(reference: str = "independent") -> Any:
+    """Tidy ``metrics.evaluate`` frame of the current run on every held-out set (cached).
+
+    ``reference`` is the control reference of observed deltas (``"independent"`` or the flattering
+    ``"training"``); see ``services.reference_for``.
+    """
     path, key = _run_key()
-    return _evaluation(path, key, role)
+    return _evaluation(path, key, reference)
+
+
+@st.cache_resource(show_spinner="Computing per-gene effects and DE tests…", max_entries=64)
+def _effects(path: str, screen_key: tuple, p_idx: int, role: str, reference: str) -> Any:
+    from lazynet_core.ui import services
+
+    ens = load_ensemble(path)
+    pairs = current_pairs_for(ens, screen_key)
+    return services.effects_frame(ens, pairs, p_idx, role, reference=reference)
+
+
+def run_effects(p_idx: int, role: str, reference: str = "independent") -> Any:
+    """Per-gene effects frame (``services.effects_frame``) of one perturbation of the current run (cached)."""
+    path, key = _run_key()
+    return _effects(path, key, int(p_idx), role, reference)
 
 
 @st.cache_resource(show_spinner="Computing the Jacobian…", max_entries=16)
@@ -297,3 +344,37 @@ def run_planted_recovery() -> Any:
     """Planted-network recovery table of the current run (``None`` for real screens)."""
     path, key = _run_key()
     return _planted(path, key)
+
+
+@st.cache_resource(show_spinner="Reading the screen's evidence per edge…", max_entries=8)
+def _evidence(path: str, screen_key: tuple, noise_factor: float) -> Any:
+    from lazynet_core.evidence import EdgeEvidence, EvidenceConfig
+
+    pairs = current_pairs_for(load_ensemble(path), screen_key)
+    return EdgeEvidence(pairs, EvidenceConfig(noise_factor=float(noise_factor)))
+
+
+def run_evidence(noise_factor: float = 2.0) -> Any:
+    """``EdgeEvidence`` of the current run on its screen (cached per run, screen and noise factor)."""
+    path, key = _run_key()
+    return _evidence(path, key, float(noise_factor))
+
+
+@st.cache_resource(show_spinner="Growing the network from the seeds…", max_entries=32)
+def _subgraph(path: str, screen_key: tuple, seeds: tuple[str, ...], breadth: int, depth: int, min_abs: float,
+              direction: str, model_only: bool, max_nodes: int, noise: float) -> Any:
+    from lazynet_core.ui import services
+
+    return services.subgraph(
+        _provider(path), list(seeds), breadth=breadth, depth=depth, min_abs=min_abs, direction=direction,
+        evidence=_evidence(path, screen_key, noise), include_model_only=model_only, max_nodes=max_nodes,
+    )
+
+
+def run_subgraph(view: dict[str, Any]) -> Any:
+    """Annotated seed subgraph of the current run for network settings ``view`` (cached; do not mutate)."""
+    path, key = _run_key()
+    return _subgraph(
+        path, key, tuple(view["seeds"]), int(view["breadth"]), int(view["depth"]), float(view["min_abs"]),
+        str(view["direction"]), bool(view["model_only"]), int(view["max_nodes"]), float(view["noise"]),
+    )

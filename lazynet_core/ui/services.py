@@ -17,18 +17,33 @@ import pandas as pd
 from lazynet_core.errors import ScreenError
 
 KEY_METRICS = {
-    "pearson_delta": "Δ-Pearson (all genes)",
-    "pearson_delta_top20": "Δ-Pearson (top-20 DE)",
-    "direction_acc_top20": "direction accuracy (top-20 DE)",
-    "auroc_de": "AUROC of DE genes",
-    "mse_delta": "Δ MSE (lower is better)",
+    "pearson_delta": "Δ-Pearson",
+    "pearson_delta_top20": "Δ-Pearson, top-20 DE",
+    "slope": "slope (1 = right size)",
+    "direction_acc_top20": "direction, top-20 DE",
+    "auroc_de": "AUROC of DE",
+    "mse_delta": "Δ MSE (↓ better)",
 }
 METHOD_LABELS = {
     "lazynet": "LazyNet",
     "identity": "identity (no change)",
     "perturbed_mean": "perturbed mean",
-    "pert_mean": "per-perturbation mean (ceiling)",
+    "perturbed_mean_ex": "perturbed mean, own target left out",
     "linear": "linear (Ahlmann-Eltze)",
+    "control_covariance": "control covariance",
+    "additive": "additive (sum of single arms)",
+    "own_training_mean": "own training-cell mean",
+    "null": "null (random control cells)",
+}
+SET_LABELS = {
+    "held_out_perturbations": "Held-out perturbations (targets never trained on)",
+    "validation_perturbations": "Validation perturbations (never trained on)",
+    "combinations": "Combinations (never trained on)",
+    "held_out_cells": "Held-out cells (perturbation seen in training)",
+}
+REFERENCE_LABELS = {
+    "independent": "independent control reference (held-out control cells)",
+    "training": "training control mean (flattering: its noise sits on both sides)",
 }
 # Upper bound of genes for which a dense gene × gene Jacobian is computed in the app.
 DENSE_MAX_GENES = 600
@@ -51,6 +66,28 @@ def screen_overview(adata: Any) -> dict[str, Any]:
     }
 
 
+REAL_SCREEN = {
+    "title": "Real screen: Schraivogel et al. 2020, K562 TAP-seq",
+    "summary": "A real CRISPRi screen: K562 cells, dCas9-KRAB, 13 targets plus non-targeting controls, "
+    "a targeted 72-gene readout (18,959 cells; the HS2 enhancer's cells are dropped: it is not a gene).",
+    "citation": "Schraivogel D et al. Targeted Perturb-seq enables genome-scale genetic screens in single "
+    "cells. Nat Methods 17, 629–635 (2020), GEO GSE135497.",
+    "licence": "MIT (source files: crispat example data, © 2024 Jana M. Braunger)",
+}
+
+
+def real_screen_licence() -> str:
+    """The MIT licence text shipped with the real screen (from ``assets/schraivogel2020_README.md``)."""
+    from lazynet_core.datasets import real_screen_path
+
+    readme = real_screen_path().with_name("schraivogel2020_README.md")
+    text = readme.read_text(encoding="utf-8") if readme.exists() else ""
+    if "MIT License" not in text:
+        return REAL_SCREEN["licence"]
+    block = text[text.index("MIT License"):]
+    return block.split("```")[0].strip()
+
+
 def cells_per_perturbation(adata: Any) -> pd.DataFrame:
     """Columns ``perturbation, modality, cells`` (controls excluded), largest first."""
     obs = adata.obs.loc[~adata.obs["lazynet_is_control"]]
@@ -66,23 +103,37 @@ def obs_columns(adata: Any) -> list[str]:
 
 
 # ---- effects ------------------------------------------------------------------------------------
+def _set_name(pairs: Any, p_idx: int, role: str, trained: set[int]) -> str:
+    """The evaluation set of one perturbation (as ``metrics.evaluate`` labels it)."""
+    if role == "train":
+        return "training"
+    if p_idx in trained:
+        return "held_out_cells"
+    if "+" in str(pairs.perturbations[p_idx]):
+        return "combinations"
+    return "validation_perturbations" if role == "val" else "held_out_perturbations"
+
+
 def perturbation_table(pairs: Any) -> pd.DataFrame:
-    """One row per perturbation: ``perturbation, modality, held_out, role, n_cells, label``.
+    """One row per perturbation: ``index, perturbation, modality, held_out, role, set, n_cells, label``.
 
     ``role`` is the cell role its effects are evaluated on: ``"test"`` when it has test cells
-    (held-out perturbations, or held-out cells of a seen one), else ``"train"`` (training fit).
+    (held-out perturbations, or held-out cells of a seen one), ``"val"`` for a validation
+    perturbation (never trained on), else ``"train"`` (training fit). ``set`` is the evaluation set
+    of ``metrics.evaluate`` (``"training"`` for a training fit).
     """
     test = set(np.asarray(pairs.evaluation_perturbations("test")).tolist())
+    val = set(np.asarray(pairs.evaluation_perturbations("val")).tolist())
     counts = np.bincount(pairs.cell_pert[pairs.cell_pert >= 0], minlength=len(pairs.perturbations))
     rows = []
     trained = set(np.unique(pairs.cell_pert[(pairs.cell_pert >= 0) & (pairs.cell_role == "train")]).tolist())
     for i, name in enumerate(pairs.perturbations):
         held = i not in trained  # held-out targets and validation perturbations: never trained on
-        role = "test" if i in test else "train"
+        role = "test" if i in test else ("val" if i in val and held else "train")
         note = (
             "held out (never trained on)"
             if held
-            else ("seen; test cells held out" if role == "test" else "seen")
+            else ("seen; test cells held out" if role == "test" else "seen (training fit only)")
         )
         rows.append(
             {
@@ -91,6 +142,7 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
                 "modality": str(pairs.pert_modality[i]),
                 "held_out": held,
                 "role": role,
+                "set": _set_name(pairs, i, role, trained),
                 "n_cells": int(counts[i]),
                 "label": f"{name} · {pairs.pert_modality[i]} · {note}",
             }
@@ -98,36 +150,150 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["modality", "perturbation"], ignore_index=True)
 
 
-def effects_frame(ensemble: Any, pairs: Any, p_idx: int, role: str) -> pd.DataFrame:
-    """Per gene: observed and predicted Δ (post − training control mean) for one perturbation."""
+def reference_for(pairs: Any) -> str:
+    """``"independent"`` when the pairs keep independent reference control cells, else ``"training"``.
+
+    Runs trained before the independent reference existed have none; their figures fall back to the
+    (flattering) training control mean, and the page says so (:func:`require_independent_reference`).
+    """
+    return "independent" if len(pairs.cells(-1, "reference")) else "training"
+
+
+def require_independent_reference(pairs: Any) -> None:
+    """Raise the core's ``ScreenError`` explaining why there is no independent reference (if none)."""
+    from lazynet_core.metrics import reference_mean
+
+    reference_mean(pairs, "independent")
+
+
+def _reference_cells(pairs: Any, reference: str) -> np.ndarray:
+    return pairs.cells(-1, "reference" if reference == "independent" else "train")
+
+
+def de_test(pairs: Any, p_idx: int, role: str, *, reference: str = "independent") -> pd.DataFrame:
+    """Per gene: Welch t-test of the perturbation's ``role`` cells vs the reference control cells.
+
+    Returns columns ``p_value`` and ``q_value`` (Benjamini–Hochberg over the genes with a defined
+    test; a gene constant in both groups gets p = 1), indexed like ``pairs.genes``.
+    """
+    from scipy import stats
+
+    own = pairs.cells(p_idx, role)
+    ref = _reference_cells(pairs, reference)
+    n = pairs.n_genes
+    p = np.ones(n)
+    if len(own) >= 2 and len(ref) >= 2:
+        a = np.asarray(pairs.X[own].toarray() if hasattr(pairs.X, "toarray") else pairs.X[own], dtype=float)
+        b = np.asarray(pairs.X[ref].toarray() if hasattr(pairs.X, "toarray") else pairs.X[ref], dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            res = stats.ttest_ind(a, b, equal_var=False, axis=0)
+        p = np.where(np.isfinite(res.pvalue), res.pvalue, 1.0)
+    else:
+        p = np.full(n, np.nan)
+    q = np.full(n, np.nan)
+    ok = np.isfinite(p)
+    if ok.any():
+        q[ok] = stats.false_discovery_control(p[ok], method="bh")
+    return pd.DataFrame({"p_value": p, "q_value": q})
+
+
+def effects_frame(
+    ensemble: Any, pairs: Any, p_idx: int, role: str, *, reference: str = "independent",
+    baselines: bool = True,
+) -> pd.DataFrame:
+    """Per gene: observed, predicted and baseline Δ for one perturbation, with DE significance.
+
+    Observed Δ = mean of the perturbation's ``role`` cells − the reference (``metrics.reference_mean``:
+    held-out control cells when ``reference="independent"``); predicted Δ (LazyNet and every
+    baseline of ``metrics.baseline_predictions``) = prediction − the training control mean, which is
+    what every method starts from. Target genes are set to their input level (``is_target``).
+
+    Columns: ``gene, observed, predicted, <baseline>…, p_value, q_value, is_target`` (baseline
+    columns named by method; NaN where a baseline does not apply).
+    """
+    from lazynet_core.metrics import baseline_predictions, reference_mean
+
     control = np.asarray(pairs.control_mean("train"), dtype=float)
+    ref = reference_mean(pairs, reference)
     pre = np.asarray(pairs.pre_state(p_idx, role), dtype=np.float32)
-    pred = np.asarray(ensemble.predict(pre), dtype=float)
+    pred = np.asarray(ensemble.predict(pre), dtype=float).reshape(-1)
     targets = np.asarray(pairs.pert_targets[p_idx], dtype=int)
     pred[targets] = pre[targets]
     obs = np.asarray(pairs.pert_mean(p_idx, role), dtype=float)
     is_target = np.zeros(len(control), dtype=bool)
     is_target[targets] = True
-    return pd.DataFrame(
+    frame = pd.DataFrame(
         {
             "gene": np.asarray(pairs.genes, dtype=str),
-            "observed": obs - control,
+            "observed": obs - ref,
             "predicted": pred - control,
-            "is_target": is_target,
         }
     )
+    if baselines:
+        preds = baseline_predictions(pairs, role=role, perturbations=[int(p_idx)])
+        for method, post in preds.items():
+            if method == "own_training_mean" and role != "test":
+                continue  # the training fit's own mean, or undefined for a never-trained perturbation
+            delta = np.asarray(post[0], dtype=float) - control
+            if np.isfinite(delta).all():
+                frame[method] = delta
+    frame = pd.concat([frame, de_test(pairs, p_idx, role, reference=reference)], axis=1)
+    frame["is_target"] = is_target
+    return frame
 
 
-def evaluation_frame(ensemble: Any, pairs: Any, role: str) -> pd.DataFrame:
-    """``metrics.evaluate`` of the ensemble and every baseline on the perturbations of ``role``."""
+def effects_slope(frame: pd.DataFrame, column: str = "predicted") -> float:
+    """Least-squares slope of ``column`` on observed Δ over non-target genes (as ``metrics`` ``slope``)."""
+    data = frame.loc[~frame.get("is_target", pd.Series(False, index=frame.index)).astype(bool)]
+    x = data["observed"].to_numpy(dtype=float)
+    y = data[column].to_numpy(dtype=float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y = x[ok], y[ok]
+    xc = x - x.mean() if x.size else x
+    ss = float(xc @ xc) if x.size else 0.0
+    return float((y - y.mean()) @ xc / ss) if ss > 0 else float("nan")
+
+
+def gene_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The per-gene table shown (and downloaded) on the Effects page, largest observed |Δ| first.
+
+    Columns: ``gene``, ``observed Δ``, ``LazyNet Δ``, one ``<baseline> Δ`` per baseline, ``DE p``,
+    ``DE q (BH)``, ``target``.
+    """
+    names = {"observed": "observed Δ", "predicted": "LazyNet Δ"}
+    # identity (the input: zero off target) and null (random controls) say nothing gene by gene
+    skip = ("lazynet", "identity", "null")
+    baseline_cols = [c for c in frame.columns if c in METHOD_LABELS and c not in skip]
+    names.update({c: f"{METHOD_LABELS[c]} Δ" for c in baseline_cols})
+    names.update({"p_value": "DE p (Welch)", "q_value": "DE q (BH)", "is_target": "target"})
+    cols = ["gene", "observed", "predicted", *baseline_cols, "p_value", "q_value", "is_target"]
+    table = frame.reindex(columns=[c for c in cols if c in frame.columns]).rename(columns=names)
+    order = frame["observed"].abs().sort_values(ascending=False, na_position="last").index
+    return table.loc[order].reset_index(drop=True)
+
+
+def evaluation_frame(ensemble: Any, pairs: Any, reference: str = "independent") -> pd.DataFrame:
+    """``metrics.evaluate`` of the ensemble and every baseline on every held-out set."""
     from lazynet_core.metrics import evaluate
 
-    return evaluate(pairs, ensemble.predict, role=role)
+    return evaluate(pairs, ensemble.predict, reference=reference)
+
+
+def sets_in(frame: pd.DataFrame) -> list[str]:
+    """Evaluation sets present in ``frame``, in ``metrics.SETS`` order."""
+    from lazynet_core.metrics import SETS
+
+    present = set(frame["set"].unique())
+    return [s for s in SETS if s in present] + sorted(present - set(SETS))
 
 
 def method_table(frame: pd.DataFrame, *, perturbation: str | None = None) -> pd.DataFrame:
-    """Methods × key metrics (mean over perturbations, or one perturbation's values)."""
-    data = frame[frame["metric"].isin(list(KEY_METRICS))]
+    """Methods × key metrics (mean over perturbations, or one perturbation's values).
+
+    The ``observed`` noise-ceiling rows are not a method and are left out (see :func:`set_summary`).
+    """
+    data = frame[frame["metric"].isin(list(KEY_METRICS)) & (frame["method"] != "observed")]
+    data = data[data["perturbation"] != "ALL"]
     if perturbation is not None:
         data = data[data["perturbation"] == perturbation]
     data = data.assign(value=pd.to_numeric(data["value"], errors="coerce"))
@@ -136,10 +302,71 @@ def method_table(frame: pd.DataFrame, *, perturbation: str | None = None) -> pd.
     )
     table = table.reindex(columns=[m for m in KEY_METRICS if m in table.columns])
     order = [m for m in METHOD_LABELS if m in table.index]
+    order += [m for m in table.index if m not in METHOD_LABELS]
     table = table.reindex(order)
+    # a baseline that does not apply to this set (e.g. additive on single perturbations) is all NaN
+    table = table.dropna(how="all")
     table.index = [METHOD_LABELS.get(m, m) for m in table.index]
     table.columns = [KEY_METRICS[c] for c in table.columns]
     return table.astype(float)
+
+
+def _mean_of(frame: pd.DataFrame, method: str, metric: str, perturbation: str | None = None) -> float:
+    sel = (frame["method"] == method) & (frame["metric"] == metric) & (frame["perturbation"] != "ALL")
+    if perturbation is not None:
+        sel &= frame["perturbation"] == perturbation
+    values = pd.to_numeric(frame.loc[sel, "value"], errors="coerce").dropna()
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def set_summary(frame: pd.DataFrame, *, perturbation: str | None = None) -> dict[str, float]:
+    """LazyNet's key figures on one set (or one perturbation) with the noise ceiling beside them.
+
+    Keys: ``pearson_delta``, ``ceiling`` (mean split-half noise ceiling of Δ-Pearson), ``slope``,
+    ``norm_ratio``, ``intervention_response``, ``pearson_delta_specific``, ``specific_fraction``
+    and ``n`` (perturbations). NaN where undefined.
+    """
+    out = {
+        m: _mean_of(frame, "lazynet", m, perturbation)
+        for m in ("pearson_delta", "slope", "norm_ratio", "intervention_response", "pearson_delta_specific",
+                  "specific_fraction")
+    }
+    out["ceiling"] = _mean_of(frame, "observed", "ceiling", perturbation)
+    rows = frame[(frame["method"] == "lazynet") & (frame["perturbation"] != "ALL")]
+    if perturbation is not None:
+        rows = rows[rows["perturbation"] == perturbation]
+    out["n"] = int(rows["perturbation"].nunique())
+    return out
+
+
+def headline(frame: pd.DataFrame, set_name: str) -> dict[str, Any] | None:
+    """``metrics.headline`` of LazyNet vs the best baseline on ``set_name`` (Δ-Pearson, paired).
+
+    Adds ``baseline_label`` (display name) and ``message``: one sentence for the page.
+    """
+    from lazynet_core.metrics import headline as _headline
+
+    result = _headline(frame, set_name=set_name, metric="pearson_delta")
+    if result is None:
+        return None
+    result = dict(result)
+    best = result.get("baseline")
+    result["baseline_label"] = METHOD_LABELS.get(best, best) if best else None
+    if best is None:
+        result["message"] = f"LazyNet: {result['text']}."
+        return result
+    text = str(result["text"]).replace(f" {best} ", f" {result['baseline_label']} ", 1)
+    verdict = {"ahead": "LazyNet is ahead", "behind": "LazyNet is behind", "tie": "A tie",
+               "undecided": "Undecided"}[result["verdict"]]
+    result["message"] = (
+        f"**{verdict}** against the best baseline on Δ-Pearson (paired, per perturbation): "
+        f"LazyNet is {text}."
+    )
+    return result
+
+
+def _fmt(value: float, digits: int = 3) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
 
 
 def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
@@ -148,8 +375,13 @@ def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
 
 
 def baselines_beating(frame: pd.DataFrame, *, metric: str = "pearson_delta") -> list[str]:
-    """Baselines whose mean ``metric`` is higher than LazyNet's (honesty line under the table)."""
-    means = frame[frame["metric"] == metric].groupby("method")["value"].mean()
+    """Baselines whose mean ``metric`` is higher than LazyNet's on ``frame`` (pass ONE set's rows).
+
+    The ``observed`` noise-ceiling rows are not a method and never count.
+    """
+    data = frame[frame["metric"] == metric]
+    data = data[(data["perturbation"] != "ALL") & (data["method"] != "observed")]
+    means = data.groupby("method")["value"].mean()
     if "lazynet" not in means or not np.isfinite(means["lazynet"]):
         return []
     return [
@@ -161,7 +393,7 @@ def baselines_beating(frame: pd.DataFrame, *, metric: str = "pearson_delta") -> 
 
 def method_summary(frame: pd.DataFrame, metric: str = "pearson_delta") -> pd.DataFrame:
     """Rows ``method, mean, sd, n`` of one metric over perturbations (for bar charts)."""
-    data = frame[frame["metric"] == metric]
+    data = frame[(frame["metric"] == metric) & (frame["perturbation"] != "ALL")]
     out = data.groupby("method", sort=False)["value"].agg(mean="mean", sd="std", n="count").reset_index()
     return out
 
@@ -202,10 +434,18 @@ def parse_gene_list(text: str) -> list[str]:
 
 
 def check_genes_known(genes: Iterable[str], universe: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Split ``genes`` into (known, unknown) with respect to ``universe``."""
-    universe = set(map(str, universe))
-    genes = list(genes)
-    return [g for g in genes if g in universe], [g for g in genes if g not in universe]
+    """Split ``genes`` into (known, unknown) with respect to ``universe``, ignoring case.
+
+    Known genes come back spelled as in ``universe`` (``gpx4`` -> ``GPX4``), de-duplicated.
+    """
+    names = list(map(str, universe))
+    exact = set(names)
+    upper = {g.upper(): g for g in names}
+    known, unknown = [], []
+    for g in map(str, genes):
+        hit = g if g in exact else upper.get(g.upper())
+        (known if hit is not None else unknown).append(hit if hit is not None else g)
+    return list(dict.fromkeys(known)), unknown
 
 
 def dense_jacobian(ensemble: Any, genes: Sequence[str] | None = None) -> Any:
@@ -223,6 +463,18 @@ def dense_jacobian(ensemble: Any, genes: Sequence[str] | None = None) -> Any:
         msg = "A Jacobian heatmap needs at least 2 genes."
         raise ValueError(msg)
     return jacobian(ensemble, sources=names, targets=names)
+
+
+def heatmap_csv(values: Any, genes: Sequence[str], order: Sequence[int], label: str = "J") -> bytes:
+    """CSV of a gene × gene matrix in the heatmap's order: rows = target, columns = source.
+
+    The first cell names the orientation (``"<label>: target \\ source"``).
+    """
+    idx = np.asarray(order, dtype=int)
+    names = np.asarray(genes, dtype=str)[idx]
+    mat = np.asarray(values, dtype=float)[np.ix_(idx, idx)]
+    frame = pd.DataFrame(mat, index=pd.Index(names, name=f"{label}: target \\ source"), columns=names)
+    return frame.to_csv().encode("utf-8")
 
 
 def top_genes_by_abs_j(full: Any, n: int) -> list[str]:
@@ -247,23 +499,175 @@ def seeds_in_universe(module: str, genes: Iterable[str]) -> tuple[list[str], lis
     return check_genes_known(default_seeds(module), genes)
 
 
+NETWORK_DEFAULTS: dict[str, Any] = {
+    "breadth": 4,
+    "depth": 2,
+    "min_abs": 0.0,
+    "noise": 2.0,
+    "direction": "out",
+    "model_only": False,
+    "layout": "force",
+    "max_nodes": 60,
+}
+# URL parameter of each network setting (the module lives in ``genes=module:<name>``).
+NETWORK_URL = {
+    "seeds": "seeds",
+    "breadth": "breadth",
+    "depth": "depth",
+    "min_abs": "min_j",
+    "noise": "noise",
+    "direction": "dir",
+    "model_only": "model_only",
+    "layout": "layout",
+    "max_nodes": "max_genes",
+}
+DIRECTIONS = ("out", "in", "both")
+
+
+def network_view_from_query(query: Any, default_seeds: Sequence[str]) -> dict[str, Any]:
+    """Network settings from URL parameters (``NETWORK_URL`` names); bad or missing values -> defaults."""
+    view = dict(NETWORK_DEFAULTS, seeds=list(default_seeds))
+    casts = {"breadth": int, "depth": int, "max_nodes": int, "min_abs": float, "noise": float}
+    for key, name in NETWORK_URL.items():
+        raw = query.get(name)
+        if raw in (None, ""):
+            continue
+        try:
+            if key == "seeds":
+                view[key] = [g for g in str(raw).split(",") if g]
+            elif key == "model_only":
+                view[key] = str(raw).lower() in ("1", "true", "yes")
+            elif key in casts:
+                view[key] = casts[key](raw)
+            elif key == "direction" and raw in DIRECTIONS or key == "layout" and raw in ("force", "layered"):
+                view[key] = str(raw)
+        except ValueError:
+            continue
+    return view
+
+
+def network_view_to_query(view: dict[str, Any]) -> dict[str, str]:
+    """URL parameters of network settings (inverse of :func:`network_view_from_query`)."""
+    out = {}
+    for key, name in NETWORK_URL.items():
+        value = view.get(key)
+        if key == "seeds":
+            out[name] = ",".join(value or [])
+        elif key == "model_only":
+            out[name] = "1" if value else "0"
+        else:
+            out[name] = str(value)
+    return out
+
+
 def subgraph(
-    provider: Any, seeds: Sequence[str], *, breadth: int, depth: int, min_abs: float, direction: str = "out"
+    provider: Any,
+    seeds: Sequence[str],
+    *,
+    breadth: int,
+    depth: int,
+    min_abs: float,
+    direction: str = "out",
+    evidence: Any = None,
+    include_model_only: bool = False,
+    max_nodes: int | None = None,
 ) -> nx.DiGraph:
-    """Seed subgraph (``network.expand_from_seeds``) from an on-demand Jacobian provider."""
+    """Seed subgraph (``network.expand_from_seeds``) from an on-demand Jacobian provider.
+
+    With ``evidence`` (an :class:`lazynet_core.evidence.EdgeEvidence`), expansion follows only edges
+    above replica noise and, unless ``include_model_only``, supported by the screen
+    (:class:`~lazynet_core.evidence.SupportedProvider`); the returned graph is annotated
+    (``evidence`` on every edge, ``perturbed`` on every node).
+    """
     from lazynet_core.network import expand_from_seeds
 
     if not seeds:
         msg = "Choose at least one seed gene."
         raise ScreenError(msg)
-    return expand_from_seeds(
+    if evidence is not None:
+        from lazynet_core.evidence import SupportedProvider
+
+        provider = SupportedProvider(provider, evidence, include_model_only=include_model_only)
+    G = expand_from_seeds(
         provider,
         list(seeds),
         breadth=int(breadth),
         depth=int(depth),
         min_abs=float(min_abs),
         direction=direction,
+        max_nodes=None if max_nodes is None else int(max_nodes),
     )
+    return G if evidence is None else evidence.annotate(G)
+
+
+def edge_table(G: nx.DiGraph) -> pd.DataFrame:
+    """Edges of ``G`` (``network.edges_frame``: J, replica agreement and sd, the screen's evidence)
+    with the curated modules of source and target (``source_module``, ``target_module``)."""
+    from lazynet_core.modules import gene_module_map
+    from lazynet_core.network import edges_frame
+
+    frame = edges_frame(G)
+    modules = gene_module_map()
+    frame["source_module"] = frame["source"].map(modules).fillna("")
+    frame["target_module"] = frame["target"].map(modules).fillna("")
+    return frame
+
+
+def evidence_counts(frame: pd.DataFrame) -> dict[str, int]:
+    """Edges per evidence word, in ``evidence.EVIDENCE`` order (all four words, zeros included)."""
+    from lazynet_core.evidence import EVIDENCE
+
+    counts = frame["evidence"].value_counts() if "evidence" in frame else pd.Series(dtype=int)
+    return {word: int(counts.get(word, 0)) for word in EVIDENCE}
+
+
+def never_perturbed_nodes(G: nx.DiGraph) -> list[str]:
+    """Nodes of an annotated graph that the screen never perturbed alone (``perturbed == "never"``)."""
+    return [str(g) for g, kind in G.nodes(data="perturbed") if kind == "never"]
+
+
+def edges_csv(G: nx.DiGraph) -> bytes:
+    """CSV bytes (``export.edges_csv_bytes``): J, agreement, level, modules and the evidence columns."""
+    from lazynet_core.export import edges_csv_bytes
+
+    return edges_csv_bytes(G)
+
+
+def graphml_bytes(G: nx.DiGraph) -> bytes:
+    """GraphML (Cytoscape-readable, ``export.write_graphml``) with every edge and node attribute."""
+    import io
+
+    from lazynet_core.export import write_graphml
+
+    buffer = io.BytesIO()
+    write_graphml(G, buffer)
+    return buffer.getvalue()
+
+
+def network_figures(
+    G: nx.DiGraph, *, curated: Iterable[str], layout: str = "force", font_size: int = 18, title: str = ""
+) -> dict[str, Any]:
+    """The network's interactive HTML and static SVG / PNG, all from one layout.
+
+    Returns ``{"html": str, "svg": str, "png": bytes, "nodes": DataFrame, "positions": DataFrame}``.
+    """
+    from lazynet_core import plotting
+
+    edges = edge_table(G)
+    seeds = list(G.graph.get("seeds", [g for g, s in G.nodes(data="is_seed") if s]))
+    never = never_perturbed_nodes(G)
+    levels = {str(g): int(lvl) for g, lvl in G.nodes(data="level") if lvl is not None}
+    nodes = plotting.network_nodes(edges, seeds=seeds, curated=curated, never_perturbed=never, levels=levels)
+    positions = plotting.network_layout(edges, nodes, kind=layout)
+    common = {"title": title, "font_size": font_size}
+    return {
+        "html": plotting.network_html(edges, seeds=seeds, curated=curated, never_perturbed=never,
+                                      positions=positions, font_size=font_size),
+        "svg": plotting.network_svg(edges, nodes, positions, **common),
+        "png": plotting.network_png(edges, nodes, positions, **common),
+        "nodes": nodes,
+        "positions": positions,
+    }
 
 
 def _all_cells_mean(pairs: Any, p_idx: int) -> np.ndarray:
@@ -288,72 +692,6 @@ def single_target_means(pairs: Any, *, role: str | None = None) -> dict[str, np.
         if np.isfinite(mean).all():
             out[str(genes[int(targets[0])])] = mean
     return out
-
-
-def annotated_edges(G: nx.DiGraph, pairs: Any) -> pd.DataFrame:
-    """Edges of ``G`` with module annotations and the screen's own fold-change evidence.
-
-    Added columns: ``source_module``, ``target_module`` (curated modules, ``""`` if none),
-    ``screen_delta`` (observed Δ log expression of the target in cells where the source alone was
-    perturbed, vs control; NaN when the source was never perturbed: the screen has no direct
-    evidence for that edge), ``evidence`` ("agrees" / "disagrees" / "unsupported by the screen").
-    """
-    from lazynet_core.modules import gene_module_map
-    from lazynet_core.network import edges_frame
-
-    frame = edges_frame(G)
-    modules = gene_module_map()
-    frame["source_module"] = frame["source"].map(modules).fillna("")
-    frame["target_module"] = frame["target"].map(modules).fillna("")
-    control = np.asarray(pairs.control_mean("train"), dtype=float)
-    means = single_target_means(pairs)
-    index = {g: i for i, g in enumerate(np.asarray(pairs.genes, dtype=str))}
-    # Regulators perturbed in a CRISPRa cell line flip the expected sign: the model's J is the
-    # response to *raising* x_s, and CRISPRi lowers it; compare signs of J·Δx_s with the effect.
-    src_shift = {g: m[index[g]] - control[index[g]] for g, m in means.items()}
-    delta = [
-        means[s][index[t]] - control[index[t]] if s in means and t in index else np.nan
-        for s, t in zip(frame["source"], frame["target"], strict=True)
-    ]
-    frame["screen_delta"] = delta
-    expected = [
-        np.sign(w) * np.sign(src_shift.get(s, np.nan))
-        for s, w in zip(frame["source"], frame["weight"], strict=True)
-    ]
-    frame["evidence"] = [
-        "unsupported by the screen" if not np.isfinite(d) else ("agrees" if np.sign(d) == e else "disagrees")
-        for d, e in zip(frame["screen_delta"], expected, strict=True)
-    ]
-    return frame
-
-
-EXTRA_EDGE_COLUMNS = ["screen_delta", "evidence"]
-
-
-def edges_csv(frame: pd.DataFrame) -> bytes:
-    """CSV bytes: ``export.edges_csv_bytes`` columns plus the screen evidence columns."""
-    from lazynet_core.export import CSV_COLUMNS, _edge_table
-
-    table = _edge_table(frame, None)
-    extra = frame.reindex(columns=EXTRA_EDGE_COLUMNS)
-    return pd.concat([table[CSV_COLUMNS], extra], axis=1).to_csv(index=False).encode("utf-8")
-
-
-def graphml_bytes(G: nx.DiGraph, frame: pd.DataFrame) -> bytes:
-    """GraphML (Cytoscape-readable, ``export.write_graphml``) with the evidence on every edge."""
-    import io
-
-    from lazynet_core.export import write_graphml
-
-    H = G.copy()
-    for row in frame[["source", "target", *EXTRA_EDGE_COLUMNS]].itertuples(index=False):
-        if H.has_edge(row.source, row.target):
-            H.edges[row.source, row.target].update(
-                screen_delta=float(row.screen_delta), evidence=row.evidence
-            )
-    buffer = io.BytesIO()
-    write_graphml(H, buffer)
-    return buffer.getvalue()
 
 
 def module_evaluation(G: nx.DiGraph, module: str, genes: Iterable[str]) -> dict[str, Any]:
