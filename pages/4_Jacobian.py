@@ -81,9 +81,11 @@ if len(genes) >= 2:
         result = loaders.run_jacobian(tuple(genes))
 elif not (kind == "typed list" and genes == []):
     st.info("Choose at least two modelled genes.", icon=":material/info:")
+perturbed = None
 if result is not None:
-    pairs = ui.current_pairs(ens)
-    perturbed = services.perturbed_targets(pairs)
+    with ui.user_errors("This run does not fit the loaded screen"):  # e.g. a run of another screen
+        perturbed = services.perturbed_targets(ui.current_pairs(ens))
+if result is not None and perturbed is not None:
     unsupported = [g for g in result.sources if g not in perturbed]
     values, label, scale = {
         "consensus J": (result.mean, "J", "diverging"),

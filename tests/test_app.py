@@ -498,3 +498,20 @@ def test_networks_open_gene_on_effects(trained_run):
     _ok(at)
     assert at.session_state["perturbation"] == gene
     assert at.selectbox(key="eff_pert").value == gene
+
+
+def test_every_page_survives_a_run_that_does_not_fit_the_screen(trained_run, tmp_path):
+    """The demo run with a screen of the same genes but other cells: each page says so, none raises."""
+    from lazynet_core.datasets import load_demo
+
+    demo = load_demo()
+    path = tmp_path / "demo_subset.h5ad"
+    demo[::2].copy().write_h5ad(path)  # same genes, half the cells: the run's split cannot be rebuilt
+    at = _goto(_app(run=trained_run), "1_Data")
+    at.text_input[0].set_value(str(path))
+    at.button(key="FormSubmitter:path_form-Load file").click().run()
+    _ok(at)
+    assert at.session_state["run_path"] == trained_run  # same genes: the run stays loaded
+    for page in ("3_Effects", "4_Jacobian", "5_Networks"):
+        _goto(at, page)
+        assert at.error, f"{page}: a run/screen mismatch must be reported"
