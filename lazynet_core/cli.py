@@ -68,7 +68,22 @@ def _load_screen(args) -> object:
         if not getattr(args, "demo", False):
             raise ScreenError("Give a screen with --data FILE.h5ad, or --demo for the bundled demo.")
         return read_screen(load_demo())
-    return read_screen(args.data, pert_key=args.pert_key, control=args.control, modality=args.modality)
+    passed_as_is = (
+        "pert_key",
+        "control",
+        "modality",
+        "guide_calls",
+        "guide_genes",
+        "min_guide_umis",
+        "moi",
+        "escaper_quantile",
+    )  # flags of add_data; None: not given
+    options = {k: getattr(args, k) for k in passed_as_is if getattr(args, k, None) is not None}
+    if getattr(args, "drop_escapers", False):
+        options["escapers"] = "drop"
+    if getattr(args, "keep_invisible_knockouts", False):
+        options["keep_invisible_knockouts"] = True
+    return read_screen(args.data, **options)
 
 
 def _screen_for_run(run_dir: Path, data: str | None):
@@ -78,8 +93,11 @@ def _screen_for_run(run_dir: Path, data: str | None):
     from .runs import check_genes, load_run
 
     ensemble = load_run(run_dir)
-    source = data or ensemble.info.get("provenance", {}).get("source")
-    adata = read_screen(load_demo() if source in (None, "demo") else source)
+    provenance = ensemble.info.get("provenance", {})
+    source = data or provenance.get("source")
+    # read exactly as the run was trained (pert key, control, modality, guide options, ...)
+    options = dict(provenance.get("read_options") or {})
+    adata = read_screen(load_demo() if source in (None, "demo") else source, **options)
     if list(adata.var_names) != list(ensemble.genes):
         known = set(adata.var_names)
         adata = adata[:, [g for g in ensemble.genes if g in known]].copy()
@@ -128,14 +146,21 @@ def cmd_train(args) -> int:
     )
     try:
         ensemble = train_ensemble(
-            pairs, model_config, train_config, on_progress=progress.step, on_epoch=progress.epoch
+            pairs, model_config, train_config, on_progress=progress.step, on_epoch=progress.epoch,
         )
     finally:
         progress.close()
     meta = adata.uns.get("lazynet", {})
     source = "demo" if args.demo else str(Path(args.data).resolve())
     save_run(
-        ensemble, out, overwrite=args.overwrite, provenance={"source": source, "sha256": meta.get("sha256")}
+        ensemble,
+        out,
+        overwrite=args.overwrite,
+        provenance={
+            "source": source,
+            "sha256": meta.get("sha256"),
+            "read_options": meta.get("read_options", {}),
+        },
     )
     info = ensemble.info
     print(
@@ -143,11 +168,16 @@ def cmd_train(args) -> int:
         f"{info['train_seconds']:.1f} s, {info['threads']} thread(s))."
     )
     if info.get("stopped_by_time_budget"):
-        cut = [f"replica {r['replica']}: {r['epochs_run']} of {ensemble.train_config.epochs} epochs"
-               for r in info["replicas"] if r["stopped"] == "time_budget"]
-        print(f"Warning: the time budget ({ensemble.train_config.time_budget_s:g} s) cut training short "
-              f"({'; '.join(cut)}). The model may be under-trained; raise --time-budget or lower --epochs.",
-              file=sys.stderr)
+        cut = [
+            f"replica {r['replica']}: {r['epochs_run']} of {ensemble.train_config.epochs} epochs"
+            for r in info["replicas"]
+            if r["stopped"] == "time_budget"
+        ]
+        print(
+            f"Warning: the time budget ({ensemble.train_config.time_budget_s:g} s) cut training short "
+            f"({'; '.join(cut)}). The model may be under-trained; raise --time-budget or lower --epochs.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -279,7 +309,22 @@ def _positive_int(text: str, flag: str) -> int:
 
 
 def cmd_predict(args) -> int:
-    """``predict``: in-silico perturbation, the strongest predicted changes."""
+    """``predict``: in-silico perturbation (``--set``), or the held-out perturbations as cell-eval files
+    (``--heldout --out pred.h5ad``)."""
+    if args.heldout and args.set:
+        raise ValueError(
+            "--set and --heldout are alternatives: --set GENE=FOLD prints an in-silico perturbation, "
+            "--heldout --out pred.h5ad writes the held-out perturbations for cell-eval. Give one."
+        )
+    if args.heldout:
+        return _predict_heldout(args)
+    if not args.set:
+        raise ValueError(
+            "Give --set GENE=FOLD (in-silico perturbation, e.g. --set GPX4=0.25) or --heldout --out "
+            "pred.h5ad (held-out perturbations as cell-eval files)."
+        )
+    if args.out or args.data or args.baselines:
+        raise ValueError("--out, --data and --baselines go with --heldout; --set prints to the terminal.")
     from .runs import load_run
 
     ensemble = load_run(args.run)
@@ -300,6 +345,56 @@ def cmd_predict(args) -> int:
     delta = pd.Series(post - ensemble.reference, index=ensemble.genes, name="predicted_delta")
     top = delta.drop(list(settings)).abs().sort_values(ascending=False).index[: args.top]
     print(delta[top].to_frame().to_string(float_format=lambda v: f"{v:+.3f}"))
+    return 0
+
+
+def _predict_heldout(args) -> int:
+    """``predict --heldout``: predicted and observed cells of the held-out perturbations for cell-eval."""
+    if not args.out:
+        raise ValueError("--heldout needs --out pred.h5ad (the observed file is written beside it).")
+    out = Path(args.out)
+    if out.suffix != ".h5ad":
+        raise ValueError(f"--out must end in .h5ad (got '{out}'); cell-eval reads AnnData files.")
+    _check_output_file(args.out)
+    from .export import (
+        CELL_EVAL_BASELINES,
+        cell_eval_command,
+        heldout_perturbations,
+        predictions_to_anndata,
+        write_cell_eval_files,
+    )
+    from .pairs import make_pairs
+    from .runs import check_split
+
+    ensemble, adata = _screen_for_run(Path(args.run), args.data)
+    pairs = make_pairs(adata, ensemble.pair_config)
+    check_split(ensemble, pairs)
+    evals = heldout_perturbations(pairs)
+    pred, real = predictions_to_anndata(pairs, ensemble.predict, perturbations=evals, seed=args.seed)
+    pred_path, real_path = write_cell_eval_files(pred, real, out)
+    labels = ", ".join(map(str, pairs.perturbations[evals][:8])) + (" ..." if len(evals) > 8 else "")
+    n_pred = int((pred.obs["target"] != "non-targeting").sum())
+    print(
+        f"{len(evals)} held-out perturbation(s) ({labels}), {n_pred} predicted cells, "
+        f"{len(pairs.cells(-1, 'reference'))} reference controls, {pairs.n_genes} genes."
+    )
+    print(f"Wrote {pred_path} (predicted) and {real_path} (observed).")
+    if args.baselines:
+        from .metrics import baseline_predictions
+
+        posts = baseline_predictions(pairs, role="test", perturbations=evals)
+        for method in CELL_EVAL_BASELINES:
+            try:
+                base_pred, _ = predictions_to_anndata(
+                    pairs, posts[method], perturbations=evals, method=method, seed=args.seed
+                )
+            except ValueError as exc:  # a baseline without a prediction for some perturbation
+                print(f"{method}: skipped ({exc})", file=sys.stderr)
+                continue
+            path = out.with_name(f"{out.stem}_{method}.h5ad")
+            base_pred.write_h5ad(path)
+            print(f"Wrote {path} ({method}; score it against {real_path.name}).")
+    print(f"Score with:  {cell_eval_command(pred_path, real_path)}")
     return 0
 
 
@@ -346,10 +441,44 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add_data(p):
-        p.add_argument("--data", help="screen .h5ad file (raw counts)")
+        from .readers import DEFAULT_MIN_GUIDE_UMIS
+
+        p.add_argument(
+            "--data",
+            help="screen: .h5ad file, or Cell Ranger filtered_feature_bc_matrix.h5 "
+            "or matrix directory (raw counts)",
+        )
         p.add_argument("--pert-key", help="obs column with perturbations (auto-detected)")
         p.add_argument("--control", help="control label (auto-detected)")
-        p.add_argument("--modality", help="CRISPRi or CRISPRa, or an obs column (auto)")
+        p.add_argument("--modality", help="CRISPRi, CRISPRa or CRISPRko, or an obs column (auto)")
+        p.add_argument("--guide-calls", help="protospacer_calls_per_cell.csv or a cell,guide CSV")
+        p.add_argument("--guide-genes", help="guide,gene CSV (or feature_reference.csv) for guide names")
+        p.add_argument(
+            "--min-guide-umis",
+            type=int,
+            default=DEFAULT_MIN_GUIDE_UMIS,
+            help="UMIs for a guide to count as present (guide capture counts; default 5)",
+        )
+        p.add_argument(
+            "--moi",
+            choices=["combine", "drop"],
+            default=None,
+            help="cells with guides for several genes (default: drop for guide calls)",
+        )
+        p.add_argument(
+            "--drop-escapers", action="store_true", help="drop cells whose target stayed in the control range"
+        )
+        p.add_argument(
+            "--escaper-quantile",
+            type=float,
+            default=0.5,
+            help="control quantile of the escaper filter (default 0.5)",
+        )
+        p.add_argument(
+            "--keep-invisible-knockouts",
+            action="store_true",
+            help="keep knockout targets whose mRNA did not fall",
+        )
 
     def add_train(p):
         p.add_argument("--replicas", type=int, default=3)
@@ -412,16 +541,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write per-perturbation metrics CSV")
     p.set_defaults(func=cmd_crossval)
 
-    p = sub.add_parser("predict", help="in-silico perturbation: predicted changes")
+    p = sub.add_parser(
+        "predict",
+        help="in-silico perturbation (--set), or held-out perturbations as cell-eval files (--heldout)",
+    )
     p.add_argument("run")
     p.add_argument(
         "--set",
         action="append",
-        required=True,
+        default=None,
         metavar="GENE=FOLD",
         help="scale GENE's expression by FOLD (0.25 = knock-down, 4 = activation); repeatable",
     )
     p.add_argument("--top", type=int, default=20)
+    p.add_argument(
+        "--heldout",
+        action="store_true",
+        help="instead of --set: predict the run's held-out perturbations and write cell-eval files",
+    )
+    p.add_argument("--out", help="with --heldout: predicted file (.h5ad); the observed one goes beside it")
+    p.add_argument(
+        "--data", help="with --heldout: screen the run was trained on (default: recorded in the run)"
+    )
+    p.add_argument(
+        "--baselines",
+        action="store_true",
+        help="with --heldout: also write perturbed_mean, perturbed_mean_ex and linear predictions",
+    )
+    p.add_argument("--seed", type=int, default=0, help="with --heldout: seed of the predicted cells' spread")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="train on the bundled demo and evaluate (one command)")

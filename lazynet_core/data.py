@@ -8,16 +8,36 @@ universe and records everything in ``.uns["lazynet"]``. The input is never modif
 
 Decisions (method.md §2) recorded here:
 
-- A label is split on ``"+"`` only; control tokens are removed (``"A+ctrl"`` means A alone) and
-  the remaining targets are sorted (``"B+A"`` -> ``"A+B"``). A trailing ``_<digits>`` or
-  ``-<digits>`` guide suffix is stripped when the stem, but not the label, is a gene.
+- Sources: an ``.h5ad`` file, an AnnData, or a Cell Ranger output (``filtered_feature_bc_matrix.h5``
+  or matrix directory, read by ``lazynet_core.readers`` with scanpy).
+- Labels come from an ``.obs`` column, or from guide calls: a ``protospacer_calls_per_cell.csv`` /
+  ``cell,guide`` CSV (``guide_calls=``), or a guide UMI matrix in ``obsm['guide_counts']`` with names
+  in ``uns['guide_names']`` (a guide is present at ``>= min_guide_umis`` UMIs, default 5), used
+  automatically when ``.obs`` has no perturbation column (a Cell Ranger output).
+- Labels and guide names become sorted target sets by ``lazynet_core.guides.label_targets``
+  (``KEAP1_sg1``, ``KEAP1-2``, ``KEAP1_+_123.23-P1P2``, ``A+ctrl``, scPerturb ``A_B``, a guide → gene
+  table). Cells with no label or guide are dropped. Cells targeting several genes become that
+  combination (``moi="combine"``, the default for labels) or are dropped (``moi="drop"``, the
+  default for guide calls, where two genes in one cell of a low-MOI screen are mostly doublets).
 - Control labels match case-insensitively, exactly or as a prefix followed by a separator
   (``non-targeting_00001``, ``NTC-3``) or a guide number (``NTg1``; not for ``wt``, since
   ``WT1`` is a gene).
+- Ensembl IDs in ``var_names`` are replaced by the symbols in ``var['gene_name' | 'gene_symbols' |
+  'feature_name' | ...]``; a symbol shared by several IDs is made unique (``-1``) and reported.
 - Input is treated as log-normalised when it holds non-integers whose maximum is below
   ``LOG_MAX``; then a ``counts`` layer, if present, is preferred, otherwise the data is used as is.
+- Modality: given, or an ``.obs`` column (``MODALITY_KEYS``), else inferred from the targets'
+  own direction (most targets down -> CRISPRi, up -> CRISPRa), reported per target.
 - The target check compares mean counts-per-10k of the target in its cells against control
   cells; it passes when ``|log2fc| >= TARGET_CHECK_MIN_LOG2FC`` in the expected direction.
+- Knockouts (CRISPRko): the model encodes a perturbation by its target's level, so a knockout is
+  visible only when its mRNA falls (nonsense-mediated decay). Cells of targets whose mRNA did not
+  fall are dropped unless ``keep_invisible_knockouts=True``; a knockout screen where no target's
+  mRNA fell is refused.
+- Escapers (``escapers="drop"``, off by default): a cell of a single CRISPRi target is an escaper
+  when its target level is not below the control cells' ``escaper_quantile`` quantile (mirrored
+  for CRISPRa); a target whose control quantile is zero cannot be classified and is kept.
+- Targets that are not measured genes are dropped with their cells, each named with its count.
 - ``genes=[...]`` keeps those genes plus every target gene (the pairs need the targets); unknown
   ``extra_genes`` are reported, not fatal (curated module lists are larger than any screen).
 """
@@ -25,6 +45,7 @@ Decisions (method.md §2) recorded here:
 from __future__ import annotations
 
 import hashlib
+import inspect
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -37,7 +58,9 @@ import pandas as pd
 import scanpy as sc
 import scipy.sparse as sp
 
+from lazynet_core import readers
 from lazynet_core.errors import ScreenError
+from lazynet_core.guides import is_ensembl, label_targets, read_guide_genes, split_label
 
 __all__ = ["Detection", "detect_columns", "read_screen", "target_check_frame", "validate_screen"]
 
@@ -51,13 +74,24 @@ CONTROL_LABELS = (
     "safe-targeting", "scramble", "scrambled", "unperturbed", "wt", "mock",
 )  # fmt: skip
 MODALITY_KEYS = ("modality", "perturbation_type", "crispr_type", "library")
-MODALITIES = {"CRISPRi": ("i", "interference", "inhibition", "knockdown"), "CRISPRa": ("a", "activation")}
+MODALITIES = {
+    "CRISPRi": ("i", "interference", "inhibition", "knockdown"), "CRISPRa": ("a", "activation"),
+    "CRISPRko": ("ko", "knockout", "n", "nuclease", "cas9"),
+}  # fmt: skip
+SYMBOL_COLUMNS = ("gene_name", "gene_symbols", "feature_name", "gene_symbol", "symbol", "gene_names")
+GUIDE_COLUMN = "lazynet_guides"
+MOI_CHOICES = ("combine", "drop")
 STANDARD_COLUMNS = ("lazynet_perturbation", "lazynet_modality", "lazynet_is_control")
 LOG_MAX = 50.0
 TARGET_CHECK_MIN_LOG2FC = 0.25
 BACKED_ABOVE_BYTES = 1 << 30
 _CHUNK_ROWS = 10_000
 _SEP = r"(?:[_\-.:\s].*)"
+_NOT_MEASURED_HELP = (
+    "LazyNet encodes a perturbation by its target's expression, so a target must be a measured gene. "
+    "To keep them, read the full gene set (the unfiltered .h5ad or the Cell Ranger output, not a "
+    "highly-variable-gene or panel subset); enhancers and other non-genes cannot be kept."
+)
 
 
 @dataclass(frozen=True)
@@ -98,8 +132,10 @@ def _is_control_token(token: str, patterns: Sequence[re.Pattern[str]]) -> bool:
     return any(p.match(token.strip().lower()) for p in patterns)
 
 
-def _is_control_label(label: str, patterns: Sequence[re.Pattern[str]]) -> bool:
-    return all(_is_control_token(t, patterns) for t in str(label).split("+"))
+def _is_control_label(label: str, patterns: Sequence[re.Pattern[str]],
+                      table: dict[str, str] | None = None) -> bool:
+    tokens = split_label(label)
+    return bool(tokens) and all(_is_control_token((table or {}).get(t, t), patterns) for t in tokens)
 
 
 def _distinct_labels(column: pd.Series) -> list[str]:
@@ -121,7 +157,7 @@ def _control_summary(labels: list[str], control: str | None) -> str:
 
 
 def detect_columns(adata: anndata.AnnData, *, pert_key: str | None = None,
-                   control: str | None = None) -> Detection:
+                   control: str | None = None, guide_genes=None) -> Detection:
     """Find the perturbation column and control label of a screen.
 
     Parameters
@@ -133,6 +169,9 @@ def detect_columns(adata: anndata.AnnData, *, pert_key: str | None = None,
     control
         Use this control label (case-insensitive, also as a prefix such as ``NTC-3``) instead of
         the known vocabulary ``CONTROL_LABELS``.
+    guide_genes
+        Guide → gene table (mapping or CSV path, see ``guides.read_guide_genes``) applied to the
+        labels first, so guides mapped to ``Non-Targeting`` count as controls.
 
     Returns
     -------
@@ -144,7 +183,12 @@ def detect_columns(adata: anndata.AnnData, *, pert_key: str | None = None,
     ScreenError
         If ``pert_key`` is not a column, or no candidate column holds a control label.
     """
-    obs = adata.obs
+    table = read_guide_genes(guide_genes) if guide_genes is not None else {}
+    return _detect(adata.obs, pert_key=pert_key, control=control, table=table)
+
+
+def _detect(obs: pd.DataFrame, *, pert_key: str | None, control: str | None,
+            table: dict[str, str]) -> Detection:
     if pert_key is not None and pert_key not in obs.columns:
         msg = (f"Obs {pert_key!r} does not exist in .obs; columns are {list(obs.columns)}. "
                "Pass pert_key= one of them.")
@@ -152,11 +196,12 @@ def detect_columns(adata: anndata.AnnData, *, pert_key: str | None = None,
     candidates = (pert_key,) if pert_key is not None else _candidate_columns(obs)
     if not candidates:
         msg = (f"No perturbation column found: .obs columns are {list(obs.columns)}, none of the known "
-               f"names {list(PERT_KEY_CANDIDATES)}. Pass pert_key= the column holding guide targets.")
+               f"names {list(PERT_KEY_CANDIDATES)}. Pass pert_key= the column holding guide targets, or "
+               "guide_calls= a guide calls CSV (cell,guide).")
         raise ScreenError(msg)
     patterns = [_control_regex(control)]
     for column in candidates:
-        labels = [lab for lab in _distinct_labels(obs[column]) if _is_control_label(lab, patterns)]
+        labels = [lab for lab in _distinct_labels(obs[column]) if _is_control_label(lab, patterns, table)]
         if labels:
             how = "pert_key given" if pert_key is not None else "first candidate column with controls"
             how += "; control given" if control is not None else "; control label from known vocabulary"
@@ -181,6 +226,15 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sha256_of(path: Path) -> str:
+    if path.is_file():
+        return _sha256(path)
+    digest = hashlib.sha256()
+    for part in sorted(p for p in path.iterdir() if p.is_file()):
+        digest.update(f"{part.name}:{_sha256(part)}".encode())
+    return digest.hexdigest()
+
+
 def _resolve_path(source: str | Path) -> Path:
     given = Path(source).expanduser()
     try:
@@ -188,10 +242,15 @@ def _resolve_path(source: str | Path) -> Path:
     except (FileNotFoundError, OSError) as err:
         msg = f"File '{given}' does not exist ({type(err).__name__}); check the path."
         raise ScreenError(msg) from err
-    if not path.is_file() or path.suffix.lower() != ".h5ad":
-        msg = f"'{path}' is not an .h5ad file; read_screen needs an AnnData .h5ad file (e.g. screen.h5ad)."
+    if path.is_file() and path.suffix.lower() == ".h5ad":
+        return path
+    found = readers.find_10x(path)
+    if found is None:
+        msg = (f"'{path}' is not an .h5ad file or a Cell Ranger output; read_screen needs an AnnData .h5ad "
+               "file (e.g. screen.h5ad), a filtered_feature_bc_matrix.h5, or a matrix directory with "
+               "matrix.mtx.gz, features.tsv.gz and barcodes.tsv.gz.")
         raise ScreenError(msg)
-    return path
+    return found
 
 
 def _to_csr(matrix) -> sp.csr_matrix:
@@ -217,8 +276,10 @@ def _read_h5ad(path: Path, *, backed: str | bool, layer: str | None) -> anndata.
         handle = anndata.read_h5ad(path, backed="r")
         try:
             layers = {k: _to_csr(v) for k, v in handle.layers.items() if k in (layer, "counts")}
+            obsm = {k: v for k, v in handle.obsm.items() if k == "guide_counts"}
+            uns = {k: v for k, v in handle.uns.items() if k in ("guide_names", "guide_genes")}
             return anndata.AnnData(X=_to_csr(handle.X), obs=handle.obs.copy(), var=handle.var.copy(),
-                                   layers=layers)
+                                   layers=layers, obsm=obsm, uns=uns)
         finally:
             handle.file.close()
     except MemoryError:
@@ -233,10 +294,90 @@ def _open_source(source, *, backed: str | bool, layer: str | None):
     if isinstance(source, anndata.AnnData):
         return source, "in-memory AnnData", None
     if not isinstance(source, (str, Path)):
-        msg = f"source must be a path to an .h5ad file or an AnnData, got {type(source).__name__}."
+        msg = (f"source must be a path to an .h5ad file or Cell Ranger output, or an AnnData, got "
+               f"{type(source).__name__}.")
         raise ScreenError(msg)
     path = _resolve_path(source)
-    return _read_h5ad(path, backed=backed, layer=layer), str(path), _sha256(path)
+    if path.suffix.lower() == ".h5ad":
+        return _read_h5ad(path, backed=backed, layer=layer), str(path), _sha256(path)
+    return readers.read_10x(path), str(path), _sha256_of(path)
+
+
+# --------------------------------------------------------------------------- gene names and guides
+def _gene_names(raw: anndata.AnnData, warnings: list[str]) -> tuple[pd.Index, dict[str, str]]:
+    """Gene symbols for the columns, and Ensembl ID -> symbol aliases when var_names are IDs."""
+    names = pd.Index(raw.var_names.astype(str))
+    column = next((c for c in SYMBOL_COLUMNS if c in raw.var.columns), None)
+    if column is None or not len(names) or np.mean([is_ensembl(n) for n in names]) < 0.5:
+        return names, {}
+    given = raw.var[column].astype(object).to_numpy()
+    valid = np.array([isinstance(v, str) and v.strip() not in ("", "nan") for v in given])
+    symbols = pd.Index(np.where(valid, given, names).astype(str))
+    note = (f"var_names are Ensembl IDs; using the gene symbols in var[{column!r}]"
+            f"{f' ({int((~valid).sum())} without a symbol keep their ID)' if (~valid).any() else ''}.")
+    shared = symbols[symbols.duplicated(keep=False)]
+    if len(shared):
+        first = shared[0]
+        ids = names[symbols == first].tolist()
+        note += (f" {shared.nunique()} symbol(s) name several IDs (e.g. {first}: {ids}); the first ID keeps "
+                 "the symbol and the others get '-1', '-2', ...")
+        symbols = pd.Index(anndata.utils.make_index_unique(symbols))
+    warnings.append(note)
+    return symbols, dict(zip((n.split(".")[0] for n in names), symbols, strict=True))
+
+
+def _guide_table(raw: anndata.AnnData, guide_genes) -> dict[str, str]:
+    table = {str(k): str(v) for k, v in dict(raw.uns.get("guide_genes", {}) or {}).items()}
+    return table | (read_guide_genes(guide_genes) if guide_genes is not None else {})
+
+
+def _calls_from_obsm(raw: anndata.AnnData, key: str, min_umis: int) -> tuple[np.ndarray, dict]:
+    matrix = raw.obsm[key]
+    names = matrix.columns if isinstance(matrix, pd.DataFrame) else raw.uns.get("guide_names")
+    if names is None:
+        msg = (f"obsm[{key!r}] holds guide counts but uns['guide_names'] is missing; store the guide "
+               f"names (one per column, {matrix.shape[1]}) in uns['guide_names'].")
+        raise ScreenError(msg)
+    calls = readers.calls_from_counts(matrix, list(names), min_umis=min_umis)
+    return calls, {"source": f"obsm[{key!r}]", "min_umis": int(min_umis)}
+
+
+def _calls_from_series(raw: anndata.AnnData, given, name: str) -> tuple[np.ndarray, dict]:
+    series = readers.read_guide_calls(given) if not isinstance(given, pd.Series) else given.astype(str)
+    cells = pd.Index(raw.obs_names.astype(str))
+    matched = series.index.astype(str).isin(cells)
+    if not matched.any():
+        msg = (f"None of the {len(series)} cell barcodes in the guide calls ({name}; e.g. "
+               f"{series.index[:3].tolist()}) is a cell of the screen (e.g. {cells[:3].tolist()}). "
+               "Pass the guide calls of this sample (barcodes must match exactly, '-1' suffix included).")
+        raise ScreenError(msg)
+    calls = series.set_axis(series.index.astype(str)).reindex(cells).to_numpy(dtype=object)
+    calls[pd.isna(calls)] = None
+    return calls, {"source": name, "n_calls_not_in_screen": int((~matched).sum())}
+
+
+def _guide_calls(raw: anndata.AnnData, guide_calls, pert_key: str | None,
+                 min_umis: int) -> tuple[np.ndarray | None, dict | None]:
+    """Per-cell guide calls (guides joined by '|'), or None when labels come from .obs."""
+    if guide_calls is None:
+        if pert_key is not None or _candidate_columns(raw.obs) or "guide_counts" not in raw.obsm:
+            return None, None
+        guide_calls = "guide_counts"
+    if pert_key is not None:
+        msg = (f"pert_key={pert_key!r} and guide_calls= are alternatives: labels come either from an .obs "
+               "column or from guide calls. Pass only one.")
+        raise ScreenError(msg)
+    if isinstance(guide_calls, str) and guide_calls in raw.obsm:
+        calls, info = _calls_from_obsm(raw, guide_calls, min_umis)
+    elif isinstance(guide_calls, (str, Path, pd.Series)):
+        name = "pandas Series" if isinstance(guide_calls, pd.Series) else str(Path(guide_calls).expanduser())
+        calls, info = _calls_from_series(raw, guide_calls, name)
+    else:
+        msg = (f"guide_calls must be a CSV path, a pandas Series (cell -> guide) or an .obsm key "
+               f"({list(raw.obsm)}), got {type(guide_calls).__name__}.")
+        raise ScreenError(msg)
+    info["n_cells_with_guides"] = int(sum(c is not None for c in calls))
+    return calls, info
 
 
 # --------------------------------------------------------------------------- counts
@@ -284,25 +425,30 @@ def _choose_counts(adata: anndata.AnnData, layer: str | None, warnings: list[str
 
 
 # --------------------------------------------------------------------------- labels and modality
-def _normalize_label(label: str, patterns: Sequence[re.Pattern[str]], genes: pd.Index) -> str:
-    targets = set()
-    for token in (t.strip() for t in str(label).split("+")):
-        if not token or _is_control_token(token, patterns):
-            continue
-        stem = re.sub(r"[_-]\d+$", "", token)
-        targets.add(stem if token not in genes and stem in genes else token)
-    return "+".join(sorted(targets)) if targets else "control"
-
-
-def _parse_labels(column: pd.Series, detection: Detection, genes: pd.Index, control: str | None) -> pd.Series:
+def _parse_labels(column: pd.Series, detection: Detection, genes: pd.Index, *, control: str | None,
+                  table: dict[str, str], aliases: dict[str, str]) -> pd.Series:
+    """Each cell's sorted target tuple (``()`` for control), or None for a cell without a label."""
     patterns = [_control_regex(control)]
     raw = column.astype(object)
     missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
-    mapping = {lab: _normalize_label(lab, patterns, genes) for lab in _distinct_labels(column)}
-    mapping.update(dict.fromkeys(detection.control_labels, "control"))
-    out = raw.astype(str).map(mapping)
-    out[missing] = None
+    mapping = label_targets(_distinct_labels(column), genes, guide_genes=table, aliases=aliases,
+                            is_control=lambda token: _is_control_token(token, patterns))
+    mapping.update(dict.fromkeys(detection.control_labels, ()))
+    out = raw.astype(str).map(mapping).astype(object)
+    out[missing.to_numpy()] = None
     return out
+
+
+def _apply_moi(targets: pd.Series, moi: str) -> tuple[pd.Series, int]:
+    """Labels ``"A+B"``/``"control"`` from target tuples; with ``moi="drop"`` multi-target cells get None."""
+    if moi not in MOI_CHOICES:
+        msg = f"moi={moi!r} is not supported; pass 'combine' (keep A+B) or 'drop' (drop such cells)."
+        raise ScreenError(msg)
+    multi = targets.map(lambda t: t is not None and len(t) > 1).to_numpy(dtype=bool)
+    labels = targets.map(lambda t: None if t is None else ("+".join(t) if t else "control")).astype(object)
+    if moi == "drop":
+        labels[multi] = None
+    return labels, int(multi.sum()) if moi == "drop" else 0
 
 
 def _parse_modality(value) -> str | None:
@@ -311,64 +457,177 @@ def _parse_modality(value) -> str | None:
     return next((name for name, words in MODALITIES.items() if text in words or text == name.lower()), None)
 
 
-def _modality_column(obs: pd.DataFrame, column: str, is_control: pd.Series, *,
-                     strict: bool) -> pd.Series | None:
+def _modality_column(obs: pd.DataFrame, column: str, is_control: pd.Series, *, strict: bool,
+                     warnings: list[str]) -> pd.Series | None:
     parsed = obs[column].map(_parse_modality).astype(object)
     bad = parsed.isna() & ~is_control
     if bad.any():
-        if not strict:
-            return None
         values = pd.unique(obs.loc[bad, column].astype(str))[:5].tolist()
-        msg = (f"Modality column {column!r} has values {values} that are not CRISPRi/CRISPRa. "
-               "Pass modality='CRISPRi' or 'CRISPRa' for the whole screen.")
+        if not strict:
+            warnings.append(f"Column {column!r} looks like a modality column but holds {values}, not "
+                            f"{list(MODALITIES)}; ignored.")
+            return None
+        msg = (f"Modality column {column!r} has values {values} that are not {list(MODALITIES)}. "
+               "Pass modality='CRISPRi', 'CRISPRa' or 'CRISPRko' for the whole screen.")
         raise ScreenError(msg)
     fill = parsed[~is_control].mode()
     return parsed.fillna(fill.iloc[0] if len(fill) else "CRISPRi")
 
 
-def _cell_modality(obs: pd.DataFrame, is_control: pd.Series, modality: str | None,
-                   warnings: list[str]) -> tuple[pd.Series, str]:
+def _cell_modality(adata: anndata.AnnData, modality: str | None,
+                   warnings: list[str]) -> tuple[pd.Series, str, dict]:
+    obs, is_control = adata.obs, adata.obs["lazynet_is_control"]
     if modality is not None:
         whole = _parse_modality(modality)
         if whole is not None:
-            return pd.Series(whole, index=obs.index, dtype=object), f"given: {whole}"
+            return pd.Series(whole, index=obs.index, dtype=object), f"given: {whole}", {}
         if modality not in obs.columns:
-            msg = (f"modality={modality!r} is neither CRISPRi/CRISPRa (also 'i', 'a', 'interference', "
-                   f"'activation') nor an .obs column; columns are {list(obs.columns)}.")
+            msg = (f"modality={modality!r} is neither CRISPRi/CRISPRa/CRISPRko (also 'i', 'a', 'ko', "
+                   f"'interference', 'activation', 'knockout') nor an .obs column; columns are "
+                   f"{list(obs.columns)}.")
             raise ScreenError(msg)
-        return _modality_column(obs, modality, is_control, strict=True), f"column {modality!r}"
+        column = _modality_column(obs, modality, is_control, strict=True, warnings=warnings)
+        return column, f"column {modality!r}", {}
     for column in (c for c in obs.columns if str(c).lower() in MODALITY_KEYS):
-        parsed = _modality_column(obs, column, is_control, strict=False)
+        parsed = _modality_column(obs, column, is_control, strict=False, warnings=warnings)
         if parsed is not None:
-            return parsed, f"column {column!r}"
-    warnings.append("No modality given or found in .obs; assuming CRISPRi for every cell. Pass modality=.")
-    return pd.Series("CRISPRi", index=obs.index, dtype=object), "default: CRISPRi"
+            return parsed, f"column {column!r}", {}
+    return _infer_modality(adata, warnings)
 
 
-def _missing_targets(labels: pd.Series, genes: pd.Index) -> list[str]:
-    targets = {t for lab in pd.unique(labels.dropna()) if lab != "control" for t in lab.split("+")}
-    return sorted(t for t in targets if t not in genes)
+def _infer_modality(adata: anndata.AnnData, warnings: list[str]) -> tuple[pd.Series, str, dict]:
+    """Screen-wide modality from the targets' own direction (most down: CRISPRi, most up: CRISPRa)."""
+    obs = adata.obs
+    labels, is_ctrl = obs["lazynet_perturbation"], obs["lazynet_is_control"].to_numpy(dtype=bool)
+    singles = [t for t in pd.unique(labels[~is_ctrl]) if "+" not in t]
+    codes = pd.Categorical(labels, categories=singles).codes
+    fcs = _log2fc(adata.X, adata.var_names, singles, codes, is_ctrl)
+    direction = {t: "down" if fc <= -TARGET_CHECK_MIN_LOG2FC else "up" if fc >= TARGET_CHECK_MIN_LOG2FC
+                 else "unchanged" for t, fc in zip(singles, fcs, strict=True)}
+    n_down, n_up = sum(d == "down" for d in direction.values()), sum(d == "up" for d in direction.values())
+    whole = "CRISPRa" if n_up > n_down else "CRISPRi"
+    counts = f"{n_down} down, {n_up} up, {len(singles) - n_down - n_up} unchanged of {len(singles)} target(s)"
+    warnings.append(f"No modality given or found in .obs; inferred {whole} from the targets' own expression "
+                    f"({counts}). Pass modality= to override.")
+    report = {t: {"log2fc": float(fc), "direction": direction[t]} for t, fc in zip(singles, fcs, strict=True)}
+    return pd.Series(whole, index=obs.index, dtype=object), f"inferred: {whole} ({counts})", report
+
+
+def _missing_targets(labels: pd.Series, genes: pd.Index) -> dict[str, int]:
+    """Targets that are not measured genes, each with its number of cells."""
+    counts = labels.dropna().loc[lambda lab: lab != "control"].value_counts()
+    missing: dict[str, int] = {}
+    for label, n in counts.items():
+        for target in (t for t in label.split("+") if t not in genes):
+            missing[target] = missing.get(target, 0) + int(n)
+    return dict(sorted(missing.items()))
 
 
 # --------------------------------------------------------------------------- checks
+_NOTES = {
+    ("CRISPRi", True): "target fell: the model sees a knockdown to the observed level",
+    ("CRISPRa", True): "target rose: the model sees an activation to the observed level",
+    ("CRISPRi", False): "target did not fall: the model sees little or no perturbation",
+    ("CRISPRa", False): "target did not rise: the model sees little or no perturbation",
+    ("CRISPRko", True): ("mRNA fell (likely nonsense-mediated decay): the model sees a knockdown to this "
+                         "level, not the loss of the protein"),
+    ("CRISPRko", False): ("mRNA did not fall: the knockout is invisible to the model, which encodes a "
+                          "perturbation by its target's expression level"),
+}  # fmt: skip
+
+
+def _log2fc(X: sp.csr_matrix, genes: pd.Index, targets: list[str], codes: np.ndarray,
+            is_ctrl: np.ndarray) -> list[float]:
+    """log2 of mean counts-per-10k of each target in its cells (``codes == j``) over control cells."""
+    cols = sp.csc_matrix(X[:, genes.get_indexer(targets)])
+    cols.data = np.expm1(cols.data)  # mean counts per 10k, not mean log
+    out = []
+    for j in range(len(targets)):
+        column = cols[:, j].toarray().ravel()
+        out.append(float(np.log2((column[codes == j].mean() + 0.1) / (column[is_ctrl].mean() + 0.1))))
+    return out
+
+
 def _target_check(X: sp.csr_matrix, obs: pd.DataFrame, genes: pd.Index) -> dict[str, dict]:
     is_ctrl = obs["lazynet_is_control"].to_numpy(dtype=bool)
     groups = pd.MultiIndex.from_arrays([obs["lazynet_perturbation"], obs["lazynet_modality"]])
     singles = [(t, m) for t, m in groups[~is_ctrl].unique() if "+" not in t]
     screened_twice = pd.Series([t for t, _ in singles]).value_counts().loc[lambda n: n > 1].index
     codes = pd.Categorical(list(groups), categories=singles).codes
-    cols = sp.csc_matrix(X[:, genes.get_indexer([t for t, _ in singles])])
-    cols.data = np.expm1(cols.data)  # mean counts per 10k, not mean log
+    fcs = _log2fc(X, genes, [t for t, _ in singles], codes, is_ctrl)
     result = {}
-    for j, (target, mod) in enumerate(singles):
-        column, in_group = cols[:, j].toarray().ravel(), codes == j
-        log2fc = float(np.log2((column[in_group].mean() + 0.1) / (column[is_ctrl].mean() + 0.1)))
-        expected = "down" if mod == "CRISPRi" else "up"
+    for j, ((target, mod), log2fc) in enumerate(zip(singles, fcs, strict=True)):
+        expected = "up" if mod == "CRISPRa" else "down"
         ok = log2fc <= -TARGET_CHECK_MIN_LOG2FC if expected == "down" else log2fc >= TARGET_CHECK_MIN_LOG2FC
         key = f"{target} ({mod})" if target in screened_twice else target
-        result[key] = {"target": target, "modality": mod, "n_cells": int(in_group.sum()),
-                       "log2fc": log2fc, "expected": expected, "ok": bool(ok)}
+        result[key] = {"target": target, "modality": mod, "n_cells": int((codes == j).sum()),
+                       "log2fc": log2fc, "expected": expected, "ok": bool(ok), "note": _NOTES[mod, bool(ok)]}
     return result
+
+
+def _knockouts(adata: anndata.AnnData, check: dict[str, dict], *, keep_invisible: bool,
+               warnings: list[str]) -> np.ndarray:
+    """Cells to keep in a knockout screen: drop targets whose mRNA did not fall (invisible to the model)."""
+    ko = {v["target"]: v["ok"] for v in check.values() if v["modality"] == "CRISPRko"}
+    keep = np.ones(adata.n_obs, dtype=bool)
+    if not ko:
+        return keep
+    visible, hidden = sorted(t for t, ok in ko.items() if ok), sorted(t for t, ok in ko.items() if not ok)
+    text = (f"Knockout (CRISPRko) cells: LazyNet encodes a perturbation by its target's expression level. "
+            f"For {len(visible)} target(s) the mRNA fell ({visible}): the model sees them as a knockdown to "
+            "that level, not as the loss of the protein.")
+    if hidden:
+        is_ko = (adata.obs["lazynet_modality"] == "CRISPRko").to_numpy()
+        hit = adata.obs["lazynet_perturbation"].map(lambda lab: any(t in hidden for t in lab.split("+")))
+        hit = hit.to_numpy(dtype=bool) & is_ko
+        text += (f" For {len(hidden)} target(s) the mRNA did not fall ({hidden}; "
+                 f"{int(hit.sum())} cell(s)): the model cannot see them")
+        if not visible and not keep_invisible:
+            msg = (f"{text}, and no knockout target is left. LazyNet cannot learn from this knockout screen "
+                   "with a level encoding. Pass keep_invisible_knockouts=True (--keep-invisible-knockouts) "
+                   "to train on it anyway, knowing the model sees unperturbed targets.")
+            raise ScreenError(msg)
+        text += (" and they are kept as asked." if keep_invisible else
+                 ", so their cells were dropped; pass keep_invisible_knockouts=True to keep them.")
+        keep = ~hit if not keep_invisible else keep
+    warnings.append(text)
+    return keep
+
+
+def _escapers(adata: anndata.AnnData, quantile: float, warnings: list[str]) -> tuple[np.ndarray, dict]:
+    """Target-level responder filter: drop cells whose target did not leave the control range."""
+    if not 0 < quantile < 1:
+        msg = f"escaper_quantile must be between 0 and 1 (exclusive), got {quantile}."
+        raise ScreenError(msg)
+    obs, X = adata.obs, adata.X
+    is_ctrl = obs["lazynet_is_control"].to_numpy(dtype=bool)
+    keep, report = np.ones(adata.n_obs, dtype=bool), {}
+    groups = obs.loc[~is_ctrl, ["lazynet_perturbation", "lazynet_modality"]].drop_duplicates()
+    for label, mod in groups.to_numpy():
+        cells = np.flatnonzero((obs["lazynet_perturbation"] == label).to_numpy())
+        entry = {"modality": mod, "n_cells": len(cells), "n_escapers": 0, "threshold": float("nan")}
+        if "+" in label or mod == "CRISPRko":
+            why = "combination" if "+" in label else "knockout: its mRNA level does not show if it worked"
+            report[label] = entry | {"status": f"not classified ({why})"}
+            continue
+        column = X[:, adata.var_names.get_loc(label)]
+        control, values = column[is_ctrl].toarray().ravel(), column[cells].toarray().ravel()
+        threshold = float(np.quantile(control, quantile if mod == "CRISPRi" else 1 - quantile))
+        if mod == "CRISPRi" and threshold == 0:
+            why = f"control {quantile:g} quantile of {label} is 0"
+            report[label] = entry | {"status": f"not classified ({why})"}
+            continue
+        escaper = values >= threshold if mod == "CRISPRi" else values <= threshold
+        keep[cells[escaper]] = False
+        report[label] = entry | {"n_escapers": int(escaper.sum()), "threshold": threshold,
+                                 "status": "classified"}
+    classified = {k: v for k, v in report.items() if v["status"] == "classified"}
+    shown = ", ".join(f"{k} {v['n_escapers']}/{v['n_cells']}" for k, v in classified.items())
+    skipped = [k for k, v in report.items() if v["status"] != "classified"]
+    warnings.append(f"Escaper filter (quantile {quantile:g}): dropped {int((~keep).sum())} cell(s) whose "
+                    f"target stayed in the control range: {shown or 'none'}"
+                    f"{f'; not classified: {skipped}' if skipped else ''}.")
+    return keep, report
 
 
 def _gene_universe(adata: anndata.AnnData, genes, *, n_top_genes: int, extra_genes: Iterable[str],
@@ -404,19 +663,25 @@ def _gene_universe(adata: anndata.AnnData, genes, *, n_top_genes: int, extra_gen
 def read_screen(source, *, pert_key: str | None = None, control: str | None = None,
                 modality: str | None = None, layer: str | None = None, genes="all",
                 n_top_genes: int = 2000, extra_genes: Iterable[str] = (),
-                backed: str | bool = "auto") -> anndata.AnnData:
+                backed: str | bool = "auto", guide_calls=None, guide_genes=None,
+                min_guide_umis: int = readers.DEFAULT_MIN_GUIDE_UMIS, moi: str | None = None,
+                escapers: str = "keep", escaper_quantile: float = 0.5,
+                keep_invisible_knockouts: bool = False) -> anndata.AnnData:
     """Read a CRISPR screen into the standard LazyNet AnnData.
 
     Parameters
     ----------
     source
-        Path to an ``.h5ad`` file (``~`` expanded) or an in-memory AnnData (never modified).
+        Path to an ``.h5ad`` file, a Cell Ranger ``filtered_feature_bc_matrix.h5`` or matrix
+        directory (or the ``outs/`` folder holding one; ``~`` expanded), or an in-memory AnnData
+        (never modified).
     pert_key, control
         Override the auto-detected perturbation column and control label (see ``detect_columns``).
     modality
-        ``"CRISPRi"``/``"CRISPRa"`` (also ``"i"``, ``"a"``, ``"interference"``, ``"activation"``)
-        for the whole screen, or an ``.obs`` column; by default a column named like
-        ``MODALITY_KEYS``, else CRISPRi with a warning.
+        ``"CRISPRi"``/``"CRISPRa"``/``"CRISPRko"`` (also ``"i"``, ``"a"``, ``"ko"``,
+        ``"interference"``, ``"activation"``, ``"knockout"``) for the whole screen, or an ``.obs``
+        column; by default a column named like ``MODALITY_KEYS``, else inferred from the direction
+        of the targets' own expression, with a warning.
     layer
         Layer holding raw counts; default ``.X`` (or a ``counts`` layer when ``.X`` looks log).
     genes
@@ -427,7 +692,28 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
     extra_genes
         Genes to keep in addition (e.g. module genes); unknown names are reported.
     backed
-        ``"auto"`` opens files larger than 1 GB backed and reads the counts in row chunks.
+        ``"auto"`` opens ``.h5ad`` files larger than 1 GB backed and reads the counts in row chunks.
+    guide_calls
+        Labels from guide calls instead of an ``.obs`` column: a Cell Ranger
+        ``protospacer_calls_per_cell.csv`` or ``cell,guide`` CSV path, a pandas Series (cell ->
+        guide), or an ``.obsm`` key of a guide UMI matrix (names in ``uns['guide_names']``). By
+        default ``obsm['guide_counts']`` is used when ``.obs`` has no perturbation column.
+    guide_genes
+        Guide → gene table (``guide,gene`` CSV, Cell Ranger ``feature_reference.csv`` or a mapping)
+        for guide names that do not carry their gene.
+    min_guide_umis
+        UMIs at which a guide counts as present in a cell, for guide UMI matrices (default 5).
+    moi
+        Cells whose guides or label target several genes: ``"combine"`` keeps them as the
+        combination ``A+B``, ``"drop"`` drops them. Default: combine for ``.obs`` labels, drop for
+        guide calls.
+    escapers
+        ``"drop"`` removes cells whose target stayed in the control range (see the module notes);
+        default ``"keep"``.
+    escaper_quantile
+        Control quantile for the escaper filter (CRISPRi: escaper when not below it).
+    keep_invisible_knockouts
+        Keep CRISPRko targets whose mRNA did not fall (the model cannot see them).
 
     Returns
     -------
@@ -438,56 +724,136 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
     Raises
     ------
     ScreenError
-        For a missing, unreadable or non-``.h5ad`` file, bad counts, no controls, no perturbed
-        cells, or all targets absent from the genes.
+        For a missing or unreadable file, bad counts or guide calls, no controls, no perturbed
+        cells, all targets absent from the genes, or a knockout screen the model cannot see.
     """
+    options = _read_options({k: v for k, v in locals().items() if k != "source"})
     raw, source_name, sha = _open_source(source, backed=backed, layer=layer)
     warnings: list[str] = []
-    detection = detect_columns(raw, pert_key=pert_key, control=control)
+    names, aliases = _gene_names(raw, warnings)
+    table = _guide_table(raw, guide_genes)
+    calls, guide_info = _guide_calls(raw, guide_calls, pert_key, min_guide_umis)
+    obs = raw.obs.copy()
+    if calls is not None:
+        obs[GUIDE_COLUMN], pert_key = calls, GUIDE_COLUMN
+    detection = _detect(obs, pert_key=pert_key, control=control, table=table)
     counts, layer_used, is_log = _choose_counts(raw, layer, warnings)
-    var_names = pd.Index(raw.var_names.astype(str))
-    labels = _parse_labels(raw.obs[detection.pert_key], detection, var_names, control)
-    missing = _missing_targets(labels, var_names)
-    keep = _keep_cells(labels, missing, counts, var_names, warnings)
-    adata = _build(raw, counts, labels, keep, modality, is_log, warnings)
-    targets = sorted({t for lab in adata.obs["lazynet_perturbation"].unique() if lab != "control"
-                      for t in lab.split("+")})
+    targets = _parse_labels(obs[detection.pert_key], detection, names, control=control, table=table,
+                            aliases=aliases)
+    moi = moi or ("drop" if calls is not None else "combine")
+    labels, n_multi = _apply_moi(targets, moi)
+    missing = _missing_targets(labels, names)
+    dropped = {"several targets (moi='drop')": n_multi}
+    keep = _keep_cells(labels, missing, counts, names, warnings, dropped, guides=calls is not None)
+    adata = _build(obs, counts, labels, keep, names, is_log, warnings)
+    mods, modality_source, inferred = _cell_modality(adata, modality, warnings)
+    adata.obs["lazynet_modality"] = mods.astype(str).to_numpy()
     check = _target_check(adata.X, adata.obs, adata.var_names)
-    failed = [k for k, v in check.items() if not v["ok"]]
-    if failed:
-        warnings.append(f"{len(failed)} target(s) did not move as expected for their modality "
-                        f"(|log2fc| < {TARGET_CHECK_MIN_LOG2FC} or wrong sign): {failed[:10]}.")
+    _warn_failed(check, warnings)
+    adata, escaper_report = _filter_cells(adata, check, escapers, escaper_quantile,
+                                          keep_invisible_knockouts, warnings, dropped)
     mask = _gene_universe(adata, genes, n_top_genes=n_top_genes, extra_genes=extra_genes,
-                          targets=targets, warnings=warnings)
+                          targets=_targets_of(adata), warnings=warnings)
     adata = adata[:, mask].copy()
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
+    if guide_info is not None:
+        guide_info |= {"moi": moi, "n_cells_several_targets": n_multi}
     adata.uns["lazynet"] = {
         "pert_key": detection.pert_key, "control": detection.control,
-        "modality_source": adata.uns.pop("_modality_source"), "input_was_log": bool(is_log),
+        "modality_source": modality_source, "input_was_log": bool(is_log),
         "layer": layer_used, "source": source_name, "sha256": sha, "n_cells": int(adata.n_obs),
         "n_genes": int(adata.n_vars),
         "n_perturbations": len(set(adata.obs["lazynet_perturbation"]) - {"control"}),
-        "warnings": warnings, "targets_missing": missing, "target_check": check,
+        "warnings": warnings, "targets_missing": list(missing), "targets_missing_cells": missing,
+        "target_check": check, "modality_inferred": inferred, "guides": guide_info or {},
+        "cells_dropped": {k: v for k, v in dropped.items() if v}, "escapers": escaper_report,
+        "read_options": options,
     }
     return adata
 
 
-def _keep_cells(labels: pd.Series, missing: list[str], counts: sp.csr_matrix, genes: pd.Index,
-                warnings: list[str]) -> np.ndarray:
+def _read_options(given: dict) -> dict:
+    """The options that differ from read_screen's defaults, as plain values: ``read_screen(source, **them)``
+    reads the same screen again (a pandas Series of guide calls cannot be recorded and is left out)."""
+    defaults = {k: p.default for k, p in inspect.signature(read_screen).parameters.items() if k != "source"}
+    out = {}
+    for name, value in given.items():
+        if value is None or isinstance(value, pd.Series) or (value == defaults[name]) is True:
+            continue
+        if isinstance(value, Path) or (name in ("guide_calls", "guide_genes") and isinstance(value, str)
+                                       and Path(value).expanduser().exists()):
+            value = str(Path(value).expanduser().resolve())
+        elif isinstance(value, (list, tuple)):
+            value = [str(v) for v in value]
+        elif isinstance(value, dict):
+            value = {str(k): str(v) for k, v in value.items()}
+        out[name] = value
+    return out
+
+
+def _targets_of(adata: anndata.AnnData) -> list[str]:
+    return sorted({t for lab in adata.obs["lazynet_perturbation"].unique() if lab != "control"
+                   for t in lab.split("+")})
+
+
+def _warn_failed(check: dict[str, dict], warnings: list[str]) -> None:
+    failed = [k for k, v in check.items() if not v["ok"] and v["modality"] != "CRISPRko"]
+    if failed:
+        warnings.append(f"{len(failed)} target(s) did not move as expected for their modality "
+                        f"(|log2fc| < {TARGET_CHECK_MIN_LOG2FC} or wrong sign): {failed}.")
+
+
+def _filter_cells(adata: anndata.AnnData, check: dict[str, dict], escapers: str, quantile: float,
+                  keep_invisible: bool, warnings: list[str],
+                  dropped: dict[str, int]) -> tuple[anndata.AnnData, dict]:
+    """Drop invisible knockouts and (when asked) escapers; refuse if no perturbed cell is left."""
+    if escapers not in ("keep", "drop"):
+        msg = f"escapers={escapers!r} is not supported; pass 'keep' (default) or 'drop'."
+        raise ScreenError(msg)
+    keep = _knockouts(adata, check, keep_invisible=keep_invisible, warnings=warnings)
+    dropped["knockout target not visible"] = int((~keep).sum())
+    report: dict = {}
+    if escapers == "drop":
+        responders, report = _escapers(adata, quantile, warnings)
+        dropped["escaper"] = int((keep & ~responders).sum())
+        keep &= responders
+    if keep.all():
+        return adata, report
+    if not (~adata.obs["lazynet_is_control"].to_numpy(dtype=bool) & keep).any():
+        msg = "No perturbed cells left after the knockout and escaper filters; pass escapers='keep'."
+        raise ScreenError(msg)
+    return adata[keep].copy(), report
+
+
+def _keep_cells(labels: pd.Series, missing: dict[str, int], counts: sp.csr_matrix, genes: pd.Index,
+                warnings: list[str], dropped: dict[str, int], *, guides: bool) -> np.ndarray:
     has_missing = labels.map(lambda lab: isinstance(lab, str) and any(t in missing for t in lab.split("+")))
     perturbed = labels.notna() & (labels != "control")
     if missing and not (perturbed & ~has_missing).any():
-        msg = (f"None of the perturbation targets is in var_names (e.g. {missing[:5]}; var_names start "
-               f"{genes[:3].tolist()}). Gene symbols are required: set var_names to symbols.")
+        hint = (" var_names look like Ensembl IDs: add a symbol column var['gene_name']."
+                if np.mean([is_ensembl(g) for g in genes[:200]]) > 0.5 else "")
+        msg = (f"None of the perturbation targets is a measured gene: {_named_counts(missing)} (var_names "
+               f"start {genes[:3].tolist()}). Targets must be gene symbols present in var_names.{hint} "
+               f"{_NOT_MEASURED_HELP}")
         raise ScreenError(msg)
     if missing:
-        warnings.append(f"{len(missing)} target(s) absent from the genes; their {int(has_missing.sum())} "
-                        f"cell(s) were dropped: {missing[:10]}.")
-    if labels.isna().any():
-        warnings.append(f"{int(labels.isna().sum())} cell(s) without a perturbation label were dropped.")
+        warnings.append(f"{len(missing)} target(s) are not among the measured genes, so their "
+                        f"{int(has_missing.sum())} cell(s) were dropped: {_named_counts(missing)}. "
+                        f"{_NOT_MEASURED_HELP}")
+    n_multi = dropped["several targets (moi='drop')"]
+    if n_multi:
+        warnings.append(f"{n_multi} cell(s) with guides for several genes were dropped (moi='drop'); pass "
+                        "moi='combine' to keep them as combinations.")
+    no_label = int(labels.isna().sum()) - n_multi
+    if no_label:
+        what = "a guide call" if guides else "a perturbation label"
+        warnings.append(f"{no_label} cell(s) without {what} were dropped.")
     empty = np.asarray(counts.sum(axis=1)).ravel() <= 0
     if empty.any():
         warnings.append(f"{int(empty.sum())} cell(s) with no counts were dropped.")
+    dropped["no guide call" if guides else "no label"] = no_label
+    dropped["target not measured"] = int(has_missing.sum())
+    dropped["no counts"] = int((empty & labels.notna()).sum())
     keep = labels.notna().to_numpy() & ~has_missing.to_numpy(dtype=bool) & ~empty
     if not (labels[keep] == "control").any():
         msg = "No control cells left after dropping empty cells; pass control= the control label."
@@ -498,15 +864,16 @@ def _keep_cells(labels: pd.Series, missing: list[str], counts: sp.csr_matrix, ge
     return keep
 
 
-def _build(raw: anndata.AnnData, counts: sp.csr_matrix, labels: pd.Series, keep: np.ndarray,
-           modality: str | None, is_log: bool, warnings: list[str]) -> anndata.AnnData:
-    obs = raw.obs.loc[keep].copy()
+def _named_counts(cells: dict[str, int]) -> str:
+    return ", ".join(f"{t} ({n} cells)" for t, n in cells.items())
+
+
+def _build(obs: pd.DataFrame, counts: sp.csr_matrix, labels: pd.Series, keep: np.ndarray, names: pd.Index,
+           is_log: bool, warnings: list[str]) -> anndata.AnnData:
+    obs = obs.loc[keep].copy()
     obs["lazynet_perturbation"] = labels[keep].astype(str).to_numpy()
     obs["lazynet_is_control"] = (obs["lazynet_perturbation"] == "control").to_numpy(dtype=bool)
-    cell_modality, source = _cell_modality(obs, obs["lazynet_is_control"], modality, warnings)
-    obs["lazynet_modality"] = cell_modality.astype(str).to_numpy()
-    var = pd.DataFrame(index=pd.Index(raw.var_names.astype(str)))
-    adata = anndata.AnnData(X=counts[keep], obs=obs, var=var)
+    adata = anndata.AnnData(X=counts[keep], obs=obs, var=pd.DataFrame(index=names))
     if not adata.var_names.is_unique:
         warnings.append("var_names are not unique; made unique with suffixes '-1', '-2', ...")
         adata.var_names_make_unique()
@@ -514,7 +881,6 @@ def _build(raw: anndata.AnnData, counts: sp.csr_matrix, labels: pd.Series, keep:
     if not is_log:
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
-    adata.uns["_modality_source"] = source
     return adata
 
 

@@ -1,18 +1,48 @@
-"""Export networks: edges CSV, GraphML for Cytoscape, and Jacobians into AnnData (``varp`` / ``uns``)."""
+"""Export networks (edges CSV, GraphML for Cytoscape, Jacobians into AnnData ``varp`` / ``uns``) and
+predictions in the layout Arc Institute's ``cell-eval`` scores.
+
+cell-eval files (:func:`predictions_to_anndata`, :func:`write_cell_eval_files`)
+--------------------------------------------------------------------------------
+Two AnnData files over the same genes (``var_names``, in the run's order) and the same labels in
+the perturbation column ``target`` (cell-eval's default ``--pert-col``):
+
+- the **observed** ("real") file: the held-out perturbations' evaluated cells and, labelled
+  ``non-targeting`` (cell-eval's default ``--control-pert``), the **independent reference** control
+  cells (role ``"reference"``: never trained on, see :mod:`lazynet_core.metrics`);
+- the **predicted** file: the same control cells, and per perturbation as many predicted cells as
+  it has observed cells. A method predicts one pseudobulk post state per perturbation; cell-eval's
+  DE metrics (pdex: a Wilcoxon / Mann-Whitney test per gene against the controls) need cells, and
+  repeating one vector would make every gene a "significant" tie-breaker against the controls. So
+  the predicted cells are training control cells (a seeded draw, with replacement only when there
+  are too few) recentred on their own mean and moved onto the prediction: cell = prediction +
+  (control cell − mean of the drawn control cells), with a per-gene shift that keeps every value
+  ≥ 0 (log1p scale) while the cells' mean stays exactly the prediction. The spread is the control
+  cells' own (the model predicts a mean, not a distribution); pseudobulk metrics (delta-Pearson,
+  MAE, discrimination) therefore score exactly the method's predicted post state.
+
+Both files hold ``.X`` on the screen's scale (log1p CP10k, ``read_screen``'s output), so cell-eval
+skips its own normalisation. Score them with
+``cell-eval run -ap pred.h5ad -ar pred_real.h5ad --num-threads 1`` (see :func:`cell_eval_command`).
+"""
 
 from __future__ import annotations
 
 import io
 import math
+import shlex
 import warnings
+from collections.abc import Callable, Sequence
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
 from lazynet_core import modules as _modules
+from lazynet_core.errors import ScreenError
 from lazynet_core.network import EVIDENCE_EDGE_COLUMNS, edges_frame
 
 CSV_COLUMNS = ["source", "target", "weight", "sign", "agreement", "level", "source_module", "target_module"]
@@ -193,3 +223,273 @@ def write_to_adata(adata: Any, jacobian_result: Any, *, key_added: str = "lazyne
                 info[f"jacobian{suffix}"] = frame.to_numpy()
     adata.uns[key_added] = info
     return adata if copy else None
+
+
+# ----------------------------------------------------------------------------------------------
+# Predictions for cell-eval
+# ----------------------------------------------------------------------------------------------
+CELL_EVAL_PERT_COL = "target"  # cell-eval's default --pert-col
+CELL_EVAL_CONTROL = "non-targeting"  # cell-eval's default --control-pert
+CELL_EVAL_BASELINES = ("perturbed_mean", "perturbed_mean_ex", "linear")
+SCALE = "log1p CP10k (read_screen .X)"
+
+
+def heldout_perturbations(pairs: Any, role: str = "test") -> np.ndarray:
+    """Indices of the perturbations with ``role`` cells that were never trained on (held-out
+    perturbations and held-out combinations; perturbations with held-out *cells* are left out).
+
+    Raises
+    ------
+    ScreenError
+        When there is none (a run trained on the cells split, or without held-out perturbations).
+    """
+    role_of = np.asarray(pairs.cell_role)
+    trained = set(np.asarray(pairs.cell_pert)[role_of == "train"].tolist())
+    evals = [int(p) for p in np.asarray(pairs.evaluation_perturbations(role), dtype=int) if p not in trained]
+    if not evals:
+        msg = (
+            f"No perturbation is held out entirely (role {role!r}, never trained on); cell-eval scores "
+            "held-out perturbations. Train on the perturbation split (--split perturbations, optionally "
+            "--held-out A,B)."
+        )
+        raise ScreenError(msg)
+    return np.asarray(evals, dtype=int)
+
+
+def _reference_cells(pairs: Any) -> np.ndarray:
+    cells = np.asarray(pairs.cells(-1, "reference"))
+    if len(cells) < 2:
+        msg = (
+            "These pairs keep fewer than 2 independent reference control cells (PairConfig."
+            "reference_fraction is 0, e.g. a run trained before it existed); cell-eval needs control "
+            "cells that never reached training. Retrain with reference_fraction > 0 (default 0.3)."
+        )
+        raise ScreenError(msg)
+    return cells
+
+
+def _resolve_perturbations(
+    pairs: Any, perturbations: Sequence[int] | Sequence[str] | None, role: str
+) -> np.ndarray:
+    if perturbations is None:
+        return heldout_perturbations(pairs, role)
+    labels = list(map(str, np.asarray(pairs.perturbations)))
+    out = []
+    for p in perturbations:
+        if isinstance(p, str):
+            if p not in labels:
+                raise ScreenError(f"Perturbation {p!r} is not in these pairs; choose among {labels[:10]}.")
+            out.append(labels.index(p))
+        else:
+            out.append(int(p))
+    evals = np.asarray(out, dtype=int)
+    empty = [labels[p] for p in evals if len(pairs.cells(int(p), role)) == 0]
+    if empty:
+        raise ScreenError(f"Perturbation(s) {empty[:10]} have no cells of role {role!r} to compare with.")
+    return evals
+
+
+def predicted_posts(
+    pairs: Any,
+    predict: Callable[[np.ndarray], np.ndarray],
+    perturbations: Sequence[int],
+    *,
+    role: str = "test",
+) -> np.ndarray:
+    """Post states (n, G) that ``predict`` gives for the perturbations' do-intervention inputs.
+
+    The input is ``pairs.pre_state(p, role)`` and the target genes of the output are set to it,
+    exactly as :func:`lazynet_core.metrics.evaluate` scores the model.
+    """
+    evals = np.asarray(perturbations, dtype=int)
+    pre = np.stack([np.asarray(pairs.pre_state(int(p), role), dtype=np.float32) for p in evals])
+    post = np.asarray(predict(pre), dtype=np.float64).reshape(pre.shape)
+    for row, p in enumerate(evals):
+        t = np.asarray(pairs.pert_targets[int(p)], dtype=int)
+        post[row, t] = pre[row, t]
+    return post
+
+
+def _mean_preserving_cells(post: np.ndarray, residuals: np.ndarray, *, iterations: int = 60) -> np.ndarray:
+    """Cells = post + residuals + s (per gene), clipped at 0, with s chosen so the mean is ``post``.
+
+    ``residuals`` (n, G) have mean 0 per gene; ``post`` (G,) is clipped at 0 first. mean(max(0,
+    post + r + s)) is continuous and nondecreasing in s, ≥ post at s = 0 and 0 at s = −post − max r,
+    so a bisection finds the shift.
+    """
+    post = np.clip(np.asarray(post, dtype=np.float64), 0.0, None)
+    lo = -post - residuals.max(axis=0) - 1e-12
+    hi = np.zeros_like(post)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        too_high = np.clip(post + residuals + mid, 0.0, None).mean(axis=0) > post
+        hi = np.where(too_high, mid, hi)
+        lo = np.where(too_high, lo, mid)
+    return np.clip(post + residuals + 0.5 * (lo + hi), 0.0, None)
+
+
+def observed_anndata(
+    pairs: Any,
+    perturbations: Sequence[int] | Sequence[str] | None = None,
+    *,
+    role: str = "test",
+    pert_col: str = CELL_EVAL_PERT_COL,
+    control: str = CELL_EVAL_CONTROL,
+) -> Any:
+    """The observed ("real") cell-eval file: reference controls + the perturbations' ``role`` cells.
+
+    ``.X`` is the screen's own log1p-CP10k matrix (CSR, float32); ``obs`` holds ``pert_col``,
+    ``lazynet_role`` and ``screen_index`` (the cell's row in the screen the pairs were built from).
+    """
+    from anndata import AnnData
+
+    evals = _resolve_perturbations(pairs, perturbations, role)
+    ref = _reference_cells(pairs)
+    labels = np.asarray(pairs.perturbations).astype(str)
+    groups = [ref] + [np.asarray(pairs.cells(int(p), role)) for p in evals]
+    idx = np.concatenate(groups)
+    names = np.concatenate(
+        [np.full(len(ref), control, dtype=object)]
+        + [np.full(len(g), labels[p], dtype=object) for g, p in zip(groups[1:], evals, strict=True)]
+    )
+    obs = pd.DataFrame(
+        {
+            pert_col: pd.Categorical(names.astype(str)),
+            "lazynet_role": np.asarray(pairs.cell_role)[idx].astype(str),
+            "screen_index": idx.astype(np.int64),
+        },
+        index=[f"real_{i}" for i in range(len(idx))],
+    )
+    X = sparse.csr_matrix(pairs.X[idx], dtype=np.float32)
+    real = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(np.asarray(pairs.genes).astype(str))))
+    real.uns["lazynet_cell_eval"] = {
+        "kind": "observed", "pert_col": pert_col, "control": control, "role": role, "scale": SCALE,
+        "controls": "independent reference control cells (never trained on)",
+    }
+    return real
+
+
+def predictions_to_anndata(
+    pairs: Any,
+    prediction: Callable[[np.ndarray], np.ndarray] | np.ndarray,
+    *,
+    perturbations: Sequence[int] | Sequence[str] | None = None,
+    role: str = "test",
+    method: str = "lazynet",
+    pert_col: str = CELL_EVAL_PERT_COL,
+    control: str = CELL_EVAL_CONTROL,
+    seed: int = 0,
+) -> tuple[Any, Any]:
+    """Predicted and observed cell-eval files for held-out perturbations (see the module docstring).
+
+    Parameters
+    ----------
+    pairs
+        The :class:`lazynet_core.pairs.Pairs` of the run (``make_pairs(adata, run.pair_config)``).
+    prediction
+        A predictor ``pre (n, G) -> post (n, G)`` (e.g. ``Ensemble.predict``; its inputs are the
+        do-intervention pre states and its targets are clamped, as in ``metrics.evaluate``) or an
+        array (n, G) of predicted post states in the order of ``perturbations`` (e.g. a baseline
+        from ``metrics.baseline_predictions(pairs, perturbations=...)``).
+    perturbations
+        Indices or labels to export (default: :func:`heldout_perturbations`).
+    role
+        Cell role of the observed cells (``"test"``).
+    method
+        Name stored in ``uns`` and ``obs["method"]``.
+    pert_col, control
+        Perturbation column and control label of both files (cell-eval's defaults).
+    seed
+        Seed of the draw of training control cells that give the predicted cells their spread.
+
+    Returns
+    -------
+    (pred, real)
+        Two AnnData objects with the same ``var_names`` and the same labels in ``pert_col``; per
+        perturbation, ``pred`` holds as many cells as ``real``. Their controls are the same
+        independent reference cells.
+    """
+    from anndata import AnnData
+
+    evals = _resolve_perturbations(pairs, perturbations, role)
+    if callable(prediction):
+        posts = predicted_posts(pairs, prediction, evals, role=role)
+    else:
+        posts = np.asarray(prediction, dtype=np.float64)
+        if posts.ndim == 1:
+            posts = posts[None, :]
+        if posts.shape != (len(evals), pairs.n_genes):
+            msg = (
+                f"prediction has shape {posts.shape}; expected ({len(evals)}, {pairs.n_genes}): one post "
+                "state per exported perturbation, over the pairs' genes."
+            )
+            raise ValueError(msg)
+    bad = [
+        str(pairs.perturbations[p]) for p, row in zip(evals, posts, strict=True) if not np.isfinite(row).all()
+    ]
+    if bad:
+        msg = f"Method {method!r} has no finite prediction for {bad[:10]}; drop them from perturbations."
+        raise ValueError(msg)
+    real = observed_anndata(pairs, evals, role=role, pert_col=pert_col, control=control)
+    train_ctrl = np.asarray(pairs.cells(-1, "train"))
+    if len(train_ctrl) < 2:
+        msg = "The pairs have fewer than 2 training control cells to give the predicted cells a spread."
+        raise ScreenError(msg)
+    rng = np.random.default_rng([int(seed), 15])
+    n_ref = int((real.obs[pert_col] == control).sum())
+    blocks = [sparse.csr_matrix(real.X[:n_ref])]
+    names = [np.full(n_ref, control, dtype=object)]
+    for p, post in zip(evals, posts, strict=True):
+        n = len(pairs.cells(int(p), role))
+        draw = rng.choice(train_ctrl, size=n, replace=n > len(train_ctrl))
+        cells = np.asarray(pairs.X[np.sort(draw)].todense(), dtype=np.float64)
+        residuals = cells - cells.mean(axis=0, keepdims=True)
+        blocks.append(sparse.csr_matrix(_mean_preserving_cells(post, residuals).astype(np.float32)))
+        names.append(np.full(n, str(pairs.perturbations[p]), dtype=object))
+    labels = np.concatenate(names).astype(str)
+    obs = pd.DataFrame(
+        {pert_col: pd.Categorical(labels), "method": np.where(labels == control, "reference", method)},
+        index=[f"pred_{i}" for i in range(len(labels))],
+    )
+    pred = AnnData(X=sparse.vstack(blocks, format="csr", dtype=np.float32), obs=obs, var=real.var.copy())
+    pred.uns["lazynet_cell_eval"] = {
+        "kind": "predicted", "method": method, "pert_col": pert_col, "control": control, "role": role,
+        "scale": SCALE, "seed": int(seed),
+        "cells": "training control cells recentred on their mean + the predicted post state, per-gene "
+                 "shift keeping values >= 0 and the mean exactly the prediction",
+    }
+    return pred, real
+
+
+def observed_path(path: str | PathLike) -> Path:
+    """Where the observed file goes beside a predicted file: ``pred.h5ad`` -> ``pred_real.h5ad``."""
+    path = Path(path)
+    return path.with_name(f"{path.stem}_real.h5ad")
+
+
+def write_cell_eval_files(pred: Any, real: Any, path: str | PathLike) -> tuple[Path, Path]:
+    """Write ``pred`` to ``path`` and ``real`` beside it (:func:`observed_path`); returns both paths."""
+    path = Path(path)
+    if path.suffix != ".h5ad":
+        raise ValueError(f"--out must end in .h5ad (got '{path}'); cell-eval reads AnnData files.")
+    if not path.expanduser().resolve().parent.is_dir():
+        raise FileNotFoundError(f"The folder of '{path}' does not exist; create it or choose another path.")
+    real_path = observed_path(path)
+    pred.write_h5ad(path)
+    real.write_h5ad(real_path)
+    return path, real_path
+
+
+def cell_eval_command(
+    pred_path: str | PathLike,
+    real_path: str | PathLike,
+    *,
+    pert_col: str = CELL_EVAL_PERT_COL,
+    control: str = CELL_EVAL_CONTROL,
+    outdir: str | PathLike = "cell-eval-outdir",
+    threads: int = 1,
+) -> str:
+    """The ``cell-eval run`` command line that scores a pair of files."""
+    parts = ["cell-eval", "run", "-ap", str(pred_path), "-ar", str(real_path), "--pert-col", pert_col,
+             "--control-pert", control, "--num-threads", str(threads), "-o", str(outdir)]
+    return " ".join(shlex.quote(p) for p in parts)

@@ -143,3 +143,30 @@ def test_more_bad_input_exit_2(args, needle, demo_run, tmp_path):
     assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert needle in result.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_evaluate_reads_the_screen_as_it_was_trained(tmp_path):
+    """A run trained with --pert-key is evaluated on the same screen, read the same way."""
+    from lazynet_core.datasets import load_demo
+
+    demo = load_demo()
+    demo.obs = demo.obs.rename(columns={"perturbation": "my_label"})
+    path = tmp_path / "renamed.h5ad"
+    demo.write_h5ad(path)
+    out = tmp_path / "run"
+    result = run_cli(
+        "train",
+        "--data",
+        str(path),
+        "--pert-key",
+        "my_label",
+        "--out",
+        str(out),
+        "--replicas",
+        "1",
+        "--epochs",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    result = run_cli("evaluate", str(out), "--json")
+    assert result.returncode == 0, result.stderr

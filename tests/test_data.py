@@ -167,7 +167,8 @@ def test_output_format(screen):
     meta = out.uns["lazynet"]
     assert set(meta) == {"pert_key", "control", "modality_source", "input_was_log", "layer", "source",
                          "sha256", "n_cells", "n_genes", "n_perturbations", "warnings", "targets_missing",
-                         "target_check"}
+                         "target_check", "targets_missing_cells", "modality_inferred", "guides",
+                         "cells_dropped", "escapers", "read_options"}
     assert meta["sha256"] is None and meta["layer"] is None and meta["targets_missing"] == []
     assert "perturbation" in out.obs.columns and out.obs["lazynet_is_control"].dtype == bool
 
@@ -235,7 +236,8 @@ def test_target_absent_from_genes():
     assert out.uns["lazynet"]["targets_missing"] == ["NOTAGENE"]
     assert sorted(set(out.obs["lazynet_perturbation"])) == ["G1", "control"]
     assert any("NOTAGENE" in w and "60 cell(s) were dropped" in w for w in out.uns["lazynet"]["warnings"])
-    with pytest.raises(ScreenError, match=r"None of the perturbation targets is in var_names.*NOTAGENE"):
+    expected = r"None of the perturbation targets is a measured gene: NOTAGENE \(30 cells\), OTHER"
+    with pytest.raises(ScreenError, match=expected):
         read_screen(make_screen(labels_for("control", targets=("NOTAGENE", "OTHER"))))
 
 
@@ -269,7 +271,7 @@ def test_modality_options():
     assert by_column.uns["lazynet"]["modality_source"] == "column 'perturbation_type'"
     assert list(by_column.obs["lazynet_modality"].iloc[[0, 60, 90]]) == ["CRISPRi", "CRISPRa", "CRISPRi"]
     default = read_screen(make_screen(labels))
-    assert default.uns["lazynet"]["modality_source"] == "default: CRISPRi"
+    assert default.uns["lazynet"]["modality_source"].startswith("inferred: CRISPRi (3 down, 0 up")
     with pytest.raises(ScreenError, match="neither CRISPRi/CRISPRa"):
         read_screen(raised, modality="knockout-ish")
 
@@ -304,3 +306,96 @@ def test_toy_screen_reads():
     out = read_screen(datasets.toy_screen())
     assert out.uns["lazynet"]["control"] == "non-targeting"
     assert validate_screen(out) is not None
+
+
+# --------------------------------------------------------------------------- knockouts, escapers
+@pytest.mark.parametrize("word", ["CRISPRko", "KO", "knockout", "CRISPR-KO"])
+def test_knockout_recognised_and_stated_per_target(word):
+    labels = labels_for("control", n_control=200, n_each=100)
+    adata = make_screen(labels, unaffected=("G2", "G3"), obs={"perturbation_type": [word] * len(labels)})
+    out = read_screen(adata)
+    assert set(out.obs["lazynet_modality"]) == {"CRISPRko"}
+    check = out.uns["lazynet"]["target_check"]
+    assert check["G1"]["ok"] and "sees a knockdown to this level" in check["G1"]["note"]
+    assert not check["G2"]["ok"] and "invisible to the model" in check["G2"]["note"]
+    assert sorted(set(out.obs["lazynet_perturbation"])) == ["G1", "control"]
+    assert out.uns["lazynet"]["cells_dropped"] == {"knockout target not visible": 200}
+    statement = next(w for w in out.uns["lazynet"]["warnings"] if w.startswith("Knockout"))
+    assert "['G1']" in statement and "['G2', 'G3']; 200 cell(s)): the model cannot see them" in statement
+    assert "keep_invisible_knockouts=True" in statement
+    kept = read_screen(adata, keep_invisible_knockouts=True)
+    assert kept.obs["lazynet_perturbation"].value_counts()["G3"] == 100
+    assert validate_screen(kept) is not None
+
+
+def test_knockout_screen_without_visible_target_is_refused():
+    labels = labels_for("control", n_control=200, n_each=100)
+    adata = make_screen(labels, unaffected=("G1", "G2", "G3"))
+    expected = (r"mRNA did not fall \(\['G1', 'G2', 'G3'\]; 300 cell\(s\)\): the model cannot see them, "
+                r"and no knockout target is left.*keep_invisible_knockouts=True")
+    with pytest.raises(ScreenError, match=expected):
+        read_screen(adata, modality="ko")
+
+
+def test_escaper_filter():
+    """G1's cells: 60 responders (target x0.05) and 40 escapers (target unchanged)."""
+    labels = labels_for("control", n_control=300, n_each=100)
+    adata = make_screen(labels, fold=0.05, seed=3)
+    escaper_rows = np.flatnonzero(np.array(labels) == "G1")[60:]
+    fresh = make_screen(labels, fold=1.0, seed=3)  # same seed: the unperturbed counts of those cells
+    counts = adata.X.toarray()
+    counts[escaper_rows] = fresh.X.toarray()[escaper_rows]
+    adata.X = sp.csr_matrix(counts)
+    default = read_screen(adata)
+    assert default.uns["lazynet"]["escapers"] == {} and default.n_obs == 600  # off by default
+    out = read_screen(adata, escapers="drop", modality="CRISPRi")
+    report = out.uns["lazynet"]["escapers"]["G1"]
+    assert report["status"] == "classified" and report["n_cells"] == 100
+    assert 15 <= report["n_escapers"] <= 45  # ~half the 40 escapers lie above the control median
+    kept = out.obs_names[out.obs["lazynet_perturbation"] == "G1"]
+    assert np.isin(adata.obs_names[np.flatnonzero(np.array(labels) == "G1")[:60]], kept).mean() > 0.95
+    assert any(w.startswith("Escaper filter (quantile 0.5): dropped") for w in out.uns["lazynet"]["warnings"])
+    with pytest.raises(ScreenError, match="escapers='some' is not supported"):
+        read_screen(adata, escapers="some")
+
+
+# --------------------------------------------------------------------------- targets, modality, IDs
+def test_every_dropped_target_named_with_its_cells():
+    missing = [f"HS{i}" for i in range(16)]
+    labels = labels_for("control", targets=("G1", *missing), n_each=3)
+    out = read_screen(make_screen(labels))
+    meta = out.uns["lazynet"]
+    assert meta["targets_missing_cells"] == dict.fromkeys(sorted(missing), 3)
+    warning = next(w for w in meta["warnings"] if "not among the measured genes" in w)
+    assert all(f"{t} (3 cells)" in warning for t in missing) and "read the full gene set" in warning
+
+
+def test_crispra_inferred_without_modality_column():
+    out = read_screen(make_screen(labels_for("control"), fold=5.0))
+    meta = out.uns["lazynet"]
+    assert set(out.obs["lazynet_modality"]) == {"CRISPRa"}
+    assert meta["modality_source"] == "inferred: CRISPRa (0 down, 3 up, 0 unchanged of 3 target(s))"
+    assert {t: v["direction"] for t, v in meta["modality_inferred"].items()} == dict.fromkeys(
+        ["G1", "G2", "G3"], "up")
+    assert all(v["ok"] for v in meta["target_check"].values())
+    assert read_screen(make_screen(labels_for("control"), fold=5.0), modality="i").uns["lazynet"][
+        "modality_source"] == "given: CRISPRi"
+
+
+def test_ensembl_ids_use_symbol_column():
+    adata = make_screen(labels_for("control"))
+    ids = [f"ENSG{i:011d}.3" for i in range(len(GENES))]
+    symbols = list(GENES)
+    symbols[30], symbols[31] = "G29", None  # G29 names two IDs; one ID has no symbol
+    adata.var = pd.DataFrame({"gene_name": symbols}, index=ids)
+    out = read_screen(adata)
+    assert {"G1", "G2", "G3", "G29", "G29-1", "ENSG00000000031.3"} <= set(out.var_names)
+    assert sorted(set(out.obs["lazynet_perturbation"])) == ["G1", "G2", "G3", "control"]
+    note = next(w for w in out.uns["lazynet"]["warnings"] if "Ensembl" in w)
+    assert "var['gene_name']" in note and "1 without a symbol" in note and "G29" in note
+    by_id = make_screen(["control"] * 60 + ["ENSG00000000001"] * 30)
+    by_id.var = adata.var
+    assert set(read_screen(by_id).obs["lazynet_perturbation"]) == {"G1", "control"}
+    adata.var = pd.DataFrame(index=ids)
+    with pytest.raises(ScreenError, match=r"look like Ensembl IDs: add a symbol column var\['gene_name'\]"):
+        read_screen(adata)

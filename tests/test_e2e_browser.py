@@ -219,7 +219,7 @@ def test_full_flow_in_chromium(server):
             cancel = page.get_by_role("button", name="Cancel training")
             cancel.wait_for(timeout=30_000)
             page.locator('[data-testid="stProgress"]').first.wait_for(timeout=10_000)
-            page.locator(".js-plotly-plot").first.wait_for(timeout=20_000)  # live loss curves
+            page.locator(".js-plotly-plot").first.wait_for(timeout=90_000)  # live loss curves
             _shot(page, "2_train_reloaded_while_running", tall=False)
             cancel.click()
             page.get_by_text("Training was cancelled").wait_for(timeout=30_000)

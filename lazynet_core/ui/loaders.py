@@ -51,8 +51,13 @@ def resolve_h5ad(path: str) -> str:
     except (FileNotFoundError, RuntimeError):
         msg = f"File not found: '{text}'. Check the path (it is read on the machine running the app)."
         raise ScreenError(msg) from None
-    if resolved.is_dir() or resolved.suffix.lower() != ".h5ad":
-        msg = f"'{resolved}' is not an .h5ad file; LazyNet reads AnnData .h5ad files."
+    from lazynet_core.readers import find_10x
+
+    if not (resolved.is_file() and resolved.suffix.lower() == ".h5ad") and find_10x(resolved) is None:
+        msg = (
+            f"'{resolved}' is not an .h5ad file or a Cell Ranger output (filtered_feature_bc_matrix.h5 "
+            "or a matrix directory); LazyNet reads those."
+        )
         raise ScreenError(msg)
     return str(resolved)
 
@@ -91,8 +96,10 @@ def real_screen_source() -> str:
 
     path = datasets.real_screen_path()
     if not path.exists():
-        msg = (f"The bundled real screen is missing ('{path}'); restore assets/{path.name} from the "
-               "repository (git checkout -- assets).")
+        msg = (
+            f"The bundled real screen is missing ('{path}'); restore assets/{path.name} from the "
+            "repository (git checkout -- assets)."
+        )
         raise ScreenError(msg)
     return str(path)
 
@@ -361,13 +368,30 @@ def run_evidence(noise_factor: float = 2.0) -> Any:
 
 
 @st.cache_resource(show_spinner="Growing the network from the seeds…", max_entries=32)
-def _subgraph(path: str, screen_key: tuple, seeds: tuple[str, ...], breadth: int, depth: int, min_abs: float,
-              direction: str, model_only: bool, max_nodes: int, noise: float) -> Any:
+def _subgraph(
+    path: str,
+    screen_key: tuple,
+    seeds: tuple[str, ...],
+    breadth: int,
+    depth: int,
+    min_abs: float,
+    direction: str,
+    model_only: bool,
+    max_nodes: int,
+    noise: float,
+) -> Any:
     from lazynet_core.ui import services
 
     return services.subgraph(
-        _provider(path), list(seeds), breadth=breadth, depth=depth, min_abs=min_abs, direction=direction,
-        evidence=_evidence(path, screen_key, noise), include_model_only=model_only, max_nodes=max_nodes,
+        _provider(path),
+        list(seeds),
+        breadth=breadth,
+        depth=depth,
+        min_abs=min_abs,
+        direction=direction,
+        evidence=_evidence(path, screen_key, noise),
+        include_model_only=model_only,
+        max_nodes=max_nodes,
     )
 
 
@@ -375,6 +399,14 @@ def run_subgraph(view: dict[str, Any]) -> Any:
     """Annotated seed subgraph of the current run for network settings ``view`` (cached; do not mutate)."""
     path, key = _run_key()
     return _subgraph(
-        path, key, tuple(view["seeds"]), int(view["breadth"]), int(view["depth"]), float(view["min_abs"]),
-        str(view["direction"]), bool(view["model_only"]), int(view["max_nodes"]), float(view["noise"]),
+        path,
+        key,
+        tuple(view["seeds"]),
+        int(view["breadth"]),
+        int(view["depth"]),
+        float(view["min_abs"]),
+        str(view["direction"]),
+        bool(view["model_only"]),
+        int(view["max_nodes"]),
+        float(view["noise"]),
     )
