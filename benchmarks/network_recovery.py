@@ -209,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--epochs", type=int, default=None)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
+                        help="ModelConfig.start of the trained ensembles")
     args = parser.parse_args(argv)
     import torch
 
@@ -228,13 +230,13 @@ def main(argv: list[str] | None = None) -> None:
             tc = TrainConfig(seed=seed, threads=args.threads)
             if args.epochs:
                 tc = tc.replace(epochs=args.epochs)
-            ens = train_ensemble(pairs, ModelConfig(), tc)
+            ens = train_ensemble(pairs, ModelConfig(start=args.start), tc)
             table, _ = recovery_for_ensemble(ens, pairs, truth, seed=seed)
             tables.append(table.assign(screen=screen, pairing="pseudobulk", seed=seed))
     all_tables = pd.concat(tables, ignore_index=True)
     agg = aggregate(all_tables)
     print_recovery(agg)
-    write_json("network_recovery", {"benchmark": "network_recovery", "per_seed": all_tables.to_dict("records"),
+    write_json("network_recovery" + ("" if args.start == "zero" else f"_{args.start}"), {"start": args.start,"benchmark": "network_recovery", "per_seed": all_tables.to_dict("records"),
                                     "summary": agg.to_dict("records"), "machine": machine_info()})
 
 

@@ -147,6 +147,7 @@ def cmd_train(args) -> int:
     try:
         ensemble = train_ensemble(
             pairs, model_config, train_config, on_progress=progress.step, on_epoch=progress.epoch,
+            backend=args.backend, address=args.address,
         )
     finally:
         progress.close()
@@ -500,6 +501,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole ensemble")
         p.add_argument("--threads", type=int, default=None)
+        p.add_argument("--backend", default="thread", choices=["thread", "ray"],
+                       help="train replicas one after another (thread) or as Ray tasks (ray)")
+        p.add_argument("--address", default=None,
+                       help="with --backend ray: address of a running Ray cluster (default: a local Ray)")
         p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("train", help="train an ensemble and save the run")

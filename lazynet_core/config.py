@@ -225,7 +225,7 @@ class TrainConfig(_Config):
     threads
         Torch intra-op threads. ``None`` (auto): 1 for models up to ``auto_threads_max_weights``
         genes × hidden units (every app and demo size), else up to 4 of the CPUs this process may
-        use. Measured on the 2-core VM (issue 13): with torch's default of all cores, the demo
+        use, leaving one free. Measured on the 2-core VM (issue 13): with torch's default of all cores, the demo
         took 16 s quiet but 103 s (median) and 359 s (worst) while another process competed for
         the CPU, against 20 s with one thread: spinning threads collapse under contention.
     """
@@ -273,7 +273,7 @@ class TrainConfig(_Config):
             cpus = len(os.sched_getaffinity(0))
         except AttributeError:  # not on Linux
             cpus = os.cpu_count() or 1
-        return max(1, min(cpus, 4))
+        return max(1, min(cpus - 1, 4))  # one core stays free for the app server and the browser
 
     def lr_for(self, hidden: int) -> float:
         """Learning rate actually used for a model of hidden width ``hidden``."""

@@ -223,6 +223,9 @@ def train_ensemble(
     on_progress: ProgressFn | None = None,
     on_epoch: EpochFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    backend: str = "thread",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> Ensemble:
     """Train ``train_config.replicas`` independently seeded LazyNet replicas.
 
@@ -238,12 +241,37 @@ def train_ensemble(
         ``on_epoch(replica, epoch, train_loss, val_loss, elapsed)`` after every epoch.
     should_stop
         Checked before every mini-batch; when it returns True, ``TrainingCancelled`` is raised.
+    backend
+        ``"thread"`` (default): replicas one after another in this process. ``"ray"``: each
+        replica is a Ray task (:mod:`lazynet_core.distributed`); same seeds give the same weights,
+        bit for bit, on CPU. Ray is imported only on this path.
+    address
+        With ``backend="ray"``: the address of a running Ray cluster; ``None`` starts a local Ray
+        (and stops it afterwards) unless this process is already connected to one.
+    workers
+        With ``backend="ray"`` and a local Ray: replicas trained at once (default: as many as the
+        CPUs allow at ``train_config.threads_for`` threads each).
 
     Returns
     -------
     Ensemble
         The replicas (each at its best validation epoch), with history and split record.
     """
+    if backend not in ("thread", "ray"):
+        raise ValueError(f"backend must be 'thread' or 'ray', got {backend!r}.")
+    if backend == "ray":
+        from .distributed import train_ensemble_ray  # imports ray: only on this path
+
+        return train_ensemble_ray(
+            pairs,
+            model_config,
+            train_config,
+            on_progress=on_progress,
+            on_epoch=on_epoch,
+            should_stop=should_stop,
+            address=address,
+            workers=workers,
+        )
     torch.set_flush_denormal(True)  # fresh models at scale otherwise run ~6x slower (architecture note)
     threads = train_config.threads_for(pairs.n_genes, model_config.hidden_for(pairs.n_genes))
     previous_threads = torch.get_num_threads()
@@ -257,6 +285,23 @@ def train_ensemble(
             infos.append(info)
     finally:
         torch.set_num_threads(previous_threads)
+    return _assemble_ensemble(
+        pairs, model_config, train_config, replicas, infos, trainer.records, trainer.elapsed(), threads
+    )
+
+
+def _assemble_ensemble(
+    pairs: Pairs,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    replicas: list[LazyNet],
+    infos: list[dict],
+    records: list[dict],
+    seconds: float,
+    threads: int,
+    **extra_info,
+) -> Ensemble:
+    """The :class:`Ensemble` of trained replicas (shared by the thread and Ray backends)."""
     return Ensemble(
         replicas=replicas,
         genes=pairs.genes,
@@ -264,14 +309,15 @@ def train_ensemble(
         model_config=model_config,
         train_config=train_config,
         pair_config=pairs.config,
-        history=pd.DataFrame.from_records(trainer.records),
+        history=pd.DataFrame.from_records(records),
         split=pairs.split_record(),
         info={
             "replicas": infos,
-            "train_seconds": trainer.elapsed(),
+            "train_seconds": seconds,
             "threads": threads,
             "stopped_by_time_budget": any(i["stopped"] == "time_budget" for i in infos),
             "hidden": replicas[0].hidden,
             "parameters_per_replica": replicas[0].n_parameters(),
+            **extra_info,
         },
     )

@@ -89,6 +89,9 @@ def cross_validate(
     references: Sequence[str] = ("independent",),
     on_fold: FoldFn | None = None,
     should_stop: Callable[[], bool] | None = None,
+    backend: str = "thread",
+    address: str | None = None,
+    workers: int | None = None,
 ) -> pd.DataFrame:
     """Leave-one-perturbation-out or K-fold cross-validation, seeds per fold, in one tidy frame.
 
@@ -110,6 +113,11 @@ def cross_validate(
         ``on_fold(seed, fold_index, n_folds, held_out)`` before each fold is trained.
     should_stop
         Passed to :func:`lazynet_core.train_ensemble` (cancels the whole cross-validation).
+    backend, address, workers
+        ``"thread"`` (default): folds one after another in this process. ``"ray"``: every
+        (seed, fold) is a Ray task (:func:`lazynet_core.distributed.cross_validate_ray`), local
+        unless ``address`` names a cluster; same frame as the thread backend, and ``on_fold`` is
+        called as each fold's task starts.
 
     Returns
     -------
@@ -118,7 +126,27 @@ def cross_validate(
     """
     if not seeds:
         raise ValueError("seeds must name at least one seed, e.g. seeds=(0, 1, 2).")
+    if backend not in ("thread", "ray"):
+        raise ValueError(f"backend must be 'thread' or 'ray', got {backend!r}.")
     labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    if backend == "ray":
+        from .distributed import cross_validate_ray  # imports ray: only on this path
+
+        plan_of = {"folds": folds, "max_perturbations": max_perturbations}
+        plans = [(int(s), fold_plan(labels.unique(), **plan_of, seed=int(s))) for s in seeds]
+        frames = cross_validate_ray(
+            adata,
+            plans,
+            model_config=model_config,
+            train_config=train_config,
+            pair_config=pair_config,
+            references=references,
+            on_fold=on_fold,
+            should_stop=should_stop,
+            address=address,
+            workers=workers,
+        )
+        return pd.concat(frames, ignore_index=True)
     frames = []
     for seed in seeds:
         plan = fold_plan(labels.unique(), folds=folds, max_perturbations=max_perturbations, seed=int(seed))

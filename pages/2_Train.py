@@ -1,7 +1,6 @@
 """Train page: settings form, background training with live progress, saved runs."""
 
 import datetime as dt
-import os
 from pathlib import Path
 
 import streamlit as st
@@ -9,7 +8,7 @@ import streamlit as st
 from lazynet_core import plotting, ui
 from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
 from lazynet_core.jobs import TrainingJob
-from lazynet_core.ui import loaders
+from lazynet_core.ui import loaders, services
 
 ui.frame_guard("pages/2_Train.py")
 ui.page_header(
@@ -69,7 +68,7 @@ with st.form("train_form"):
         "Epochs", 1, 500, 40, help="Passes over the training pairs (cosine learning-rate decay)."
     )
     budget = c4.number_input(
-        "Time budget (s)", 5, 24 * 3600, 120, help="Training stops cleanly when it is spent."
+        "Time budget (s)", 5, 24 * 3600, 600, help="Training stops cleanly when it is spent."
     )
     c5, c6, c7, c8 = st.columns(4)
     pairing = c5.selectbox(
@@ -99,7 +98,7 @@ if submitted:
             epochs=int(epochs),
             time_budget_s=float(budget),
             seed=int(seed),
-            threads=max(1, (os.cpu_count() or 2) - 1),
+            threads=None,  # auto: 1 for app-sized models; never every core (TrainConfig.threads)
         )
         model_config = ModelConfig(hidden=int(hidden) or None)
         pairs = loaders.pairs_for(spec, pair_config)
@@ -143,4 +142,8 @@ if ens is not None and not ens.history.empty:
         f"**Loaded run** `{Path(st.session_state['run_path']).name}` · {len(ens.replicas)} replicas · "
         f"{ens.n_genes} genes · split: held-out {ens.pair_config.split}"
     )
+    cut = services.time_budget_cut(ens)
+    if cut:
+        st.warning(f"**Stopped by the time budget** ({cut}). The model may be under-trained: raise the "
+                   "budget or lower the epochs and train again.", icon=":material/timer_off:")
     ui.plot(plotting.loss_curves(ens.history), "run_loss", key="run_loss")

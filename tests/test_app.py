@@ -515,3 +515,18 @@ def test_every_page_survives_a_run_that_does_not_fit_the_screen(trained_run, tmp
     for page in ("3_Effects", "4_Jacobian", "5_Networks"):
         _goto(at, page)
         assert at.error, f"{page}: a run/screen mismatch must be reported"
+
+
+def test_time_budget_cut_is_reported_not_called_done():
+    from types import SimpleNamespace
+
+    from lazynet_core.ui.services import time_budget_cut
+
+    ens = SimpleNamespace(
+        info={"replicas": [{"replica": 0, "stopped": "time_budget", "epochs_run": 7},
+                           {"replica": 1, "stopped": "epochs", "epochs_run": 40}]},
+        train_config=SimpleNamespace(epochs=40),
+    )
+    assert time_budget_cut(ens) == "after 7 of 40 epochs (replica 0)"
+    ens.info["replicas"][0]["stopped"] = "epochs"
+    assert time_budget_cut(ens) is None

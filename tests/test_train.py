@@ -106,5 +106,6 @@ def test_threads_auto_is_one_for_small_models_and_restored(toy_adata):
     assert TrainConfig(threads=3).threads_for(300, 300) == 3
     assert 1 <= TrainConfig().threads_for(18_000, 256) <= 4
     before = torch.get_num_threads()
-    ensemble = train_ensemble(make_pairs(toy_adata, PairConfig()), ModelConfig(), TrainConfig(replicas=1, epochs=1))
+    pairs = make_pairs(toy_adata, PairConfig())
+    ensemble = train_ensemble(pairs, ModelConfig(), TrainConfig(replicas=1, epochs=1))
     assert ensemble.info["threads"] == 1 and torch.get_num_threads() == before

@@ -757,3 +757,12 @@ def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian:
     }
     truth_frame = pd.DataFrame({k: np.asarray(v) for k, v in dict(truth).items()})
     return recovery_table(frames, truth_frame, list(train_means))
+
+
+def time_budget_cut(ensemble: Any) -> str | None:
+    """``"after 7 of 40 epochs (replica 1), ..."`` when the time budget stopped training, else None."""
+    infos = ensemble.info.get("replicas", []) if hasattr(ensemble, "info") else []
+    epochs = getattr(getattr(ensemble, "train_config", None), "epochs", None)
+    cut = [f"after {r.get('epochs_run')} of {epochs} epochs (replica {r.get('replica')})"
+           for r in infos if r.get("stopped") == "time_budget"]
+    return ", ".join(cut) or None

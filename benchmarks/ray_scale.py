@@ -1,0 +1,194 @@
+"""Ray vs threads on a screen streamed from disk: wall time, peak RSS per process, identical losses.
+
+Stages (issue 14):
+
+1. ``generate`` a synthetic paper-style screen in chunks (``datasets.write_paper_screen``, cached)
+   and ``prepare`` it (``read_screen`` + ``write_h5ad``) in a **separate process**, so this
+   process never holds the whole matrix; that process's peak RSS is reported as the in-memory
+   reference.
+2. ``stream``: :func:`lazynet_core.streaming.stream_pairs` reads the prepared ``.h5ad`` backed, by
+   row chunks, in one pass (control rows + per-perturbation means); peak RSS of this process.
+3. ``train_thread``: ``train_ensemble(streamed, backend="thread")`` (replicas one after another).
+4. ``train_ray``: the same with ``backend="ray"`` on a local Ray with ``--workers`` workers, Ray
+   start and stop included in the wall time; peak RSS of every worker process.
+5. Weights (bit for bit) and per-epoch losses of the two backends are compared.
+
+Usage: ``python benchmarks/ray_scale.py [--quick] [--cells N --genes G --perturbations P]``.
+Writes ``benchmarks/results/ray_scale[_quick].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.common import (  # noqa: E402
+    CACHE,
+    ROOT,
+    StageMeter,
+    ensure_paper_screen,
+    fmt_table,
+    machine_info,
+    maxrss_gb,
+    write_json,
+)
+
+QUICK = {"n_cells": 5_000, "n_genes": 2_000, "n_perturbations": 200}
+DEFAULT = {"n_cells": 50_000, "n_genes": 2_000, "n_perturbations": 200}
+
+_PREPARE = """
+import json, resource, sys, time
+t0 = time.perf_counter()
+from lazynet_core.data import read_screen
+adata = read_screen(sys.argv[1])
+adata.write_h5ad(sys.argv[2])
+print(json.dumps({"seconds": time.perf_counter() - t0, "n_cells": int(adata.n_obs),
+                  "n_genes": int(adata.n_vars), "nnz": int(adata.X.nnz),
+                  "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6}))
+"""
+
+
+def prepare(raw: Path) -> tuple[Path, dict[str, Any]]:
+    """read_screen + write_h5ad in a child process (cached beside the raw file)."""
+    out = raw.with_name(raw.stem + "_prepared.h5ad")
+    info_path = out.with_suffix(".json")
+    if out.exists() and info_path.exists():
+        return out, {**json.loads(info_path.read_text()), "cached": True}
+    tmp = out.with_name(out.name + ".tmp.h5ad")
+    done = subprocess.run(
+        [sys.executable, "-c", _PREPARE, str(raw), str(tmp)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    info = json.loads(done.stdout.strip().splitlines()[-1])
+    tmp.replace(out)
+    info_path.write_text(json.dumps(info))
+    return out, {**info, "cached": False}
+
+
+def same_weights(a: Any, b: Any) -> bool:
+    import torch
+
+    return all(
+        list(ra.state_dict()) == list(rb.state_dict())
+        and all(torch.equal(x, rb.state_dict()[k]) for k, x in ra.state_dict().items())
+        for ra, rb in zip(a.replicas, b.replicas, strict=True)
+    )
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5k cells x 2k genes")
+    parser.add_argument("--cells", type=int, default=None)
+    parser.add_argument("--genes", type=int, default=None)
+    parser.add_argument("--perturbations", type=int, default=None)
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--resamples", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    parser.add_argument("--tag", default=None, help="results file suffix")
+    args = parser.parse_args(argv)
+
+    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
+    from lazynet_core.streaming import stream_pairs
+    from lazynet_core.train import planned_steps, train_ensemble
+
+    size = dict(QUICK if args.quick else DEFAULT)
+    for key, value in (("n_cells", args.cells), ("n_genes", args.genes), ("n_perturbations", args.perturbations)):
+        if value is not None:
+            size[key] = value
+    name = "ray_scale_quick" if args.quick else "ray_scale"
+    if args.tag:
+        name = f"{name}_{args.tag}"
+    print(f"ray_scale: {size['n_cells']} cells x {size['n_genes']} genes, {size['n_perturbations']} perturbations; "
+          f"{args.replicas} replicas x {args.epochs} epochs, hidden {args.hidden}, {args.workers} Ray workers")
+    meter = StageMeter()
+    result: dict[str, Any] = {"benchmark": "ray_scale", "size": size, "args": vars(args)}
+    raw, generated = ensure_paper_screen(**size, meter=meter)
+    with meter.stage("prepare_in_child_process") as rec:
+        prepared, prep = prepare(raw)
+        rec.update(child=prep)
+    result["prepare_child_process"] = prep
+    result["file_mb"] = {"raw_gzip": raw.stat().st_size / 1e6, "prepared": prepared.stat().st_size / 1e6}
+    pair_config = PairConfig(resamples=args.resamples)
+    with meter.stage("stream") as rec:
+        pairs = stream_pairs(prepared, pair_config, chunk_rows=args.chunk_rows)
+        rec.update(pairs._cache["stream_info"])
+    result["stream"] = dict(pairs._cache["stream_info"])
+    with meter.stage("gene_scale_and_means"):
+        pairs.gene_scale()
+        pairs.control_mean("train")
+    model_config = ModelConfig(hidden=args.hidden)
+    train_config = TrainConfig(replicas=args.replicas, epochs=args.epochs, batch_size=args.batch_size)
+    result["steps_per_epoch"] = planned_steps(pairs, train_config.replace(replicas=1, epochs=1))
+    result["threads_per_replica"] = train_config.threads_for(pairs.n_genes, model_config.hidden_for(pairs.n_genes))
+
+    def show(replica, epoch, train_loss, val_loss, elapsed):
+        print(f"    replica {replica + 1} epoch {epoch + 1}: train {train_loss:.5f} ({elapsed:.0f} s)", flush=True)
+
+    runs = {}
+    for backend in ("thread", "ray"):
+        extra = {"workers": args.workers} if backend == "ray" else {}
+        with meter.stage(f"train_{backend}") as rec:
+            t0 = time.perf_counter()
+            ens = train_ensemble(pairs, model_config, train_config, on_epoch=show, backend=backend, **extra)
+            rec.update(wall_s=time.perf_counter() - t0)
+        runs[backend] = (ens, rec["wall_s"])
+    (thread, t_wall), (ray_ens, r_wall) = runs["thread"], runs["ray"]
+    cols = ["replica", "epoch", "train_loss"]
+    h_t = thread.history[cols].sort_values(cols[:2]).reset_index(drop=True)
+    h_r = ray_ens.history[cols].sort_values(cols[:2]).reset_index(drop=True)
+    workers = [
+        {k: i[k] for k in ("replica", "worker_pid", "worker_peak_rss_gb", "worker_seconds")}
+        for i in ray_ens.info["replicas"]
+    ]
+    result["train"] = {
+        "thread_wall_s": t_wall,
+        "ray_wall_s": r_wall,
+        "ray_over_thread_wall": r_wall / t_wall,
+        "ray_train_seconds_inside": ray_ens.info["train_seconds"],
+        "ray_worker_seconds": [w["worker_seconds"] for w in workers],
+        "ray_workers": ray_ens.info["workers"],
+        "ray_worker_processes": workers,
+        "identical_weights": same_weights(thread, ray_ens),
+        "identical_losses": bool(np.array_equal(h_t["train_loss"].to_numpy(), h_r["train_loss"].to_numpy())),
+        "losses": h_t.to_dict("records"),
+    }
+    meter.close()
+    result["stages"] = meter.records
+    result["driver_peak_rss_gb"] = max(r["peak_rss_gb"] for r in meter.records if r["stage"] != "generate")
+    result["driver_ru_maxrss_gb"] = maxrss_gb()
+    result["generated_now"] = generated
+    result["cache"] = str(CACHE)
+    result["machine"] = machine_info()
+    tr = result["train"]
+    rss = [w["worker_peak_rss_gb"] for w in workers]
+    print()
+    print(fmt_table(meter.records, ["stage", "seconds", "rss_end_gb", "peak_rss_gb"]))
+    print(f"\nprepare (child, whole matrix in memory): {prep['seconds']:.1f} s, peak RSS {prep['peak_rss_gb']:.2f} GB")
+    s = result["stream"]
+    print(f"stream: {s['chunks']} chunks of {s['chunk_rows']} rows in {s['seconds']:.1f} s; control rows "
+          f"{s['control_bytes'] / 1e6:.0f} MB; driver peak RSS {result['driver_peak_rss_gb']:.2f} GB")
+    print(f"train: thread {t_wall:.1f} s, ray {r_wall:.1f} s (ratio {tr['ray_over_thread_wall']:.2f}; "
+          f"{tr['ray_workers']} workers, each {', '.join(f'{w:.1f}' for w in tr['ray_worker_seconds'])} s); "
+          f"worker peak RSS {', '.join(f'{w:.2f}' for w in rss)} GB; "
+          f"identical weights {tr['identical_weights']}, identical losses {tr['identical_losses']}")
+    write_json(name, result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
