@@ -75,11 +75,14 @@ def main(argv: list[str] | None = None) -> int:
                     p.join(5)
             rows.append(dict(threads=threads, threads_used=used, load=load, median_s=statistics.median(walls),
                              worst_s=max(walls), walls_s=walls))
+            write_json("busy_cpu", {"rows": rows, "epochs": args.epochs, "burners": args.burners,
+                                    "partial": True, "machine": machine_info()})  # survives an interrupt
     for row in rows:
         quiet = next(r for r in rows if r["threads"] == row["threads"] and r["load"] == "quiet")
         row["slowdown_median"] = row["median_s"] / quiet["median_s"]
     print(fmt_table(rows, ["threads", "threads_used", "load", "median_s", "worst_s", "slowdown_median"]))
-    write_json("busy_cpu", {"rows": rows, "epochs": args.epochs, "burners": args.burners, "machine": machine_info()})
+    write_json("busy_cpu", {"rows": rows, "epochs": args.epochs, "burners": args.burners, "partial": False,
+                            "machine": machine_info()})
     return 0
 
 

@@ -131,7 +131,7 @@ def cmd_train(args) -> int:
             reference_fraction=args.reference_fraction,
         ),
     )
-    model_config = ModelConfig(hidden=args.hidden)
+    model_config = ModelConfig(hidden=args.hidden, start=args.start)
     train_config = TrainConfig(
         replicas=args.replicas,
         epochs=args.epochs,
@@ -283,7 +283,7 @@ def cmd_crossval(args) -> int:
         folds=folds,
         seeds=seeds,
         max_perturbations=args.max_perturbations,
-        model_config=ModelConfig(hidden=args.hidden),
+        model_config=ModelConfig(hidden=args.hidden, start=args.start),
         train_config=TrainConfig(replicas=args.replicas, epochs=args.epochs, threads=args.threads),
         pair_config=PairConfig(pairing=args.pairing),
         on_fold=on_fold,
@@ -485,6 +485,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--replicas", type=int, default=3)
         p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
         p.add_argument("--hidden", type=int, default=None, help="hidden width (default: auto)")
+        p.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
+                       help="output-layer start; control_covariance responds to unseen targets (README)")
         p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
         p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
         p.add_argument(
@@ -540,6 +542,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument("--hidden", type=int, default=None)
+    p.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
     p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
