@@ -107,6 +107,10 @@ def _screen_for_run(run_dir: Path, data: str | None):
 
 def cmd_train(args) -> int:
     """``train``: read a screen, train an ensemble, save the run."""
+    screen = getattr(args, "screen", None)
+    if screen and args.data and screen != args.data:
+        raise ScreenError(f"Two screens given ('{screen}' and --data '{args.data}'); give one.")
+    args.data = args.data or screen
     from .pairs import make_pairs
     from .runs import save_run
     from .train import planned_steps, train_ensemble
@@ -510,6 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--overwrite", action="store_true")
 
     p = sub.add_parser("train", help="train an ensemble and save the run")
+    p.add_argument("screen", nargs="?", help="screen file or Cell Ranger output (the same as --data)")
     add_data(p)
     add_train(p)
     p.add_argument("--demo", action="store_true", help="use the bundled demo screen")

@@ -16,6 +16,8 @@ a dense G × G matrix. The model must act row-wise on a batch (no batch statisti
 
 from __future__ import annotations
 
+import sys
+import types
 import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -377,3 +379,15 @@ def column_provider(model: Any, *, x_ref: Any = None, batch_size: int = 64,
                     genes: Sequence[str] | None = None, cache_size: int = 256) -> ColumnProvider:
     """On-demand ``neighbors(gene, direction)`` provider of an ensemble (see :class:`ColumnProvider`)."""
     return ColumnProvider(model, x_ref=x_ref, batch_size=batch_size, genes=genes, cache_size=cache_size)
+
+
+class _CallableModule(types.ModuleType):
+    """Importing ``lazynet_core.jacobian`` rebinds the package attribute ``jacobian`` from the
+    function to this module; calling the module still computes the Jacobian, so
+    ``lazynet_core.jacobian(ensemble)`` works on every call."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> JacobianResult:
+        return jacobian(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

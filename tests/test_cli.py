@@ -170,3 +170,14 @@ def test_evaluate_reads_the_screen_as_it_was_trained(tmp_path):
     assert result.returncode == 0, result.stderr
     result = run_cli("evaluate", str(out), "--json")
     assert result.returncode == 0, result.stderr
+
+
+def test_train_takes_the_screen_as_a_positional_argument(tmp_path):
+    from lazynet_core.datasets import demo_path
+
+    out = tmp_path / "run"
+    result = run_cli("train", str(demo_path()), "--out", str(out), "--replicas", "1", "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    assert (out / "config.json").is_file()
+    both = run_cli("train", str(demo_path()), "--data", "other.h5ad", "--out", str(tmp_path / "x"))
+    assert both.returncode == 2 and "Two screens given" in both.stderr

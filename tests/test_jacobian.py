@@ -151,3 +151,16 @@ def test_real_lazynet_ensemble_oracles():
         np.testing.assert_allclose(res.per_replica[r], oracle(model, ref), rtol=1e-6, atol=1e-8)
     col = column_provider(ens)("G2", "out")["weight"]
     np.testing.assert_allclose(col.to_numpy(), res.to_frame()["G2"].drop("G2").reindex(col.index), atol=1e-8)
+
+
+def test_package_jacobian_works_on_every_call(toy_ensemble):
+    """``import lazynet_core.jacobian`` must not turn ``lazynet_core.jacobian`` into a non-callable."""
+    import importlib
+
+    import lazynet_core
+
+    _, ensemble = toy_ensemble
+    first = lazynet_core.jacobian(ensemble)
+    importlib.import_module("lazynet_core.jacobian")
+    second = lazynet_core.jacobian(ensemble)
+    assert np.array_equal(first.mean, second.mean)
