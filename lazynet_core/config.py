@@ -225,9 +225,10 @@ class TrainConfig(_Config):
     threads
         Torch intra-op threads. ``None`` (auto): 1 for models up to ``auto_threads_max_weights``
         genes × hidden units (every app and demo size), else up to 4 of the CPUs this process may
-        use, leaving one free. Measured on the 2-core VM (issue 13): with torch's default of all cores, the demo
-        took 16 s quiet but 103 s (median) and 359 s (worst) while another process competed for
-        the CPU, against 20 s with one thread: spinning threads collapse under contention.
+        use, leaving one free. Measured on the 2-core VM (issue 13): with torch's default of all
+        cores, the demo took 16 s quiet but 103 s (median) and 359 s (worst) while another process
+        competed for the CPU, against 20 s with one thread: spinning threads collapse under
+        contention (``benchmarks/busy_cpu.py``: 1.58x slower under load with auto, 19x with all cores).
     """
 
     replicas: int = 3

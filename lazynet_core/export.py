@@ -45,12 +45,14 @@ from lazynet_core import modules as _modules
 from lazynet_core.errors import ScreenError
 from lazynet_core.network import EVIDENCE_EDGE_COLUMNS, edges_frame
 
-CSV_COLUMNS = ["source", "target", "weight", "sign", "agreement", "level", "source_module", "target_module"]
+CSV_COLUMNS = [
+    "source", "target", "weight", "sign", "agreement", "sd", "level", "source_module", "target_module",
+]
 
 
 def _edge_table(G_or_frame: nx.DiGraph | pd.DataFrame, modules: pd.DataFrame | bool | None) -> pd.DataFrame:
     frame = edges_frame(G_or_frame) if isinstance(G_or_frame, nx.Graph) else G_or_frame.copy()
-    for col in ("agreement", "level"):
+    for col in ("agreement", "sd", "level"):
         if col not in frame.columns:
             frame[col] = np.nan
     if "sign" not in frame.columns:
@@ -68,7 +70,8 @@ def write_edges_csv(G_or_frame: nx.DiGraph | pd.DataFrame, path_or_buffer: str |
                     modules: pd.DataFrame | bool | None = None) -> None:
     """Write the edge table as CSV.
 
-    Columns: ``source, target, weight, sign, agreement, level, source_module, target_module``, then
+    Columns: ``source, target, weight, sign, agreement, sd, level, source_module, target_module``
+    (``sd``: the replicas' standard deviation of J, the noise the default threshold compares to), then
     the evidence columns when the graph carries them (``evidence`` is one of ``interventional``,
     ``held_out``, ``observational``, ``model_only``; see :mod:`lazynet_core.evidence`)
     (``weight = J[target, source]``; modules from :func:`lazynet_core.modules.module_table`, or a

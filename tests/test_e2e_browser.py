@@ -253,7 +253,7 @@ def test_full_flow_in_chromium(server):
                 data = Path(info.value.path()).read_bytes()
                 if kind == "csv":
                     header = data.decode().splitlines()[0]
-                    assert header.startswith("source,target,weight,sign,agreement,level")
+                    assert header.startswith("source,target,weight,sign,agreement,sd,level")
                     assert "evidence" in header
                     assert b"model_only" not in data  # the default view follows supported edges only
                 elif kind == "png":
