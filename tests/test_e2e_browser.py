@@ -92,6 +92,23 @@ def _idle(page, timeout: float = 60_000) -> None:
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
 
 
+def _download(page, name: str, tries: int = 3) -> bytes:
+    """Click a download button and return the file. A Streamlit rerun that lands while the browser
+    fetches the file can cancel that one download (the media file is replaced); click again then."""
+    from playwright.sync_api import Error as PlaywrightError
+
+    for attempt in range(tries):
+        _idle(page)
+        try:
+            with page.expect_download(timeout=30_000) as info:
+                page.get_by_role("button", name=name).click()
+            return Path(info.value.path()).read_bytes()
+        except PlaywrightError as exc:
+            if "canceled" not in str(exc) or attempt == tries - 1:
+                raise
+    raise AssertionError(f"download {name!r} did not complete")
+
+
 def _nav(page, title: str) -> None:
     """Click a page in the sidebar (opening a collapsed sidebar first, and closing it again)."""
     link = page.locator('[data-testid="stSidebarNav"] a', has_text=title).first
@@ -248,9 +265,7 @@ def test_full_flow_in_chromium(server):
             seeds = page.get_by_test_id("stMultiSelect").first.inner_text()
             downloads = (("Edges (CSV)", "csv"), ("GraphML", "graphml"), ("PNG", "png"), ("SVG", "svg"))
             for name, kind in downloads:
-                with page.expect_download(timeout=30_000) as info:
-                    page.get_by_role("button", name=name).click()
-                data = Path(info.value.path()).read_bytes()
+                data = _download(page, name)
                 if kind == "csv":
                     header = data.decode().splitlines()[0]
                     assert header.startswith("source,target,weight,sign,agreement,sd,level")
