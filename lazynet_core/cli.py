@@ -187,7 +187,7 @@ def cmd_train(args) -> int:
 
 
 def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
-    from .metrics import compare, summary_table
+    from .metrics import BASELINES, compare, summary_table
 
     stream = stream or sys.stdout
     for metric in ("pearson_delta", "pearson_delta_top20", "slope", "intervention_response", "ceiling"):
@@ -198,7 +198,7 @@ def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
             f"\n{metric} (mean ± sd over perturbations, n perturbations; columns = held-out set)", file=stream
         )
         print(table.to_string(), file=stream)
-    models = [m for m in frame["method"].unique() if m not in _BASELINE_NAMES]
+    models = [m for m in frame["method"].unique() if m not in (*BASELINES, "observed")]
     for model in models:
         paired = compare(frame, model=model, metric="pearson_delta")
         if paired.empty:
@@ -227,17 +227,6 @@ def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
     )
 
 
-_BASELINE_NAMES = (
-    "identity",
-    "perturbed_mean",
-    "perturbed_mean_ex",
-    "linear",
-    "control_covariance",
-    "additive",
-    "null",
-    "own_training_mean",
-    "observed",
-)
 
 
 def _check_output_file(path: str | None) -> None:
@@ -249,7 +238,7 @@ def _check_output_file(path: str | None) -> None:
 def cmd_evaluate(args) -> int:
     """``evaluate``: LazyNet next to every baseline on each held-out set, paired tests."""
     _check_output_file(args.out)
-    from .metrics import evaluate, records
+    from .metrics import evaluate
     from .pairs import make_pairs
     from .runs import check_split
 
@@ -258,21 +247,12 @@ def cmd_evaluate(args) -> int:
     check_split(ensemble, pairs)
     references = ["independent", "training"] if args.reference == "both" else [args.reference]
     frame = pd.concat([evaluate(pairs, ensemble.predict, reference=r) for r in references], ignore_index=True)
-    if args.json:
-        json.dump(records(frame), sys.stdout, indent=1)
-        print()
-    else:
-        _print_summary(frame)
-    if args.out:
-        frame.to_csv(args.out, index=False)
-        print(f"\nWrote per-perturbation metrics to {args.out}", file=sys.stderr if args.json else sys.stdout)
-    return 0
+    return _report(frame, args)
 
 
 def cmd_crossval(args) -> int:
     """``crossval``: leave-one-perturbation-out or K-fold cross-validation with paired tests."""
     _check_output_file(args.out)
-    from .metrics import records
     from .validation import cross_validate
 
     adata = _load_screen(args)
@@ -292,6 +272,13 @@ def cmd_crossval(args) -> int:
         pair_config=PairConfig(pairing=args.pairing),
         on_fold=on_fold,
     )
+    return _report(frame, args)
+
+
+def _report(frame: pd.DataFrame, args) -> int:
+    """Print an evaluation frame (tables, or JSON records with ``--json``); write it with ``--out``."""
+    from .metrics import records
+
     if args.json:
         json.dump(records(frame), sys.stdout, indent=1)
         print()
@@ -299,7 +286,7 @@ def cmd_crossval(args) -> int:
         _print_summary(frame)
     if args.out:
         frame.to_csv(args.out, index=False)
-        print(f"Wrote per-perturbation metrics to {args.out}", file=sys.stderr)
+        print(f"\nWrote per-perturbation metrics to {args.out}", file=sys.stderr if args.json else sys.stdout)
     return 0
 
 

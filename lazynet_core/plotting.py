@@ -967,6 +967,13 @@ def _static_parts(edges: pd.DataFrame, nodes: pd.DataFrame, positions: pd.DataFr
     return node_parts, edge_parts
 
 
+def _canvas_size(positions: pd.DataFrame) -> tuple[float, float]:
+    """Width and height (px) of a static network drawing: the layout plus an 80 px margin."""
+    if not len(positions):
+        return 400.0, 300.0
+    return float(positions["x"].max() + 80), float(positions["y"].max() + 80)
+
+
 def network_svg(
     edges: pd.DataFrame,
     nodes: pd.DataFrame,
@@ -978,8 +985,7 @@ def network_svg(
 ) -> str:
     """A standalone SVG of the network at ``positions`` (pure Python; labels stay editable text)."""
     node_parts, edge_parts = _static_parts(edges, nodes, positions, font_size, max_width)
-    width = float(positions["x"].max() + 80) if len(positions) else 400.0
-    height = float(positions["y"].max() + 80) if len(positions) else 300.0
+    width, height = _canvas_size(positions)
     top = 40.0 if title else 0.0
     colours = sorted({e["colour"] for e in edge_parts})
     out = [
@@ -1042,8 +1048,7 @@ def network_png(
     from matplotlib.patches import FancyArrowPatch
 
     node_parts, edge_parts = _static_parts(edges, nodes, positions, font_size, max_width)
-    width = float(positions["x"].max() + 80) if len(positions) else 400.0
-    height = float(positions["y"].max() + 80) if len(positions) else 300.0
+    width, height = _canvas_size(positions)
     px = 1 / 100  # 100 px per inch at dpi=100, so sizes match the SVG
     fig = Figure(figsize=(width * px, height * px), dpi=100)
     FigureCanvasAgg(fig)
