@@ -221,7 +221,9 @@ def _evaluation_rows(pairs: Any, roles: Sequence[str]) -> list[tuple[int, str]]:
     return rows
 
 
-def _set_of(pairs: Any, p: int, role: str, trained: set[int]) -> str:
+def evaluation_set(pairs: Any, p: int, role: str, *, trained: set[int]) -> str:
+    """The set (``SETS``) a perturbation's evaluated cells of ``role`` belong to; ``trained`` holds
+    the perturbations with training cells."""
     if p in trained:
         return "held_out_cells"
     if "+" in str(pairs.perturbations[p]):
@@ -506,7 +508,7 @@ def evaluate(
     for role in dict.fromkeys(r for _, r in rows):
         evals = np.array([p for p, r in rows if r == role], dtype=int)
         targets = [np.asarray(pairs.pert_targets[p], dtype=int) for p in evals]
-        sets = np.array([_set_of(pairs, int(p), role, trained) for p in evals])
+        sets = np.array([evaluation_set(pairs, int(p), role, trained=trained) for p in evals])
         preds = {
             m: v
             for m, v in baseline_predictions(pairs, role=role, perturbations=evals).items()

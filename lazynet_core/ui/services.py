@@ -104,14 +104,10 @@ def obs_columns(adata: Any) -> list[str]:
 
 # ---- effects ------------------------------------------------------------------------------------
 def _set_name(pairs: Any, p_idx: int, role: str, trained: set[int]) -> str:
-    """The evaluation set of one perturbation (as ``metrics.evaluate`` labels it)."""
-    if role == "train":
-        return "training"
-    if p_idx in trained:
-        return "held_out_cells"
-    if "+" in str(pairs.perturbations[p_idx]):
-        return "combinations"
-    return "validation_perturbations" if role == "val" else "held_out_perturbations"
+    """The evaluation set of one perturbation (``metrics.evaluation_set``; ``"training"`` for fit)."""
+    from lazynet_core.metrics import evaluation_set
+
+    return "training" if role == "train" else evaluation_set(pairs, p_idx, role, trained=trained)
 
 
 def perturbation_table(pairs: Any) -> pd.DataFrame:
