@@ -60,7 +60,22 @@ class _Progress:
             self.stream.write("\n")
 
 
+def _print_warnings(adata) -> None:
+    """Every warning of reading the screen (``validate_screen``: the stored ones and the checks made now)."""
+    from .data import validate_screen
+
+    for warning in validate_screen(adata):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
 def _load_screen(args) -> object:
+    """Read the screen given on the command line and print every warning about it."""
+    adata = _read_screen(args)
+    _print_warnings(adata)
+    return adata
+
+
+def _read_screen(args) -> object:
     from .data import read_screen
     from .datasets import load_demo
 
@@ -72,6 +87,7 @@ def _load_screen(args) -> object:
         "pert_key",
         "control",
         "modality",
+        "layer",
         "guide_calls",
         "guide_genes",
         "min_guide_umis",
@@ -98,6 +114,7 @@ def _screen_for_run(run_dir: Path, data: str | None):
     # read exactly as the run was trained (pert key, control, modality, guide options, ...)
     options = dict(provenance.get("read_options") or {})
     adata = read_screen(load_demo() if source in (None, "demo") else source, **options)
+    _print_warnings(adata)
     if list(adata.var_names) != list(ensemble.genes):
         known = set(adata.var_names)
         adata = adata[:, [g for g in ensemble.genes if g in known]].copy()
@@ -123,17 +140,13 @@ def cmd_train(args) -> int:
             f"Run directory '{out}' already exists and is not empty; choose another --out or "
             "pass --overwrite."
         )
-    adata = _load_screen(args)
     held = tuple(h.strip() for h in args.held_out.split(",") if h.strip()) if args.held_out else None
-    pairs = make_pairs(
-        adata,
-        PairConfig(
-            pairing=args.pairing,
-            split=args.split,
-            seed=args.seed,
-            held_out=held,
-            reference_fraction=args.reference_fraction,
-        ),
+    pair_config = PairConfig(
+        pairing=args.pairing,
+        split=args.split,
+        seed=args.seed,
+        held_out=held,
+        reference_fraction=args.reference_fraction,
     )
     model_config = ModelConfig(hidden=args.hidden, start=args.start)
     train_config = TrainConfig(
@@ -142,7 +155,9 @@ def cmd_train(args) -> int:
         seed=args.seed,
         time_budget_s=args.time_budget,
         threads=args.threads,
-    )
+    )  # flags checked before a large screen is read
+    adata = _load_screen(args)
+    pairs = make_pairs(adata, pair_config)
     progress = _Progress(planned_steps(pairs, train_config))
     print(
         f"Training {train_config.replicas} replica(s) on {adata.n_obs} cells x {adata.n_vars} genes, "
@@ -443,6 +458,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pert-key", help="obs column with perturbations (auto-detected)")
         p.add_argument("--control", help="control label (auto-detected)")
         p.add_argument("--modality", help="CRISPRi, CRISPRa or CRISPRko, or an obs column (auto)")
+        p.add_argument(
+            "--layer",
+            help="raw counts: a layer name, or raw.X (default: .X, or the counts found in .raw.X or a layer "
+            "when .X is log-normalised or scaled)",
+        )
         p.add_argument("--guide-calls", help="protospacer_calls_per_cell.csv or a cell,guide CSV")
         p.add_argument("--guide-genes", help="guide,gene CSV (or feature_reference.csv) for guide names")
         p.add_argument(

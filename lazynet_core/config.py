@@ -117,8 +117,10 @@ class PairConfig(_Config):
         then available).
     held_out
         Explicit perturbation labels (or target genes) to hold out entirely on the perturbation
-        split, instead of a random ``test_fraction``; combinations containing a held-out target
-        are held out too. Used by ``cross_validate`` (leave-one-perturbation-out, K-fold).
+        split, instead of a random ``test_fraction``; combinations containing a held-out single
+        target are held out too, while a held-out combination (``"A+B"``) leaves its single arms
+        in training (the combination benchmark). Used by ``cross_validate`` (leave-one-perturbation-
+        out, K-fold).
     k
         Cells per pseudobulk side.
     resamples

@@ -24,8 +24,17 @@ Decisions (method.md §2) recorded here:
   ``WT1`` is a gene).
 - Ensembl IDs in ``var_names`` are replaced by the symbols in ``var['gene_name' | 'gene_symbols' |
   'feature_name' | ...]``; a symbol shared by several IDs is made unique (``-1``) and reported.
+- A file is told by its content (``readers.check_source``): empty, gzip, ZIP, text, non-AnnData
+  HDF5, truncated files and folders without a matrix each get their own answer.
 - Input is treated as log-normalised when it holds non-integers whose maximum is below
-  ``LOG_MAX``; then a ``counts`` layer, if present, is preferred, otherwise the data is used as is.
+  ``LOG_MAX``. When ``.X`` is log-normalised, scaled (negative) or otherwise not counts, the first
+  integer matrix among the ``COUNT_LAYERS``, ``.raw.X`` (which may hold more genes) and the other
+  layers is used, with a warning; log data without counts elsewhere is used as is. Values of
+  ``ABSURD_VALUE`` (1e9) or more are refused: no cell has a billion counts of one gene.
+- Several candidate columns that label the cells differently: the one with the most targets whose
+  own expression moved the expected way wins (ties: ``PERT_KEY_CANDIDATES`` order), with a warning.
+  Control labels differing only in case or spaces are merged, duplicate cell or gene names made
+  unique, cells with no counts dropped: each reported, naming what (``text.display_name``).
 - Modality: given, or an ``.obs`` column (``MODALITY_KEYS``), else inferred from the targets'
   own direction (most targets down -> CRISPRi, up -> CRISPRa), reported per target.
 - The target check compares mean counts-per-10k of the target in its cells against control
@@ -61,8 +70,10 @@ import scipy.sparse as sp
 from lazynet_core import readers
 from lazynet_core.errors import ScreenError
 from lazynet_core.guides import is_ensembl, label_targets, read_guide_genes, split_label
+from lazynet_core.text import display_name
 
-__all__ = ["Detection", "detect_columns", "read_screen", "target_check_frame", "validate_screen"]
+__all__ = ["Detection", "detect_columns", "read_screen", "screen_choices", "target_check_frame",
+           "validate_screen"]
 
 PERT_KEY_CANDIDATES = (
     "perturbation", "target_gene", "gene_target", "guide_target", "gene", "target", "condition",
@@ -83,10 +94,22 @@ GUIDE_COLUMN = "lazynet_guides"
 MOI_CHOICES = ("combine", "drop")
 STANDARD_COLUMNS = ("lazynet_perturbation", "lazynet_modality", "lazynet_is_control")
 LOG_MAX = 50.0
+ABSURD_VALUE = 1e9  # no cell has a billion counts of one gene
+COUNT_LAYERS = ("counts", "raw_counts", "raw", "umi", "umis", "umi_counts")  # searched first, in order
+RAW_X = "raw.X"  # layer= value for the counts in .raw.X
+_RAW_TOKENS = (RAW_X, ".raw.X", ".raw")
+_NOT_TOTAL_COUNTS = ("spliced", "unspliced", "ambiguous")  # RNA-velocity layers: counts, but partial
+MIN_CELLS = 4  # 2 control cells and cells of 2 perturbations: the least make_pairs can use
+MIN_GENES = 2
 TARGET_CHECK_MIN_LOG2FC = 0.25
 BACKED_ABOVE_BYTES = 1 << 30
 _CHUNK_ROWS = 10_000
 _SEP = r"(?:[_\-.:\s].*)"
+# how to fix a wrong guess, in the library, the CLI and the app alike
+_PICK_COLUMN = ("choose the perturbation column (pert_key= / --pert-key / 'Perturbation column' on the Data "
+                "page)")
+_PICK_CONTROL = "set the control label (control= / --control / 'Control label' on the Data page)"
+_PICK_COUNTS = "choose the counts (layer= / --layer / 'Counts' on the Data page)"
 _NOT_MEASURED_HELP = (
     "LazyNet encodes a perturbation by its target's expression, so a target must be a measured gene. "
     "To keep them, read the full gene set (the unfiltered .h5ad or the Cell Ranger output, not a "
@@ -153,6 +176,8 @@ def _candidate_columns(obs: pd.DataFrame) -> tuple[str, ...]:
 def _control_summary(labels: list[str], control: str | None) -> str:
     if control is not None or len(labels) == 1:
         return control if control is not None else labels[0]
+    if len({lab.strip().lower() for lab in labels}) == 1:  # 'NTC', 'ntc ', 'Ntc': one label
+        return labels[0].strip()
     return f"{os.path.commonprefix(labels).rstrip('_-.: 0123456789') or labels[0]}*"
 
 
@@ -189,32 +214,60 @@ def detect_columns(adata: anndata.AnnData, *, pert_key: str | None = None,
 
 def _detect(obs: pd.DataFrame, *, pert_key: str | None, control: str | None,
             table: dict[str, str]) -> Detection:
+    return _detections(obs, pert_key=pert_key, control=control, table=table)[0]
+
+
+def _detections(obs: pd.DataFrame, *, pert_key: str | None, control: str | None,
+                table: dict[str, str]) -> list[Detection]:
+    """Every candidate column holding a control label; those that also hold other labels first."""
     if pert_key is not None and pert_key not in obs.columns:
         msg = (f"Obs {pert_key!r} does not exist in .obs; columns are {list(obs.columns)}. "
                "Pass pert_key= one of them.")
         raise ScreenError(msg)
     candidates = (pert_key,) if pert_key is not None else _candidate_columns(obs)
     if not candidates:
-        msg = (f"No perturbation column found: .obs columns are {list(obs.columns)}, none of the known "
-               f"names {list(PERT_KEY_CANDIDATES)}. Pass pert_key= the column holding guide targets, or "
-               "guide_calls= a guide calls CSV (cell,guide).")
+        msg = (f"No perturbation column found: .obs columns are {_quoted(obs.columns, 12)}, none of the "
+               f"known names {list(PERT_KEY_CANDIDATES)}. Pass pert_key= the column holding guide targets "
+               "(--pert-key / 'Perturbation column' on the Data page), or guide_calls= a guide calls CSV "
+               "(cell,guide; --guide-calls).")
         raise ScreenError(msg)
     patterns = [_control_regex(control)]
+    found, mixed = [], []
     for column in candidates:
-        labels = [lab for lab in _distinct_labels(obs[column]) if _is_control_label(lab, patterns, table)]
+        distinct = _distinct_labels(obs[column])
+        labels = [lab for lab in distinct if _is_control_label(lab, patterns, table)]
         if labels:
             how = "pert_key given" if pert_key is not None else "first candidate column with controls"
             how += "; control given" if control is not None else "; control label from known vocabulary"
-            return Detection(column, _control_summary(labels, control), tuple(labels), candidates, how)
-    raise ScreenError(_no_control_message(obs, candidates, control))
+            found.append(Detection(column, _control_summary(labels, control), tuple(labels), candidates, how))
+            mixed.append(len(labels) < len(distinct))
+    if not found:
+        raise ScreenError(_no_control_message(obs, candidates, control))
+    return [d for d, m in zip(found, mixed, strict=True) if m] + [d for d, m in zip(found, mixed, strict=True)
+                                                                  if not m]
+
+
+def _quoted(names, limit: int = 6) -> str:
+    """Names from a data file, quoted and shortened for a message: 'A', 'B' and 3 more."""
+    names = [str(n) for n in names]
+    shown = ", ".join(f"'{display_name(n)}'" for n in names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "") if names else "none"
+
+
+def _top_values(column: pd.Series, limit: int = 6) -> str:
+    counts = column.dropna().astype(str).value_counts()
+    shown = ", ".join(f"'{display_name(v)}' ({n} cells)" for v, n in counts.head(limit).items())
+    if not len(counts):
+        return "empty"
+    return shown + (f" and {len(counts) - limit} more" if len(counts) > limit else "")
 
 
 def _no_control_message(obs: pd.DataFrame, candidates: tuple[str, ...], control: str | None) -> str:
-    wanted = f"the control label {control!r}" if control is not None else "a known control label"
-    seen = "; ".join(f"{c!r}: {_distinct_labels(obs[c])[:6]}" for c in candidates[:4])
-    return (f"No cells with {wanted} in column(s) {list(candidates)} (first values {seen}). "
-            f"Known control labels are {list(CONTROL_LABELS)}. Pass control= the label of your "
-            "control cells (and pert_key= the column).")
+    wanted = "a known control label" if control is None else f"the control label '{display_name(control)}'"
+    seen = "; ".join(f"'{display_name(c)}': {_top_values(obs[c])}" for c in candidates[:3])
+    return (f"No cells with {wanted} in column(s) {_quoted(candidates)}. Most common values: {seen}. "
+            f"Known control labels are {list(CONTROL_LABELS)}. If your control cells carry another label, "
+            f"{_PICK_CONTROL}; if the perturbations are in another column, {_PICK_COLUMN}.")
 
 
 # --------------------------------------------------------------------------- reading
@@ -235,22 +288,15 @@ def _sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _resolve_path(source: str | Path) -> Path:
+def _resolve_path(source: str | Path) -> tuple[Path, str]:
+    """The file or matrix directory to read and its kind (``"h5ad"`` or ``"10x"``), told by content."""
     given = Path(source).expanduser()
     try:
         path = given.resolve(strict=True)
     except (FileNotFoundError, OSError) as err:
         msg = f"File '{given}' does not exist ({type(err).__name__}); check the path."
         raise ScreenError(msg) from err
-    if path.is_file() and path.suffix.lower() == ".h5ad":
-        return path
-    found = readers.find_10x(path)
-    if found is None:
-        msg = (f"'{path}' is not an .h5ad file or a Cell Ranger output; read_screen needs an AnnData .h5ad "
-               "file (e.g. screen.h5ad), a filtered_feature_bc_matrix.h5, or a matrix directory with "
-               "matrix.mtx.gz, features.tsv.gz and barcodes.tsv.gz.")
-        raise ScreenError(msg)
-    return found
+    return readers.check_source(path)
 
 
 def _to_csr(matrix) -> sp.csr_matrix:
@@ -275,19 +321,31 @@ def _read_h5ad(path: Path, *, backed: str | bool, layer: str | None) -> anndata.
             return anndata.read_h5ad(path)
         handle = anndata.read_h5ad(path, backed="r")
         try:
-            layers = {k: _to_csr(v) for k, v in handle.layers.items() if k in (layer, "counts")}
-            obsm = {k: v for k, v in handle.obsm.items() if k == "guide_counts"}
-            uns = {k: v for k, v in handle.uns.items() if k in ("guide_names", "guide_genes")}
-            return anndata.AnnData(X=_to_csr(handle.X), obs=handle.obs.copy(), var=handle.var.copy(),
-                                   layers=layers, obsm=obsm, uns=uns)
+            return _read_backed(handle, layer)
         finally:
             handle.file.close()
     except MemoryError:
         raise
     except Exception as err:
         reason = f"{type(err).__name__}: {str(err).strip().splitlines()[0][:160] if str(err).strip() else ''}"
-        msg = f"Could not read '{path}' as an .h5ad file ({reason}). Is it a complete AnnData file?"
+        msg = (f"Could not read '{path}' as an .h5ad file ({reason}). Is it a complete AnnData file? It may "
+               "be damaged or incomplete (was the copy/download interrupted?) or written by another tool: "
+               "copy it again, or write it again with anndata's write_h5ad.")
         raise ScreenError(msg) from err
+
+
+def _read_backed(handle: anndata.AnnData, layer: str | None) -> anndata.AnnData:
+    """Copy a backed AnnData into memory: .X, plus the count layers (and .raw) only where they may be used."""
+    X = None if handle.X is None else _to_csr(handle.X)
+    search = X is None or _kind_of(X) != "counts"  # read_screen will look for counts elsewhere
+    layers = {k: _to_csr(v) for k, v in handle.layers.items() if search or k in (layer, "counts")}
+    obsm = {k: v for k, v in handle.obsm.items() if k == "guide_counts"}
+    uns = {k: v for k, v in handle.uns.items() if k in ("guide_names", "guide_genes")}
+    out = anndata.AnnData(X=X, obs=handle.obs.copy(), var=handle.var.copy(), layers=layers, obsm=obsm,
+                          uns=uns)
+    if handle.raw is not None and (search or layer in _RAW_TOKENS):
+        out.raw = anndata.AnnData(X=_to_csr(handle.raw.X), obs=out.obs[[]], var=handle.raw.var.copy())
+    return out
 
 
 def _open_source(source, *, backed: str | bool, layer: str | None):
@@ -297,20 +355,36 @@ def _open_source(source, *, backed: str | bool, layer: str | None):
         msg = (f"source must be a path to an .h5ad file or Cell Ranger output, or an AnnData, got "
                f"{type(source).__name__}.")
         raise ScreenError(msg)
-    path = _resolve_path(source)
-    if path.suffix.lower() == ".h5ad":
+    path, kind = _resolve_path(source)
+    if kind == "h5ad":
         return _read_h5ad(path, backed=backed, layer=layer), str(path), _sha256(path)
     return readers.read_10x(path), str(path), _sha256_of(path)
 
 
+def _check_size(adata: anndata.AnnData, name: str) -> None:
+    """Refuse a screen too small to train on, saying how much is needed."""
+    what = "The screen" if name == "in-memory AnnData" else f"'{name}'"
+    if adata.n_obs < MIN_CELLS:
+        msg = (f"{what} holds only {adata.n_obs} cell(s): too small to train. LazyNet needs at least 2 "
+               f"control cells and cells of at least 2 perturbations ({MIN_CELLS} cells at the very least; "
+               "in practice 5 or more cells per perturbation and dozens of control cells). Load the whole "
+               "screen, not a subset or a summary.")
+        raise ScreenError(msg)
+    if adata.n_vars < MIN_GENES:
+        msg = (f"{what} measures only {adata.n_vars} gene(s): too small to train. LazyNet learns how genes "
+               f"act on each other, so it needs at least {MIN_GENES} genes (in practice the measured "
+               "transcriptome, or a panel of hundreds). Load the full gene set, not a subset.")
+        raise ScreenError(msg)
+
+
 # --------------------------------------------------------------------------- gene names and guides
-def _gene_names(raw: anndata.AnnData, warnings: list[str]) -> tuple[pd.Index, dict[str, str]]:
+def _gene_names(var: pd.DataFrame, warnings: list[str]) -> tuple[pd.Index, dict[str, str]]:
     """Gene symbols for the columns, and Ensembl ID -> symbol aliases when var_names are IDs."""
-    names = pd.Index(raw.var_names.astype(str))
-    column = next((c for c in SYMBOL_COLUMNS if c in raw.var.columns), None)
+    names = pd.Index(var.index.astype(str))
+    column = next((c for c in SYMBOL_COLUMNS if c in var.columns), None)
     if column is None or not len(names) or np.mean([is_ensembl(n) for n in names]) < 0.5:
         return names, {}
-    given = raw.var[column].astype(object).to_numpy()
+    given = var[column].astype(object).to_numpy()
     valid = np.array([isinstance(v, str) and v.strip() not in ("", "nan") for v in given])
     symbols = pd.Index(np.where(valid, given, names).astype(str))
     note = (f"var_names are Ensembl IDs; using the gene symbols in var[{column!r}]"
@@ -324,6 +398,19 @@ def _gene_names(raw: anndata.AnnData, warnings: list[str]) -> tuple[pd.Index, di
         symbols = pd.Index(anndata.utils.make_index_unique(symbols))
     warnings.append(note)
     return symbols, dict(zip((n.split(".")[0] for n in names), symbols, strict=True))
+
+
+def _unique_names(names: pd.Index, what: str, warnings: list[str]) -> pd.Index:
+    """Names made unique ('-1', '-2', ... on the repeats), with a warning naming the repeated ones."""
+    names = pd.Index(names.astype(str))
+    if names.is_unique:
+        return names
+    repeated = names[names.duplicated(keep=False)].value_counts()
+    shown = ", ".join(f"'{display_name(n)}' x{k}" for n, k in repeated.head(5).items())
+    more = f" and {len(repeated) - 5} more" if len(repeated) > 5 else ""
+    warnings.append(f"{len(repeated)} {what} name(s) appear more than once ({shown}{more}); they were made "
+                    "unique by adding '-1', '-2', ... to the repeats.")
+    return pd.Index(anndata.utils.make_index_unique(names))
 
 
 def _guide_table(raw: anndata.AnnData, guide_genes) -> dict[str, str]:
@@ -381,47 +468,124 @@ def _guide_calls(raw: anndata.AnnData, guide_calls, pert_key: str | None,
 
 
 # --------------------------------------------------------------------------- counts
-def _bad_cells(X: sp.csr_matrix, mask: np.ndarray) -> str:
-    rows = np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[mask]
-    cells = np.unique(rows)
-    return f"{int(mask.sum())} value(s) in {len(cells)} cell(s), first cell rows {cells[:5].tolist()}"
+def _bad_cells(X: sp.csr_matrix, mask: np.ndarray, cells: pd.Index) -> str:
+    rows = np.unique(np.repeat(np.arange(X.shape[0]), np.diff(X.indptr))[mask])
+    return f"{int(mask.sum())} value(s) in {len(rows)} cell(s), e.g. {_quoted(cells[rows[:5]], 5)}"
 
 
-def _looks_log(X: sp.csr_matrix, where: str) -> bool:
-    """Check values; return True for log-normalised data, raise for anything that is not counts."""
+def _kind_of(X: sp.csr_matrix) -> str:
+    """``"counts"`` or ``"log"`` (log-normalised), else what is wrong: ``"nonfinite"``, ``"absurd"``,
+    ``"negative"`` (scaled data) or ``"fractional"`` (neither counts nor log)."""
     data = X.data
-    finite = np.isfinite(data)
-    if not finite.all():
-        msg = f"{where} holds NaN or infinite values: {_bad_cells(X, ~finite)}. Remove or fix those cells."
-        raise ScreenError(msg)
+    if not np.isfinite(data).all():
+        return "nonfinite"
+    if data.size and data.max() >= ABSURD_VALUE:
+        return "absurd"
     if (data < 0).any():
-        msg = (f"{where} holds negative values: {_bad_cells(X, data < 0)}. Raw counts (or log-normalised "
-               "counts) are required, not scaled data; pass layer= the raw counts.")
-        raise ScreenError(msg)
+        return "negative"
+    if (data == np.round(data)).all():
+        return "counts"
+    return "log" if data.max() < LOG_MAX else "fractional"
+
+
+def _value_problem(X: sp.csr_matrix, kind: str, where: str, cells: pd.Index) -> str:
+    data = X.data
+    if kind == "nonfinite":
+        bad = _bad_cells(X, ~np.isfinite(data), cells)
+        return f"{where} holds NaN or infinite values: {bad}. Remove or fix those cells."
+    if kind == "absurd":
+        return (f"{where} holds absurd values of {ABSURD_VALUE:.0e} or more (largest {data.max():.3g}): "
+                f"{_bad_cells(X, data >= ABSURD_VALUE, cells)}. No cell has a billion counts of one gene: "
+                "the file is damaged or this matrix is not counts (e.g. IDs or coordinates stored as "
+                f"expression). Fix or export the matrix again, or {_PICK_COUNTS}.")
+    if kind == "negative":
+        return (f"{where} holds negative values: {_bad_cells(X, data < 0, cells)}. It looks like scaled data "
+                "(e.g. after sc.pp.scale), not counts; raw counts (or log-normalised counts) are required.")
     fractional = data != np.round(data)
-    if not fractional.any():
-        return False
-    if data.max() < LOG_MAX:
-        return True
-    msg = (f"{where} holds non-integer values ({_bad_cells(X, fractional)}; max {data.max():.3g}) that "
-           "are neither counts nor log-normalised. Pass layer= the raw counts.")
-    raise ScreenError(msg)
+    return (f"{where} holds non-integer values ({_bad_cells(X, fractional, cells)}; max {data.max():.3g}) "
+            "that are neither counts nor log-normalised.")
+
+
+def _where(name: str | None) -> str:
+    return ".X" if name is None else ".raw.X" if name == RAW_X else f"layer '{display_name(name)}'"
+
+
+def _matrix_of(adata: anndata.AnnData, name: str) -> tuple[sp.csr_matrix, pd.DataFrame]:
+    if name == RAW_X:
+        return _to_csr(adata.raw.X), adata.raw.var
+    return _to_csr(adata.layers[name]), adata.var
+
+
+def _counts_elsewhere(adata: anndata.AnnData):
+    """The first raw-count matrix besides .X: a count-named layer, then .raw.X, then any integer layer."""
+    names = [n for n in COUNT_LAYERS if n in adata.layers] + ([RAW_X] if adata.raw is not None else [])
+    names += [n for n in adata.layers if n not in names and str(n).lower() not in _NOT_TOTAL_COUNTS]
+    for name in names:
+        X, var = _matrix_of(adata, name)
+        if X.nnz and _kind_of(X) == "counts":
+            return name, X, var
+    return None
+
+
+def _given_counts(adata: anndata.AnnData, layer: str) -> tuple[sp.csr_matrix, pd.DataFrame, str]:
+    """The matrix asked for with ``layer=`` (a layer name, or ``'raw.X'`` for .raw.X)."""
+    raw = " and 'raw.X' (the counts in .raw.X)" if adata.raw is not None else ""
+    if layer in _RAW_TOKENS and layer not in adata.layers:
+        if adata.raw is None:
+            msg = (f"layer={layer!r} asks for .raw.X, but this screen has no .raw; layers are "
+                   f"{_quoted(adata.layers)}. Choose one of them, or leave the counts on automatic.")
+            raise ScreenError(msg)
+        return *_matrix_of(adata, RAW_X), RAW_X
+    if layer not in adata.layers:
+        msg = (f"Layer {layer!r} does not exist; layers are {list(adata.layers)}{raw}. "
+               "Pass layer= one of them, or None for .X.")
+        raise ScreenError(msg)
+    return *_matrix_of(adata, layer), layer
 
 
 def _choose_counts(adata: anndata.AnnData, layer: str | None, warnings: list[str]):
-    if layer is not None and layer not in adata.layers:
-        msg = (f"Layer {layer!r} does not exist; layers are {list(adata.layers)}. "
-               "Pass layer= one of them, or None for .X.")
+    """Raw counts (or log data): ``(matrix, where they came from, is_log, var)``.
+
+    ``.X`` is used when it holds counts; when it is log-normalised, scaled or otherwise not counts,
+    the first count matrix in a layer or ``.raw.X`` is used instead, with a warning.
+    """
+    cells = pd.Index(adata.obs_names.astype(str))
+    if layer is not None:
+        X, var, name = _given_counts(adata, layer)
+        kind = _kind_of(X)
+        if kind not in ("counts", "log"):
+            raise ScreenError(f"{_value_problem(X, kind, _where(name), cells)} Choose other counts.")
+        if kind == "log":
+            warnings.append(f"{_where(name)} looks log-normalised (non-integer, max {X.data.max():.3g}); "
+                            "used as is without normalize_total/log1p.")
+        return X, name, kind == "log", var
+    X = None if adata.X is None else _to_csr(adata.X)
+    kind = "missing" if X is None else _kind_of(X)
+    if kind == "counts":
+        return X, None, False, adata.var
+    if kind == "absurd":
+        raise ScreenError(_value_problem(X, kind, ".X", cells))
+    found = _counts_elsewhere(adata)
+    if found is not None:
+        name, counts, var = found
+        state = {"log": "looks log-normalised", "missing": "is empty", "negative": "holds scaled data "
+                 "(negative values)"}.get(kind, "is not raw counts (NaN or non-integer values)")
+        genes = f" ({var.shape[0]} genes; .X has {adata.n_vars})" if var.shape[0] != adata.n_vars else ""
+        warnings.append(f".X {state}; used {_where(name)} as the raw counts{genes}. To use other counts, "
+                        f"{_PICK_COUNTS}.")
+        return counts, name, False, var
+    if kind == "log":
+        warnings.append(f".X looks log-normalised (non-integer, max {X.data.max():.3g}); used as is without "
+                        "normalize_total/log1p (no raw counts were found in .raw.X or a layer).")
+        return X, None, True, adata.var
+    layers = f"the layers ({_quoted(adata.layers)})" if len(adata.layers) else "any layer"
+    if kind == "missing":
+        msg = (f"The screen has no main matrix (.X is empty) and no raw counts in .raw.X or {layers}. Write "
+               "the counts to .X (or a 'counts' layer) and save the file again.")
         raise ScreenError(msg)
-    X = _to_csr(adata.layers[layer] if layer else adata.X)
-    is_log = _looks_log(X, f"layer {layer!r}" if layer else ".X")
-    if is_log and layer is None and "counts" in adata.layers:
-        warnings.append(".X looks log-normalised; using layer 'counts' as the raw counts.")
-        return _choose_counts(adata, "counts", warnings)
-    if is_log:
-        warnings.append(f"{'layer ' + repr(layer) if layer else '.X'} looks log-normalised (non-integer, "
-                        f"max {X.data.max():.3g}); used as is without normalize_total/log1p.")
-    return X, layer, is_log
+    msg = (f"{_value_problem(X, kind, '.X', cells)} No raw counts were found in .raw.X or {layers} either: "
+           "save the raw counts in the file (.X or a 'counts' layer), or fix those values.")
+    raise ScreenError(msg)
 
 
 # --------------------------------------------------------------------------- labels and modality
@@ -439,13 +603,99 @@ def _parse_labels(column: pd.Series, detection: Detection, genes: pd.Index, *, c
     return out
 
 
+def _joined(targets: pd.Series) -> pd.Series:
+    return targets.map(lambda t: None if t is None else ("+".join(t) if t else "control")).astype(object)
+
+
+def _lognorm(counts: sp.csr_matrix) -> sp.csr_matrix:
+    """log1p(counts per 10k), as read_screen's normalisation, for the column choice."""
+    totals = np.asarray(counts.sum(axis=1)).ravel()
+    out = sp.csr_matrix(sp.diags(1e4 / np.maximum(totals, 1)) @ counts)
+    out.data = np.log1p(out.data)
+    return out
+
+
+def _movers(labels: pd.Series, X: sp.csr_matrix, genes: pd.Index, modality: str | None) -> tuple[int, int]:
+    """(targets whose own expression moved the expected way, measured single targets) for one labelling."""
+    is_ctrl = (labels == "control").to_numpy(dtype=bool)
+    singles = [t for t in pd.unique(labels.dropna()) if t != "control" and "+" not in t and t in genes]
+    if not singles or not is_ctrl.any():
+        return 0, len(singles)
+    codes = pd.Categorical(labels, categories=singles).codes
+    fcs = np.asarray(_log2fc(X, genes, singles, codes, is_ctrl))
+    down, up = int((fcs <= -TARGET_CHECK_MIN_LOG2FC).sum()), int((fcs >= TARGET_CHECK_MIN_LOG2FC).sum())
+    whole = _parse_modality(modality) if modality is not None else None
+    moved = up if whole == "CRISPRa" else down if whole in ("CRISPRi", "CRISPRko") else max(down, up)
+    return moved, len(singles)
+
+
+def _choose_column(detections: list[Detection], parse, counts: sp.csr_matrix, genes: pd.Index, *,
+                   is_log: bool, modality: str | None, warnings: list[str]) -> tuple[Detection, pd.Series]:
+    """Among candidate columns that label the cells differently, the one whose targets move as expected.
+
+    Columns giving the same labels after parsing (``KEAP1_sg1`` and ``KEAP1``) are no ambiguity; among
+    disagreeing ones the column with the most targets whose own expression moved in the expected
+    direction wins (ties: the first, in ``PERT_KEY_CANDIDATES`` order), and a warning says so.
+    """
+    parsed = []
+    for detection in detections:
+        try:
+            parsed.append((detection, parse(detection)))
+        except ScreenError:
+            continue
+    if not parsed:
+        return detections[0], parse(detections[0])  # raises the first column's error
+    labels = [_joined(targets) for _, targets in parsed]
+    if all(lab.equals(labels[0]) for lab in labels[1:]):
+        return parsed[0]
+    X = counts if is_log else _lognorm(counts)
+    scores = [_movers(lab, X, genes, modality) for lab in labels]
+    best = max(range(len(parsed)), key=lambda i: scores[i][0])  # the first of equal scores
+    shown = ", ".join(f"'{display_name(d.pert_key)}' ({m} of {n} target(s) move as expected)"
+                      for (d, _), (m, n) in zip(parsed, scores, strict=True))
+    tie = sum(m == scores[best][0] for m, _ in scores) > 1
+    why = ("it comes first and no other column's targets move more" if tie else
+           "its targets' own expression moves as expected most often")
+    chosen = display_name(parsed[best][0].pert_key)
+    warnings.append(f"Several columns could hold the perturbations and they label the cells differently: "
+                    f"{shown}. Used '{chosen}': {why}. If that is wrong, {_PICK_COLUMN}.")
+    detection = parsed[best][0]
+    method = f"{detection.method}; chosen among {len(parsed)} disagreeing columns"
+    return Detection(detection.pert_key, detection.control, detection.control_labels, detection.candidates,
+                     method), parsed[best][1]
+
+
+def _warn_control_variants(column: pd.Series, detection: Detection, warnings: list[str]) -> None:
+    """Control labels differing only in case or spaces ('NTC', 'ntc ', 'Ntc') are merged: say so."""
+    groups: dict[str, list[str]] = {}
+    for label in detection.control_labels:
+        groups.setdefault(label.strip().lower(), []).append(label)
+    merged = [variants for variants in groups.values() if len(variants) > 1]
+    if not merged:
+        return
+    counts = column.astype(str).value_counts()
+    shown = "; ".join(", ".join(f"'{display_name(v)}' ({counts.get(v, 0)} cells)" for v in variants)
+                      for variants in merged[:3])
+    warnings.append(f"Control labels written in different ways (case or spaces) were merged into control: "
+                    f"{shown}.")
+
+
+def _only_controls_message(column: pd.Series, detection: Detection) -> str:
+    counts = column.astype(str).value_counts()
+    shown = ", ".join(f"'{display_name(v)}' ({counts.get(v, 0)} cells)" for v in detection.control_labels[:5])
+    return (f"Every labelled cell in column '{display_name(detection.pert_key)}' is a control ({shown}): "
+            "there are no perturbed cells to learn from. LazyNet needs control cells and the cells of at "
+            f"least 2 perturbations. If the perturbations are in another column, {_PICK_COLUMN}; if some of "
+            f"these labels are not controls, {_PICK_CONTROL}.")
+
+
 def _apply_moi(targets: pd.Series, moi: str) -> tuple[pd.Series, int]:
     """Labels ``"A+B"``/``"control"`` from target tuples; with ``moi="drop"`` multi-target cells get None."""
     if moi not in MOI_CHOICES:
         msg = f"moi={moi!r} is not supported; pass 'combine' (keep A+B) or 'drop' (drop such cells)."
         raise ScreenError(msg)
     multi = targets.map(lambda t: t is not None and len(t) > 1).to_numpy(dtype=bool)
-    labels = targets.map(lambda t: None if t is None else ("+".join(t) if t else "control")).astype(object)
+    labels = _joined(targets)
     if moi == "drop":
         labels[multi] = None
     return labels, int(multi.sum()) if moi == "drop" else 0
@@ -683,7 +933,8 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
         column; by default a column named like ``MODALITY_KEYS``, else inferred from the direction
         of the targets' own expression, with a warning.
     layer
-        Layer holding raw counts; default ``.X`` (or a ``counts`` layer when ``.X`` looks log).
+        Layer holding raw counts, or ``"raw.X"`` for ``.raw.X``; default ``.X``, or the counts found
+        in a layer or ``.raw.X`` when ``.X`` is log-normalised or scaled.
     genes
         ``"all"`` (genes detected in at least one cell), ``"hvg"`` (``n_top_genes`` highly
         variable genes), or a list of names; targets and known ``extra_genes`` are always kept.
@@ -729,19 +980,26 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
     """
     options = _read_options({k: v for k, v in locals().items() if k != "source"})
     raw, source_name, sha = _open_source(source, backed=backed, layer=layer)
+    _check_size(raw, source_name)
     warnings: list[str] = []
-    names, aliases = _gene_names(raw, warnings)
+    counts, layer_used, is_log, var = _choose_counts(raw, layer, warnings)
+    names, aliases = _gene_names(var, warnings)
+    names = _unique_names(names, "gene", warnings)
     table = _guide_table(raw, guide_genes)
     calls, guide_info = _guide_calls(raw, guide_calls, pert_key, min_guide_umis)
     obs = raw.obs.copy()
+    obs.index = _unique_names(obs.index, "cell", warnings)
     if calls is not None:
         obs[GUIDE_COLUMN], pert_key = calls, GUIDE_COLUMN
-    detection = _detect(obs, pert_key=pert_key, control=control, table=table)
-    counts, layer_used, is_log = _choose_counts(raw, layer, warnings)
-    targets = _parse_labels(obs[detection.pert_key], detection, names, control=control, table=table,
-                            aliases=aliases)
+    detection, targets = _choose_column(
+        _detections(obs, pert_key=pert_key, control=control, table=table),
+        lambda d: _parse_labels(obs[d.pert_key], d, names, control=control, table=table, aliases=aliases),
+        counts, names, is_log=is_log, modality=modality, warnings=warnings)
+    _warn_control_variants(obs[detection.pert_key], detection, warnings)
     moi = moi or ("drop" if calls is not None else "combine")
     labels, n_multi = _apply_moi(targets, moi)
+    if not n_multi and not (labels.notna() & (labels != "control")).any():
+        raise ScreenError(_only_controls_message(obs[detection.pert_key], detection))
     missing = _missing_targets(labels, names)
     dropped = {"several targets (moi='drop')": n_multi}
     keep = _keep_cells(labels, missing, counts, names, warnings, dropped, guides=calls is not None)
@@ -754,6 +1012,11 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
                                           keep_invisible_knockouts, warnings, dropped)
     mask = _gene_universe(adata, genes, n_top_genes=n_top_genes, extra_genes=extra_genes,
                           targets=_targets_of(adata), warnings=warnings)
+    if mask.sum() < MIN_GENES:
+        msg = (f"Only {int(mask.sum())} gene(s) are left after choosing the genes (genes={genes!r}; genes "
+               f"never detected are left out): too small to train. LazyNet needs at least {MIN_GENES} "
+               "genes; read the full gene set.")
+        raise ScreenError(msg)
     adata = adata[:, mask].copy()
     adata.X = sp.csr_matrix(adata.X, dtype=np.float32)
     if guide_info is not None:
@@ -850,22 +1113,27 @@ def _keep_cells(labels: pd.Series, missing: dict[str, int], counts: sp.csr_matri
         warnings.append(f"{no_label} cell(s) without {what} were dropped.")
     empty = np.asarray(counts.sum(axis=1)).ravel() <= 0
     if empty.any():
-        warnings.append(f"{int(empty.sum())} cell(s) with no counts were dropped.")
+        groups = labels[empty].fillna("no label").astype(str).value_counts()
+        shown = ", ".join(f"{display_name(g)} ({n})" for g, n in groups.head(8).items())
+        more = f" and {len(groups) - 8} more" if len(groups) > 8 else ""
+        warnings.append(f"{int(empty.sum())} cell(s) with no counts were dropped: {shown}{more}.")
     dropped["no guide call" if guides else "no label"] = no_label
     dropped["target not measured"] = int(has_missing.sum())
     dropped["no counts"] = int((empty & labels.notna()).sum())
     keep = labels.notna().to_numpy() & ~has_missing.to_numpy(dtype=bool) & ~empty
     if not (labels[keep] == "control").any():
-        msg = "No control cells left after dropping empty cells; pass control= the control label."
+        msg = ("No control cells left after dropping cells with no counts or no label: every control cell "
+               f"was empty. Check the file; if your controls carry another label, {_PICK_CONTROL}.")
         raise ScreenError(msg)
     if not (labels[keep] != "control").any():
-        msg = "No perturbed cells: every labelled cell is a control. Check pert_key= and control=."
+        msg = ("No perturbed cells left after dropping cells with no counts or an unmeasured target. "
+               f"Check the file; if the perturbations are in another column, {_PICK_COLUMN}.")
         raise ScreenError(msg)
     return keep
 
 
 def _named_counts(cells: dict[str, int]) -> str:
-    return ", ".join(f"{t} ({n} cells)" for t, n in cells.items())
+    return ", ".join(f"{display_name(t)} ({n} cells)" for t, n in cells.items())
 
 
 def _build(obs: pd.DataFrame, counts: sp.csr_matrix, labels: pd.Series, keep: np.ndarray, names: pd.Index,
@@ -873,11 +1141,7 @@ def _build(obs: pd.DataFrame, counts: sp.csr_matrix, labels: pd.Series, keep: np
     obs = obs.loc[keep].copy()
     obs["lazynet_perturbation"] = labels[keep].astype(str).to_numpy()
     obs["lazynet_is_control"] = (obs["lazynet_perturbation"] == "control").to_numpy(dtype=bool)
-    adata = anndata.AnnData(X=counts[keep], obs=obs, var=pd.DataFrame(index=names))
-    if not adata.var_names.is_unique:
-        warnings.append("var_names are not unique; made unique with suffixes '-1', '-2', ...")
-        adata.var_names_make_unique()
-    adata.obs_names_make_unique()
+    adata = anndata.AnnData(X=counts[keep], obs=obs, var=pd.DataFrame(index=names))  # names made unique
     if not is_log:
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
@@ -923,8 +1187,60 @@ def validate_screen(adata: anndata.AnnData) -> list[str]:
     sizes = adata.obs.loc[~is_ctrl, "lazynet_perturbation"].astype(str).value_counts()
     if (sizes < 5).any():
         small = sizes[sizes < 5].index.tolist()
-        warnings.append(f"{len(small)} perturbation(s) have fewer than 5 cells: {small[:10]}.")
+        warnings.append(f"{len(small)} perturbation(s) have fewer than 5 cells: {_quoted(small, 10)}. Their "
+                        "effects rest on very few cells; treat their predictions with care.")
     return warnings
+
+
+def screen_choices(source, *, limit: int = 8) -> dict:
+    """What a user can choose when the automatic reading of a screen fails or guesses wrong.
+
+    Parameters
+    ----------
+    source
+        A path (as for ``read_screen``) or an AnnData. Only ``.obs`` and the names of the layers
+        are read (a file is opened backed).
+    limit
+        Number of most common values listed per candidate column.
+
+    Returns
+    -------
+    dict
+        ``columns`` (every ``.obs`` column, likely perturbation columns first), ``values``
+        (``{column: [(value, n_cells), ...]}`` for the first three columns), ``control`` (a known
+        control label of the first column, else its most common value, else None) and ``layers``
+        (layer names, plus ``RAW_X`` when the file has ``.raw``).
+
+    Raises
+    ------
+    ScreenError
+        If the source itself cannot be read (see ``read_screen``).
+    """
+    if isinstance(source, anndata.AnnData):
+        obs, layers, has_raw = source.obs, list(source.layers), source.raw is not None
+    else:
+        path, kind = _resolve_path(source)
+        if kind != "h5ad":
+            return {"columns": [], "values": {}, "control": None, "layers": []}
+        try:
+            handle = anndata.read_h5ad(path, backed="r")
+        except Exception as err:  # anndata raises many types for files it cannot read
+            msg = f"Could not read the columns of '{path}' ({type(err).__name__}); is it a complete .h5ad?"
+            raise ScreenError(msg) from err
+        try:
+            obs, layers, has_raw = handle.obs.copy(), list(handle.layers), handle.raw is not None
+        finally:
+            handle.file.close()
+    likely = list(_candidate_columns(obs))
+    columns = likely + [str(c) for c in obs.columns if c not in likely]
+    values = {c: [(str(v), int(n)) for v, n in obs[c].dropna().astype(str).value_counts().head(limit).items()]
+              for c in columns[:3]}
+    first = columns[0] if columns else None
+    patterns = [_control_regex(None)]
+    known = [lab for lab in _distinct_labels(obs[first]) if _is_control_label(lab, patterns)] if first else []
+    control = known[0] if known else (values[first][0][0] if first and values[first] else None)
+    return {"columns": columns, "values": values, "control": control,
+            "layers": layers + ([RAW_X] if has_raw else [])}
 
 
 def target_check_frame(adata: anndata.AnnData) -> pd.DataFrame:

@@ -509,7 +509,27 @@ def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None) -> np.nd
     return x
 
 
-def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0) -> ad.AnnData:
+def _hill_combinations(rng: np.random.Generator, perts: list[tuple[str, str]], genes: np.ndarray,
+                       parents: list[np.ndarray], n: int) -> list[tuple[str, str]]:
+    """``n`` CRISPRi doubles of single CRISPRi targets: co-regulators of one gene first, then random."""
+    index = {g: i for i, g in enumerate(genes)}
+    crispri = sorted(index[g] for g, mod in perts if mod == "CRISPRi")
+    shared = {tuple(sorted(pair)) for p in parents for pair in _pairs_within(np.intersect1d(p, crispri))}
+    chosen = [tuple(pair) for pair in rng.permutation(sorted(shared))] if shared else []
+    others = [(a, b) for i, a in enumerate(crispri) for b in crispri[i + 1:] if (a, b) not in shared]
+    chosen += [others[i] for i in rng.permutation(len(others))]
+    if len(chosen) < n:
+        msg = f"n_combinations={n} exceeds the {len(chosen)} pairs of CRISPRi targets; ask for fewer."
+        raise ValueError(msg)
+    return [("+".join(sorted((str(genes[a]), str(genes[b])))), "CRISPRi") for a, b in chosen[:n]]
+
+
+def _pairs_within(members: np.ndarray) -> list[tuple[int, int]]:
+    return [(int(a), int(b)) for i, a in enumerate(members) for b in members[i + 1:]]
+
+
+def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
+                n_combinations: int = 0) -> ad.AnnData:
     """A screen whose dynamics are not the model's form: SERGIO-style Hill kinetics.
 
     Genes are in topological order; the first 15 % are master regulators (basal production
@@ -527,6 +547,11 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0) -> ad
         Number of cells; ~12 % are controls.
     seed
         Random seed.
+    n_combinations
+        Double CRISPRi perturbations ``A+B`` of two single targets, added to the singles (which
+        are unchanged); pairs that share a regulated gene come first, so that their effects meet
+        in one production term (where Hill kinetics are not additive in log space). 0 (default)
+        gives exactly the screen without combinations.
 
     Returns
     -------
@@ -551,6 +576,8 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0) -> ad
     rest = np.setdiff1d(np.arange(n_genes), targets)
     targets = np.r_[targets, rng.choice(rest, max(n_pert - len(targets), 0), replace=False)][:n_pert]
     perts = [(str(genes[t]), "CRISPRi" if i % 3 else "CRISPRa") for i, t in enumerate(targets)]
+    if n_combinations:
+        perts += _hill_combinations(np.random.default_rng([seed, 1]), perts, genes, parents, n_combinations)
     n_controls = int(0.12 * n_cells)
     cells_per = np.full(len(perts), (n_cells - n_controls) // len(perts))
     cells_per[: (n_cells - n_controls) % len(perts)] += 1

@@ -378,8 +378,9 @@ def _explicit_test_perturbations(perturbations: np.ndarray, held_out: tuple[str,
             f"screen; choose among {sorted(known)[:10]}{' ...' if len(known) > 10 else ''}."
         )
         raise ScreenError(msg)
-    held_targets = {t for h in held_out for t in h.split("+")}
-    test = np.array([any(t in held_targets for t in p.split("+")) for p in perturbations], dtype=bool)
+    held_targets = {h for h in held_out if "+" not in h}  # a held-out combination leaves its arms in training
+    test = np.array([p in held_out or any(t in held_targets for t in p.split("+")) for p in perturbations],
+                    dtype=bool)
     trained_singles = singles - {p for p in singles if p in held_targets}
     if len(trained_singles) < 2:
         msg = (

@@ -16,6 +16,10 @@ Decisions recorded here:
   Cell Ranger's own per-guide calls (``protospacer_calls_per_cell.csv``) can be given instead.
 - Guide calls are written as one string per cell, guides joined by ``"|"`` as in Cell Ranger's
   ``feature_call`` column; cells without a guide get no label.
+- ``check_source`` tells a screen file by its content, not its name: the HDF5 signature, then the
+  groups inside (AnnData ``obs``/``var``, Cell Ranger ``matrix``). Anything else (an empty file, a
+  gzip or ZIP archive, a CSV, loom, an R data file, a truncated copy, a folder without a matrix) gets
+  its own answer naming what it is and what to do.
 """
 
 from __future__ import annotations
@@ -29,14 +33,20 @@ import scanpy as sc
 import scipy.sparse as sp
 
 from lazynet_core.errors import ScreenError
+from lazynet_core.text import display_name
 
-__all__ = ["DEFAULT_MIN_GUIDE_UMIS", "calls_from_counts", "find_10x", "read_10x", "read_guide_calls",
-           "read_table"]
+__all__ = ["DEFAULT_MIN_GUIDE_UMIS", "calls_from_counts", "check_source", "find_10x", "read_10x",
+           "read_guide_calls", "read_table"]
 
 DEFAULT_MIN_GUIDE_UMIS = 5
 GUIDE_FEATURE_TYPE = "CRISPR Guide Capture"
 GENE_FEATURE_TYPE = "Gene Expression"
 _H5_SUFFIXES = (".h5", ".hdf5")
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+_GZIP_SIGNATURE = b"\x1f\x8b"
+_R_SUFFIXES = (".rds", ".rda", ".rdata")
+_MATRIX_FILES = ("matrix.mtx", "features.tsv", "genes.tsv", "barcodes.tsv")
 _CELL_COLUMNS = ("cell_barcode", "cell", "barcode", "cell_id", "obs_names", "cell_name")
 _CALL_COLUMNS = ("feature_call", "guide", "guide_id", "guide_identity", "sgrna", "grna", "feature",
                  "guide_call", "guides")  # fmt: skip
@@ -61,6 +71,161 @@ def find_10x(path: Path) -> Path | None:
         if _is_matrix_dir(inner / "filtered_feature_bc_matrix"):
             return inner / "filtered_feature_bc_matrix"
     return None
+
+
+# --------------------------------------------------------------------------- what a file is
+_EXPECTED = ("LazyNet reads an AnnData .h5ad file (counts in X, each cell's perturbation label in obs) "
+             "or a Cell Ranger output (filtered_feature_bc_matrix.h5 or its matrix folder).")
+
+
+def check_source(path: str | Path) -> tuple[Path, str]:
+    """Tell what a screen source is from its content, or say exactly what is wrong with it.
+
+    Parameters
+    ----------
+    path
+        A file or folder: an ``.h5ad`` file, a Cell Ranger ``.h5`` file or matrix directory, or a
+        folder (``outs/``) holding one.
+
+    Returns
+    -------
+    tuple of (Path, str)
+        The file or matrix directory to read, and its kind: ``"h5ad"`` (AnnData) or ``"10x"``
+        (Cell Ranger).
+
+    Raises
+    ------
+    ScreenError
+        With a specific answer for a missing, empty, compressed, archived, text, non-AnnData HDF5,
+        truncated or damaged file, or a folder that holds no Cell Ranger matrix.
+    """
+    given = Path(path).expanduser()
+    if not given.exists():
+        msg = f"File '{given}' does not exist; check the path."
+        raise ScreenError(msg)
+    if given.is_dir():
+        found = find_10x(given)
+        if found is None:
+            raise ScreenError(_folder_message(given))
+        if found.is_dir():
+            return found, "10x"
+        given = found
+    return given, _file_kind(given)
+
+
+def _file_kind(path: Path) -> str:
+    size = path.stat().st_size
+    if size == 0:
+        msg = (f"'{path}' is empty (0 bytes): it holds no data. The copy or download probably failed; copy "
+               "the file again from its origin, or choose the right file.")
+        raise ScreenError(msg)
+    with path.open("rb") as handle:
+        head = handle.read(4096)
+        hdf5 = head.startswith(HDF5_SIGNATURE) or any(_signature_at(handle, at) for at in _user_blocks(size))
+    if not hdf5:
+        raise ScreenError(_not_hdf5_message(path, head))
+    return _hdf5_kind(path)
+
+
+def _user_blocks(size: int) -> list[int]:
+    """Offsets where HDF5 may put its signature after a user block: 512, 1024, 2048, ..."""
+    offsets, at = [], 512
+    while at + 8 <= size and at <= 1 << 24:
+        offsets.append(at)
+        at *= 2
+    return offsets
+
+
+def _signature_at(handle, offset: int) -> bool:
+    handle.seek(offset)
+    return handle.read(8) == HDF5_SIGNATURE
+
+
+def _not_hdf5_message(path: Path, head: bytes) -> str:
+    name, lower = path.name, path.name.lower()
+    if lower.endswith(_R_SUFFIXES):
+        return (f"'{path}' is an R data file, not an .h5ad file. Convert the Seurat or SingleCellExperiment "
+                "object to .h5ad first (e.g. with zellkonverter or sceasy in R), then load that file.")
+    if lower.startswith(_MATRIX_FILES):
+        return (f"'{path}' is one file of a Cell Ranger matrix folder; load the folder that holds "
+                "matrix.mtx.gz, features.tsv.gz and barcodes.tsv.gz instead.")
+    if head.startswith(_GZIP_SIGNATURE):
+        inner = name[:-3] if lower.endswith(".gz") else f"{name} (without .gz)"
+        return (f"'{path}' is gzip-compressed, not an .h5ad file as it is: decompress it first (gunzip "
+                f"'{name}' gives '{inner}'), then load the decompressed file.")
+    if head.startswith(_ZIP_SIGNATURES):
+        return (f"'{path}' is a ZIP archive, not an .h5ad file: unzip it first, then load the .h5ad file "
+                "(or the Cell Ranger folder) it contains.")
+    if head.startswith(b"%%MatrixMarket"):
+        return (f"'{path}' is a Matrix Market file (one file of a Cell Ranger matrix folder); load the "
+                "folder that holds it with features.tsv.gz and barcodes.tsv.gz instead.")
+    text = _as_text(head)
+    if text is None:
+        return (f"'{path}' is not an HDF5 file (it starts with the bytes {head[:8]!r}), so it is neither an "
+                f".h5ad file nor a Cell Ranger .h5 file. {_EXPECTED}")
+    first = text.splitlines()[0] if text.strip() else ""
+    table = any(sep in first for sep in (",", "\t", ";"))
+    what = "a text table (CSV/TSV)" if table else "a text file"
+    convert = (" To convert a counts table, in Python: "
+               f"anndata.read_csv('{name}').write_h5ad('screen.h5ad') (cells as rows; add .T if genes are "
+               "rows), and add each cell's perturbation label to .obs before writing.") if table else ""
+    return (f"'{path}' is {what}, not an .h5ad file (it starts '{display_name(first, max_len=40)}'). "
+            f"{_EXPECTED}{convert}")
+
+
+def _as_text(head: bytes) -> str | None:
+    if b"\x00" in head:
+        return None
+    try:
+        return head.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        if err.start >= len(head) - 4:  # a multi-byte character cut at the end of the sample
+            return head[: err.start].decode("utf-8-sig")
+        return None
+
+
+def _hdf5_kind(path: Path) -> str:
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as handle:
+            keys = set(handle.keys())
+            tenx_v2 = any(isinstance(handle[k], h5py.Group) and "barcodes" in handle[k] for k in keys)
+    except OSError as err:
+        if "truncated" in str(err).lower():
+            msg = (f"'{path}' is truncated or incomplete (was the copy/download interrupted?): the file is "
+                   f"shorter than its own header says. Copy or download it again.")
+        else:
+            first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            msg = (f"'{path}' is an HDF5 file but it is damaged or incomplete ({first}); was the copy or "
+                   "download interrupted? Copy or download it again.")
+        raise ScreenError(msg) from err
+    if {"obs", "var"} <= keys:
+        return "h5ad"
+    if "matrix" in keys or tenx_v2:
+        return "10x"
+    if {"row_attrs", "col_attrs"} <= keys:
+        msg = (f"'{path}' is a loom file, not an .h5ad file. Convert it first, in Python: "
+               f"anndata.read_loom('{path.name}').write_h5ad('screen.h5ad'), then load that file.")
+        raise ScreenError(msg)
+    shown = ", ".join(display_name(k, max_len=30) for k in sorted(keys)[:8]) or "nothing"
+    msg = (f"'{path}' is an HDF5 file but not an AnnData .h5ad file: it has no X, obs and var (it holds "
+           f"{shown}). {_EXPECTED} Write the screen with anndata's write_h5ad.")
+    raise ScreenError(msg)
+
+
+def _folder_message(path: Path) -> str:
+    entries = sorted(p.name for p in path.iterdir())
+    if any((path / ".zattrs").is_file() or (path / n).is_file() for n in (".zgroup", "zarr.json")):
+        return (f"'{path}' is a zarr store, not an .h5ad file. Convert it first, in Python: "
+                f"anndata.read_zarr('{path.name}').write_h5ad('screen.h5ad'), then load that file.")
+    h5ads = [n for n in entries if n.lower().endswith(".h5ad")]
+    shown = ", ".join(display_name(n, max_len=40) for n in entries[:6]) + (" ..." if len(entries) > 6 else "")
+    fix = (f"load the .h5ad file itself, e.g. '{path / display_name(h5ads[0])}'" if h5ads else
+           "load the .h5ad file, or Cell Ranger's outs/ folder")
+    return (f"'{path}' is a folder, not an .h5ad file or a Cell Ranger output: it has no matrix.mtx.gz (with "
+            "features.tsv.gz and barcodes.tsv.gz), no filtered_feature_bc_matrix.h5 and no outs/ folder "
+            f"holding either ({f'it contains {shown}' if entries else 'it is empty'}). Instead, {fix}.")
 
 
 def _read_raw(path: Path) -> anndata.AnnData:
@@ -103,11 +268,11 @@ def read_10x(path: str | Path) -> anndata.AnnData:
     ScreenError
         If the path is not a readable Cell Ranger output or has no gene expression features.
     """
-    given = Path(path).expanduser()
-    found = find_10x(given)
-    if found is None:
-        msg = (f"'{given}' is not a Cell Ranger output: expected filtered_feature_bc_matrix.h5 or a folder "
-               "with matrix.mtx.gz, features.tsv.gz and barcodes.tsv.gz.")
+    found, kind = check_source(path)
+    if kind != "10x":
+        msg = (f"'{found}' is an AnnData .h5ad file, not a Cell Ranger output (filtered_feature_bc_matrix.h5 "
+               "or a folder with matrix.mtx.gz, features.tsv.gz and barcodes.tsv.gz); read it with "
+               "read_screen.")
         raise ScreenError(msg)
     raw = _read_raw(found)
     types = raw.var["feature_types"].astype(str) if "feature_types" in raw.var else pd.Series(

@@ -189,7 +189,23 @@ def _read_manifest(path: Path) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         msg = f"'{manifest_path}' is not valid JSON ({exc}); the run is damaged, train it again."
         raise RunError(msg) from exc
+    if not isinstance(manifest, dict):
+        kinds = {list: "list", str: "string", bool: "true/false", type(None): "null"}
+        kind = kinds.get(type(manifest), "number")
+        msg = (
+            f"'{manifest_path}' holds a JSON {kind} ({json.dumps(manifest)[:40]}), not the run's settings "
+            "(a JSON object): the run directory is damaged. Train it again (or restore "
+            f"{MANIFEST} from a copy of the run)."
+        )
+        raise RunError(msg)
+    missing = [k for k in ("model_config", "genes", "replicas") if k not in manifest]
     version = manifest.get("format_version")
+    if missing and version == FORMAT_VERSION:
+        msg = (
+            f"'{manifest_path}' lacks {missing}: the run directory is damaged. Train it again (or restore "
+            f"{MANIFEST} from a copy of the run)."
+        )
+        raise RunError(msg)
     if version != FORMAT_VERSION:
         msg = (
             f"Run '{path}' has format_version {version!r}; this LazyNet ({__version__}) reads "

@@ -1,10 +1,75 @@
-"""Data page: load a screen (demo, local path, upload), check what was detected, override it."""
+"""Data page: load a screen (demo, local path, upload), check what was detected, override it.
+
+The overrides (perturbation column, control label, counts) are offered for a loaded screen and also
+for a file whose automatic reading failed, prefilled with the file's likely columns and values.
+"""
 
 import streamlit as st
 
 from lazynet_core import plotting, ui
+from lazynet_core.data import RAW_X, validate_screen
 from lazynet_core.text import display_name, escape_markdown
 from lazynet_core.ui import loaders, services
+
+
+def _values_caption(choices: dict) -> str:
+    parts = [
+        f"'{display_name(column)}': "
+        + ", ".join(f"{display_name(v, max_len=30)} ({n})" for v, n in values[:6])
+        for column, values in choices.get("values", {}).items()
+    ]
+    return escape_markdown("Most common values · " + " · ".join(parts)) if parts else ""
+
+
+def read_form(spec: dict, choices: dict, *, key: str, detected: dict | None = None) -> None:
+    """Perturbation column, control label, modality, counts and genes; re-reads the screen on submit."""
+    columns = choices.get("columns") or []
+    current = (detected or {}).get("pert_key") or spec.get("pert_key")
+    control_now = (detected or {}).get("control") or spec.get("control") or choices.get("control") or ""
+    layers = [None, *choices.get("layers", [])]
+    modalities = ["auto", "CRISPRi", "CRISPRa", "CRISPRko"]
+    with st.form(key):
+        c1, c2, c3, c4, c5 = st.columns(5)
+        pert_key = c1.selectbox(
+            "Perturbation column",
+            columns,
+            index=columns.index(current) if current in columns else 0,
+            format_func=display_name,
+        )
+        control = c2.text_input("Control label", value=str(control_now).rstrip("*"))
+        modality = c3.selectbox(
+            "Modality", modalities, index=modalities.index(spec.get("modality") or "auto")
+        )
+        layer = c4.selectbox(
+            "Counts",
+            layers,
+            index=layers.index(spec.get("layer")) if spec.get("layer") in layers else 0,
+            format_func=lambda v: "automatic" if v is None else ".raw.X" if v == RAW_X else display_name(v),
+            help="Where the raw counts are: automatic uses .X, or .raw.X / a counts layer when .X is "
+            "log-normalised or scaled.",
+        )
+        genes = c5.selectbox(
+            "Gene universe",
+            ["all", "hvg"],
+            index=0 if spec.get("genes", "all") == "all" else 1,
+            help="'hvg': highly variable genes plus every target (for large screens).",
+        )
+        if caption := _values_caption(choices):
+            st.caption(caption)
+        if st.form_submit_button("Re-read with these settings"):
+            with ui.user_errors("Could not re-read the screen with these settings"):
+                new = loaders.screen_spec(
+                    spec["source"],
+                    label=spec["label"],
+                    pert_key=pert_key,
+                    control=control.strip() or None,
+                    modality=None if modality == "auto" else modality,
+                    genes=genes,
+                    layer=layer,
+                )
+                loaders.try_load_screen(new)
+                st.rerun()
+
 
 ui.frame_guard("pages/1_Data.py")
 ui.page_header("Data", "Load a CRISPRi/a screen (.h5ad). Raw counts are normalised (log1p CP10k) on load.")
@@ -16,13 +81,13 @@ with col_demo:
     st.caption("A synthetic neuronal-like CRISPRi/a screen with a planted gene network (ground truth).")
     if st.button("Load demo screen", type="primary", icon=":material/play_arrow:", key="load_demo"):
         with ui.user_errors("Could not load the demo screen"):
-            ui.load_screen_into_session(loaders.bundled_spec("demo"))
+            loaders.try_load_screen(loaders.bundled_spec("demo"))
             ui.toast_after_rerun("Demo screen loaded.")
             st.rerun()
     st.caption(services.REAL_SCREEN["summary"])
     if st.button(services.REAL_SCREEN["title"], icon=":material/biotech:", key="load_real"):
         with ui.user_errors("Could not load the real screen"):
-            ui.load_screen_into_session(loaders.bundled_spec("real"))
+            loaders.try_load_screen(loaders.bundled_spec("real"))
             ui.toast_after_rerun("Real screen (Schraivogel et al. 2020) loaded.")
             st.rerun()
 with col_path:
@@ -31,7 +96,7 @@ with col_path:
         path = st.text_input("Path to an .h5ad file on this machine", placeholder="~/data/screen.h5ad")
         if st.form_submit_button("Load file", icon=":material/folder_open:"):
             with ui.user_errors("Could not load that file"):
-                ui.load_screen_into_session(loaders.screen_spec(loaders.resolve_h5ad(path)))
+                loaders.try_load_screen(loaders.screen_spec(loaders.resolve_h5ad(path)))
                 ui.toast_after_rerun("Screen loaded.")
                 st.rerun()
     with tab_upload:
@@ -43,11 +108,23 @@ with col_path:
         if upload is not None and st.button("Load upload", key="load_upload"):
             with ui.user_errors("Could not load the upload"):
                 source = loaders.save_upload(upload.name, upload.getvalue())
-                ui.load_screen_into_session(
-                    loaders.screen_spec(source, label=upload.name.removesuffix(".h5ad"))
-                )
+                loaders.try_load_screen(loaders.screen_spec(source, label=upload.name.removesuffix(".h5ad")))
                 ui.toast_after_rerun("Upload loaded.")
                 st.rerun()
+
+attempt = loaders.failed_attempt()
+attempt_choices = loaders.screen_choices(attempt["source"]) if attempt else None
+if attempt and attempt_choices and attempt_choices["columns"]:
+    with st.expander(
+        f"Choose how to read {escape_markdown(display_name(attempt['label']))}",
+        expanded=True,
+        icon=":material/tune:",
+    ):
+        st.caption(
+            "The file could not be read with the automatic settings. Pick the column that holds the "
+            "perturbations, the label of the control cells and where the raw counts are, then re-read it."
+        )
+        read_form(attempt, attempt_choices, key="retry")
 
 adata = None
 if st.session_state.get("screen") is not None:
@@ -81,7 +158,10 @@ if spec.get("label") == loaders.REAL_SCREEN_LABEL:
     st.caption(f"Source: {services.REAL_SCREEN['citation']} Licence: {services.REAL_SCREEN['licence']}.")
     with st.expander("Licence of the source files", icon=":material/gavel:"):
         st.code(services.real_screen_licence(), language=None)
-for warning in meta.get("warnings", []):  # quotes labels from the file: never rendered as Markdown
+warnings = meta.get("warnings", [])
+with ui.user_errors("The loaded screen did not pass its checks"):
+    warnings = validate_screen(adata)  # the stored warnings plus checks made now (tiny perturbations)
+for warning in warnings:  # quotes labels from the file: never rendered as Markdown
     st.warning(escape_markdown(warning), icon=":material/warning:")
 
 left, right = st.columns(2, gap="large")
@@ -101,31 +181,6 @@ with st.expander("Detected columns and overrides", expanded=False, icon=":materi
         f"**{escape_markdown(meta['control'])}** · modality from "
         f"**{escape_markdown(meta['modality_source'])}**"
     )
-    with st.form("overrides"):
-        columns = services.obs_columns(adata)
-        c1, c2, c3, c4 = st.columns(4)
-        key = c1.selectbox(
-            "Perturbation column",
-            columns,
-            index=columns.index(meta["pert_key"]) if meta["pert_key"] in columns else 0,
-        )
-        control = c2.text_input("Control label", value=str(meta["control"]).rstrip("*"))
-        modality = c3.selectbox("Modality", ["auto", "CRISPRi", "CRISPRa"])
-        genes = c4.selectbox(
-            "Gene universe",
-            ["all", "hvg"],
-            index=0 if spec.get("genes") == "all" else 1,
-            help="'hvg': highly variable genes plus every target (for large screens).",
-        )
-        if st.form_submit_button("Re-read with these settings"):
-            with ui.user_errors("Could not re-read the screen with these settings"):
-                new = loaders.screen_spec(
-                    spec["source"],
-                    label=spec["label"],
-                    pert_key=key,
-                    control=control,
-                    modality=None if modality == "auto" else modality,
-                    genes=genes,
-                )
-                ui.load_screen_into_session(new)
-                st.rerun()
+    choices = loaders.screen_choices(spec["source"]) or {}
+    choices = {**choices, "columns": choices.get("columns") or services.obs_columns(adata)}
+    read_form(spec, choices, key="overrides", detected=meta)

@@ -98,7 +98,7 @@ def test_control_vocabulary(label, is_control):
 def test_explicit_override():
     labels = labels_for("Scr")
     adata = make_screen(labels, key="my_guides", obs={"perturbation": ["x"] * len(labels)})
-    with pytest.raises(ScreenError, match="Pass control="):
+    with pytest.raises(ScreenError, match=r"set the control label \(control="):
         detect_columns(adata)
     det = detect_columns(adata, pert_key="my_guides", control="scr")
     assert (det.pert_key, det.control_labels, det.method.startswith("pert_key given")) == (
@@ -189,14 +189,13 @@ def test_not_h5ad(tmp_path):
 def test_corrupt_and_truncated_files(tmp_path, screen):
     garbage = tmp_path / "x.h5ad"
     garbage.write_bytes(b"this is not hdf5" * 100)
-    expected = r"Could not read '.*x\.h5ad' as an \.h5ad file \(.*\)\. Is it a complete AnnData file\?"
-    with pytest.raises(ScreenError, match=expected):
+    with pytest.raises(ScreenError, match=r"x\.h5ad' is a text file, not an \.h5ad file"):
         read_screen(garbage)
     full = tmp_path / "full.h5ad"
     screen.write_h5ad(full)
     cut = tmp_path / "cut.h5ad"
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
-    with pytest.raises(ScreenError, match="Could not read"):
+    with pytest.raises(ScreenError, match=r"truncated or incomplete \(was the copy/download interrupted\?\)"):
         read_screen(cut)
 
 

@@ -231,8 +231,13 @@ def test_bad_sources(tmp_path):
         read_screen(folder)
     garbage = tmp_path / "x.h5"
     garbage.write_bytes(b"not hdf5" * 50)
-    with pytest.raises(ScreenError, match=r"Could not read '.*x\.h5' as a Cell Ranger \.h5 file"):
+    with pytest.raises(ScreenError, match=r"x\.h5' is a text file, not an \.h5ad file"):
         read_screen(garbage)
+    broken = tmp_path / "broken.h5"
+    with h5py.File(broken, "w") as handle:
+        handle.create_group("matrix")
+    with pytest.raises(ScreenError, match=r"Could not read '.*broken\.h5' as a Cell Ranger \.h5 file"):
+        read_screen(broken)
     only_guides = write_h5(tmp_path / "g.h5", np.ones((3, 2)), ["a", "b", "c"], ["g1", "g2"], ["g1", "g2"],
                            [GUIDE, GUIDE])
     with pytest.raises(ScreenError, match="has no 'Gene Expression' features"):

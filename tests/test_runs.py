@@ -157,3 +157,26 @@ def test_live_writer_directories_are_left_alone(toy_ensemble, tmp_path):
     live = tmp_path / f".run.tmp-{os.getpid()}-x"
     live.mkdir()
     assert recover_interrupted(tmp_path / "run") == [] and live.exists()
+
+
+@pytest.mark.parametrize("text", ["[]", '"x"', "3", "null"])
+def test_manifest_that_is_not_an_object_is_refused(toy_ensemble, tmp_path, text):
+    _, ensemble = toy_ensemble
+    save_run(ensemble, tmp_path / "run")
+    manifest = tmp_path / "run" / "config.json"
+    manifest.write_text(text)
+    expected = r"config\.json' holds a JSON (list|string|number|null) .*not the run's settings.*is damaged"
+    with pytest.raises(RunError, match=expected):
+        load_run(tmp_path / "run")
+    assert manifest.read_text() == text  # nothing rewritten
+
+
+def test_manifest_without_its_fields_is_refused(toy_ensemble, tmp_path):
+    _, ensemble = toy_ensemble
+    save_run(ensemble, tmp_path / "run")
+    manifest = tmp_path / "run" / "config.json"
+    data = json.loads(manifest.read_text())
+    del data["genes"]
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(RunError, match=r"lacks \['genes'\]: the run directory is damaged"):
+        load_run(tmp_path / "run")

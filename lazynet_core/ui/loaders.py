@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,8 @@ from lazynet_core.errors import RunError, ScreenError
 from lazynet_core.jobs import JobRegistry
 from lazynet_core.ui.state import query_set
 
-SCREEN_FIELDS = ("source", "pert_key", "control", "modality", "genes", "n_top_genes")
+SCREEN_FIELDS = ("source", "pert_key", "control", "modality", "genes", "n_top_genes", "layer")
+ATTEMPT_KEY = "screen_attempt"  # session key: the spec of the last screen that could not be read
 
 
 def runs_root() -> Path:
@@ -51,25 +53,22 @@ def resolve_h5ad(path: str) -> str:
     except (FileNotFoundError, RuntimeError):
         msg = f"File not found: '{text}'. Check the path (it is read on the machine running the app)."
         raise ScreenError(msg) from None
-    from lazynet_core.readers import find_10x
+    from lazynet_core.readers import check_source
 
-    if not (resolved.is_file() and resolved.suffix.lower() == ".h5ad") and find_10x(resolved) is None:
-        msg = (
-            f"'{resolved}' is not an .h5ad file or a Cell Ranger output (filtered_feature_bc_matrix.h5 "
-            "or a matrix directory); LazyNet reads those."
-        )
-        raise ScreenError(msg)
+    check_source(resolved)  # the same specific answer as the library and the CLI for a bad file
     return str(resolved)
 
 
 def save_upload(name: str, data: bytes) -> str:
-    """Write uploaded bytes to a temp file named by their hash; return its path."""
+    """Write uploaded bytes to a temp folder named by their hash, under the upload's own (sanitised)
+    name so that messages about the file name it; return its path."""
     if not name.lower().endswith(".h5ad"):
         msg = f"'{name}' is not an .h5ad file; upload an AnnData .h5ad screen."
         raise ScreenError(msg)
-    folder = Path(tempfile.gettempdir()) / "lazynet_uploads"
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", Path(name).name)[-100:].lstrip(".") or "upload.h5ad"
+    folder = Path(tempfile.gettempdir()) / "lazynet_uploads" / hashlib.sha256(data).hexdigest()[:16]
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}.h5ad"
+    path = folder / safe
     if not path.exists():
         path.write_bytes(data)
     return str(path)
@@ -123,6 +122,7 @@ def screen_spec(
     modality: str | None = None,
     genes: str = "all",
     n_top_genes: int = 2000,
+    layer: str | None = None,
 ) -> dict[str, Any]:
     """The small dict that identifies a loaded screen (session state and cache key)."""
     return {
@@ -133,12 +133,19 @@ def screen_spec(
         "modality": modality or None,
         "genes": genes,
         "n_top_genes": int(n_top_genes),
+        "layer": layer or None,
     }
 
 
 @st.cache_resource(show_spinner="Reading and normalising the screen…", max_entries=4)
 def _read_screen(
-    source: str, pert_key: str | None, control: str | None, modality: str | None, genes: str, n_top_genes: int
+    source: str,
+    pert_key: str | None,
+    control: str | None,
+    modality: str | None,
+    genes: str,
+    n_top_genes: int,
+    layer: str | None = None,
 ) -> Any:
     from lazynet_core.data import read_screen
 
@@ -150,6 +157,7 @@ def _read_screen(
             modality=modality,
             genes=genes,
             n_top_genes=n_top_genes,
+            layer=layer,
         )
     except OSError as exc:  # h5py raises bare OSError for corrupt / truncated files
         msg = f"Could not read '{source}' as an .h5ad file ({exc}). Is the file complete and an AnnData?"
@@ -158,6 +166,38 @@ def _read_screen(
 
 def _screen_key(spec: dict[str, Any]) -> tuple:
     return tuple(spec.get(k) for k in SCREEN_FIELDS)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _choices(source: str, stamp: float) -> dict[str, Any] | None:
+    from lazynet_core.data import screen_choices
+
+    try:
+        return screen_choices(source)
+    except (ScreenError, OSError):
+        return None  # not a readable AnnData: there is nothing to choose
+
+
+def screen_choices(source: str) -> dict[str, Any] | None:
+    """Columns, their most common values and count layers of a screen file (``data.screen_choices``;
+    cached per file version), or ``None`` when the file cannot be read at all."""
+    path = Path(source)
+    stamp = path.stat().st_mtime if path.exists() else 0.0
+    return _choices(str(source), stamp)
+
+
+def try_load_screen(spec: dict[str, Any]) -> Any:
+    """``load_screen_into_session``, remembering ``spec`` as the failed attempt when reading fails,
+    so the Data page can offer the column, control and counts choices for it."""
+    st.session_state[ATTEMPT_KEY] = spec
+    adata = load_screen_into_session(spec)
+    st.session_state.pop(ATTEMPT_KEY, None)
+    return adata
+
+
+def failed_attempt() -> dict[str, Any] | None:
+    """The spec of the last screen that could not be read (``None`` after a successful load)."""
+    return st.session_state.get(ATTEMPT_KEY)
 
 
 def read_spec(spec: dict[str, Any]) -> Any:

@@ -1,0 +1,105 @@
+"""Combinations: held-out double perturbations whose single arms were trained on (issue 11, goal 2).
+
+The paper's central claim about multiplicative components is that a model of products of gene
+levels predicts combinations. This script writes Hill-kinetics screens with double CRISPRi
+perturbations (``datasets.hill_screen(n_combinations=...)``; pairs that regulate a common gene
+first, where Hill production is not additive in log space), holds out **every** double while its
+single arms stay in training (``PairConfig(held_out=<the doubles>)``), trains a default ensemble per
+screen seed and training seed, and scores the doubles against the independent control reference
+beside the additive model (each arm's training delta summed), the perturbed means, control
+covariance, the null and the split-half ceiling. Wins are paired Wilcoxon tests over doubles
+(training seeds averaged first).
+
+Usage (from the repo root)::
+
+    PYTHONPATH=. python benchmarks/combinations.py --quick      # smoke: 1 screen, 1 seed, 3 epochs
+    PYTHONPATH=. python benchmarks/combinations.py              # 3 screens x 3 seeds (about 20 min)
+
+Writes ``benchmarks/results/combinations[_<start>].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.accuracy import report
+from benchmarks.common import machine_info, write_json
+
+METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "control_covariance", "null", "linear")
+
+
+def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int):
+    """A Hill screen with doubles, read as a user would (``read_screen``)."""
+    from lazynet_core import datasets
+    from lazynet_core.data import read_screen
+
+    return read_screen(datasets.hill_screen(n_genes=n_genes, n_cells=n_cells, seed=seed,
+                                            n_combinations=n_combinations))
+
+
+def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, model) -> pd.DataFrame:
+    """Train with every double held out; evaluate the ``combinations`` set for each training seed."""
+    from lazynet_core.config import PairConfig
+    from lazynet_core.metrics import evaluate
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.train import train_ensemble
+
+    doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
+    frames = []
+    for seed in seeds:
+        pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed))
+        ensemble = train_ensemble(pairs, model_config=model, train_config=train.replace(seed=seed))
+        frame = evaluate(pairs, ensemble.predict, methods=METHODS)
+        frame = frame[frame["set"] == "combinations"].copy()
+        frame["seed"] = seed
+        frame["perturbation"] = f"s{screen_seed}:" + frame["perturbation"].astype(str)
+        frames.append(frame)
+        print(f"[screen {screen_seed}] seed {seed}: {len(doubles)} doubles scored", flush=True)
+    return pd.concat(frames, ignore_index=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lazynet_core import __version__
+    from lazynet_core.config import ModelConfig, TrainConfig
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 screen, 1 seed, 3 epochs")
+    parser.add_argument("--screens", type=int, nargs="+", default=[0, 1, 2], help="screen seeds")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds")
+    parser.add_argument("--genes", type=int, default=120)
+    parser.add_argument("--cells", type=int, default=5000)
+    parser.add_argument("--combinations", type=int, default=20)
+    parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
+    args = parser.parse_args(argv)
+    screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
+    train = TrainConfig(**({"epochs": 3} if args.quick else {}))
+    model = ModelConfig(start=args.start)
+    t0 = time.perf_counter()
+    frames = []
+    for screen_seed in screens:
+        adata = screen_with_doubles(screen_seed, n_genes=args.genes, n_cells=args.cells,
+                                    n_combinations=args.combinations)
+        frames.append(score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model))
+    frame = pd.concat(frames, ignore_index=True)
+    payload: dict[str, Any] = report("hill doubles", frame)
+    payload.update(
+        benchmark="combinations",
+        design={"screen_seeds": list(screens), "training_seeds": list(seeds), "n_genes": args.genes,
+                "n_cells": args.cells, "n_combinations": args.combinations,
+                "train_config": train.to_dict(), "model_config": model.to_dict()},
+        wall_s=time.perf_counter() - t0, lazynet_version=__version__, machine=machine_info(),
+    )
+    suffix = ("_quick" if args.quick else "") + ("" if args.start == "zero" else f"_{args.start}")
+    write_json(f"combinations{suffix}", payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
