@@ -98,5 +98,5 @@ pages = [
 ]
 page = st.navigation(pages)
 ui.follow_deep_link()
-ui.sidebar()
+ui.sidebar(poll_job=page.title != "Train")  # the Train page polls its job itself
 page.run()

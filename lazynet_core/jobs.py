@@ -25,7 +25,7 @@ from typing import Any
 
 from lazynet_core.errors import RunError, TrainingCancelled
 
-__all__ = ["JobProgress", "JobRefused", "JobRegistry", "TrainingJob", "safe_run_name"]
+__all__ = ["JobProgress", "JobRefused", "JobRegistry", "TrainingJob", "budget_cut", "safe_run_name"]
 
 STATUSES = ("queued", "running", "saving", "done", "cancelled", "failed")
 ACTIVE = ("queued", "running", "saving")
@@ -41,6 +41,7 @@ class JobProgress:
 
     ``curves`` maps replica index to a list of ``(epoch, train_loss, val_loss)`` tuples.
     ``fraction`` is in [0, 1]; ``eta_s`` is ``None`` until the first step was timed.
+    ``budget_cut`` is ``"after 7 of 40 epochs"`` when the time budget stopped a finished job early.
     """
 
     job_id: str
@@ -60,6 +61,7 @@ class JobProgress:
     curves: dict[int, list[tuple[int, float, float | None]]] = field(default_factory=dict)
     error: str | None = None
     run_path: str | None = None
+    budget_cut: str | None = None
 
     @property
     def active(self) -> bool:
@@ -79,6 +81,8 @@ class JobProgress:
             )
         if self.status == "failed":
             return f"failed: {self.error}"
+        if self.status == "done" and self.budget_cut:
+            return f"stopped by the time budget {self.budget_cut}"
         return self.status
 
 
@@ -115,6 +119,33 @@ def _default_planned_steps(pairs: Any, train_config: Any) -> int:
     except ImportError:
         return 0
     return int(planned_steps(pairs, train_config))
+
+
+def budget_cut(ensemble: Any) -> str | None:
+    """``"after 7 of 40 epochs"`` when the time budget stopped training early, else ``None``.
+
+    Parameters
+    ----------
+    ensemble
+        A trained ensemble; ``info["replicas"]`` records how each replica stopped.
+
+    Returns
+    -------
+    str or None
+        The fewest epochs a cut replica ran, out of the planned ones (``"replica 2 of 3"`` added
+        when only some replicas were cut).
+    """
+    info = getattr(ensemble, "info", None) or {}
+    replicas = info.get("replicas", []) if isinstance(info, dict) else []
+    cut = [r for r in replicas if r.get("stopped") == "time_budget"]
+    if not cut:
+        return None
+    epochs = getattr(getattr(ensemble, "train_config", None), "epochs", None)
+    first = min(cut, key=lambda r: int(r.get("epochs_run") or 0))
+    text = f"after {first.get('epochs_run')} of {epochs} epochs"
+    if len(cut) < len(replicas):
+        text += f" (replica {int(first.get('replica', 0)) + 1} of {len(replicas)})"
+    return text
 
 
 class TrainingJob:
@@ -281,6 +312,7 @@ class TrainingJob:
             tmp.rename(self.final_path)
             self.ensemble = ensemble
             self._update(
+                budget_cut=budget_cut(ensemble),
                 status="done",
                 run_path=str(self.final_path),
                 fraction=1.0,

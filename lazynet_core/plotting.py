@@ -2,8 +2,14 @@
 
 Every function takes plain arrays / DataFrames and returns a new ``plotly.graph_objects.Figure``
 (or an HTML string), so the same figures serve the app, the CLI and a notebook.
-Gene names reach the browser through plotly (rendered as text) or vis-network tooltips (rendered as
-HTML): the latter are escaped with :func:`html.escape`.
+Names from data files (genes, perturbation labels) reach the browser in three ways, each made safe
+exactly once: plotly text, hovers, tick labels and titles interpret a few HTML tags (``<b>``, ``<a>``,
+``<span style>``) and decode entities, so names pass through :func:`plot_text` (``html.escape``);
+vis-network 9 shows string tooltips with ``innerText`` and draws labels on a canvas, so names go there
+as plain text (never escaped: the user would see ``&lt;``), and pyvis JSON-escapes them in the
+script; the static SVG escapes them as XML and the PNG draws them with mathtext off. Invisible
+characters (zero-width, bidi overrides) are shown as ``\\uXXXX`` codes and very long names are
+shortened in the middle (:mod:`lazynet_core.text`).
 """
 
 from __future__ import annotations
@@ -17,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
+
+from lazynet_core.text import display_name, visible
 
 __all__ = [
     "PALETTE",
@@ -36,6 +44,7 @@ __all__ = [
     "network_nodes",
     "network_png",
     "network_svg",
+    "plot_text",
     "strip_external_urls",
     "target_check_plot",
 ]
@@ -57,6 +66,30 @@ _LAYOUT = {
     "margin": {"l": 60, "r": 20, "t": 50, "b": 50},
     "font": {"family": "Inter, Helvetica, Arial, sans-serif", "size": 13},
 }
+
+
+def plot_text(text: Any, *, max_len: int | None = None) -> str:
+    """A name from a data file as plotly text: invisible characters shown, HTML escaped once.
+
+    Parameters
+    ----------
+    text
+        A gene name, perturbation label or title that quotes one.
+    max_len
+        Shorten to this many characters (in the middle, with ``…``) for labels drawn on the figure;
+        ``None`` keeps the whole name (hovers).
+
+    Returns
+    -------
+    str
+        Text that plotly shows literally (``<b>`` stays ``<b>``, not bold).
+    """
+    shown = visible(str(text)) if max_len is None else display_name(str(text), max_len=max_len)
+    return html.escape(shown, quote=False)
+
+
+def _plot_texts(values: Iterable[Any], *, max_len: int | None = None) -> list[str]:
+    return [plot_text(v, max_len=max_len) for v in values]
 
 
 def chart_config(filename: str = "lazynet", *, fmt: str = "png", scale: int = 2) -> dict[str, Any]:
@@ -93,20 +126,24 @@ def cells_per_perturbation(counts: pd.DataFrame, *, top: int = 60) -> go.Figure:
     data = counts.sort_values("cells", ascending=False).head(top)
     fig = go.Figure()
     colours = {"CRISPRi": PALETTE["neg"], "CRISPRa": PALETTE["pos"]}
+    ticks: dict[str, str] = {}
     for modality, part in data.groupby("modality", sort=False):
+        names = _plot_texts(part["perturbation"])
+        ticks.update(zip(names, _plot_texts(part["perturbation"], max_len=24), strict=True))
         fig.add_bar(
-            x=part["perturbation"],
+            x=names,
             y=part["cells"],
-            name=str(modality),
+            name=plot_text(modality),
             marker_color=colours.get(str(modality), PALETTE["muted"]),
-            hovertemplate="%{x}<br>%{y} cells<extra>" + str(modality) + "</extra>",
+            hovertemplate="%{x}<br>%{y} cells<extra>" + plot_text(modality) + "</extra>",
         )
     fig.update_layout(
         **_LAYOUT,
         title="Cells per perturbation",
         barmode="overlay",
         height=340,
-        xaxis={"categoryorder": "total descending", "title": None},
+        xaxis={"categoryorder": "total descending", "title": None, "tickmode": "array",
+               "tickvals": list(ticks), "ticktext": list(ticks.values())},
         yaxis_title="cells",
         legend_title="modality",
     )
@@ -125,12 +162,15 @@ def target_check_plot(check: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     ]
     frame = pd.DataFrame(rows, columns=["target", "log2fc", "expected", "ok"]).sort_values("log2fc")
     colours = np.where(frame["ok"], PALETTE["ok"], PALETTE["bad"])
+    names = _plot_texts(frame["target"])
     fig = go.Figure(
         go.Bar(
-            x=frame["target"],
+            x=names,
             y=frame["log2fc"],
             marker_color=colours,
-            customdata=np.c_[frame["expected"], np.where(frame["ok"], "as expected", "NOT as expected")],
+            customdata=np.c_[
+                _plot_texts(frame["expected"]), np.where(frame["ok"], "as expected", "NOT as expected")
+            ],
             hovertemplate="%{x}: log2FC %{y:.2f}<br>expected %{customdata[0]} · %{customdata[1]}"
             "<extra></extra>",
         )
@@ -140,7 +180,8 @@ def target_check_plot(check: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     fig.update_layout(
         **_LAYOUT,
         height=340,
-        xaxis_title=None,
+        xaxis={"title": None, "tickmode": "array", "tickvals": names,
+               "ticktext": _plot_texts(frame["target"], max_len=24)},
         yaxis_title="log2 FC of target vs control",
         title=f"Target check: {len(frame) - n_bad} as expected, {n_bad} not (red)",
     )
@@ -247,7 +288,7 @@ def effects_scatter(
         y=rest["predicted"],
         mode="markers",
         name="genes",
-        text=rest["gene"],
+        text=_plot_texts(rest["gene"]),
         marker={"size": 6, "color": PALETTE["primary"], "opacity": 0.6},
         hovertemplate="<b>%{text}</b><br>observed Δ %{x:.3f}<br>predicted Δ %{y:.3f}<extra></extra>",
     )
@@ -257,7 +298,7 @@ def effects_scatter(
             y=targets["predicted"],
             mode="markers",
             name="target (input)",
-            text=targets["gene"],
+            text=_plot_texts(targets["gene"]),
             marker={"size": 11, "symbol": "diamond-open", "color": PALETTE["accent"]},
             hovertemplate="<b>%{text}</b> (target)<br>observed Δ %{x:.3f}<extra></extra>",
         )
@@ -293,7 +334,7 @@ def effects_scatter(
         fig.add_annotation(
             x=row["observed"],
             y=row["predicted"],
-            text=str(row["gene"]),
+            text=plot_text(row["gene"], max_len=30),
             showarrow=True,
             arrowhead=0,
             arrowcolor=PALETTE["muted"],
@@ -309,15 +350,15 @@ def effects_scatter(
                 x=[row["observed"]],
                 y=[row["predicted"]],
                 mode="markers",
-                name=f"{highlight} (searched)",
-                text=[str(highlight)],
+                name=f"{plot_text(highlight, max_len=30)} (searched)",
+                text=[plot_text(highlight)],
                 marker={"size": 18, "symbol": "circle-open", "color": PALETTE["bad"], "line": {"width": 3}},
                 hovertemplate="<b>%{text}</b><br>observed Δ %{x:.3f}<br>predicted Δ %{y:.3f}<extra></extra>",
             )
             fig.add_annotation(
                 x=row["observed"],
                 y=row["predicted"],
-                text=f"<b>{html.escape(str(highlight))}</b>",
+                text=f"<b>{plot_text(highlight, max_len=30)}</b>",
                 showarrow=True,
                 arrowhead=2,
                 arrowcolor=PALETTE["bad"],
@@ -342,7 +383,7 @@ def effects_scatter(
     fig.update_layout(
         **_LAYOUT,
         height=500,
-        title=title or "Predicted vs observed effect",
+        title=plot_text(title, max_len=120) if title else "Predicted vs observed effect",
         xaxis_title="observed Δ log expression (vs reference controls)",
         yaxis_title="predicted Δ log expression (vs training controls)",
         legend={"orientation": "h", "y": -0.18},
@@ -375,7 +416,7 @@ def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Fi
     fig = go.Figure(
         go.Bar(
             x=data.to_numpy(),
-            y=data.index.astype(str),
+            y=_plot_texts(data.index.astype(str)),
             orientation="h",
             marker_color=colours,
             hovertemplate="%{y}: Δ %{x:.3f}<extra></extra>",
@@ -384,7 +425,7 @@ def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Fi
     fig.update_layout(
         **_LAYOUT,
         height=max(320, 18 * len(data) + 100),
-        title=title or "Predicted response",
+        title=plot_text(title, max_len=120) if title else "Predicted response",
         xaxis_title="predicted Δ log expression",
     )
     return fig
@@ -485,7 +526,8 @@ def jacobian_heatmap(
         order = heatmap_order(mat) if cluster else np.arange(n)
     order = np.asarray(order, dtype=int)
     dendro = _dendrogram_traces(mat if dendrogram_of is None else dendrogram_of, order) if n >= 3 else []
-    names = np.asarray(genes, dtype=str)[order]
+    raw = np.asarray(genes, dtype=str)[order]
+    names = np.asarray(_plot_texts(raw), dtype=object)  # category values, hover: the escaped full name
     mat = mat[np.ix_(order, order)]
     agree = None if agreement is None else np.asarray(agreement, dtype=float)[np.ix_(order, order)]
     src = np.broadcast_to(names[None, :], (n, n))
@@ -506,8 +548,9 @@ def jacobian_heatmap(
     hover = "%{customdata[0]} → %{customdata[1]}<br>" + value_label + " = %{z:.4f}"
     hover += "" if agree is None else "<br>agreement %{customdata[2]}"
     never = set(map(str, never_perturbed))
-    ticktext = [f'<span style="color:{PALETTE["muted"]}">{html.escape(g)}°</span>' if g in never
-                else html.escape(g) for g in names]
+    short = _plot_texts(raw, max_len=28)
+    ticktext = [f'<span style="color:{PALETTE["muted"]}">{s}°</span>' if g in never else s
+                for g, s in zip(raw, short, strict=True)]
     font = heatmap_font_size(n, big=big)
     fig = go.Figure(
         go.Heatmap(
@@ -528,12 +571,12 @@ def jacobian_heatmap(
     fig.update_layout(
         **{**_LAYOUT, "font": {**_LAYOUT["font"], "size": 18 if big else 13}},
         height=size,
-        title=title or "Consensus Jacobian (row: target, column: source)",
+        title=plot_text(title, max_len=120) if title else "Consensus Jacobian (row: target, column: source)",
         xaxis={"title": "source gene j (regulator)", "tickfont": {"size": font}, "tickmode": "array",
                "tickvals": list(names),
                "ticktext": ticktext, "tickangle": -90 if n > 12 else -45, "domain": [0, 1]},
         yaxis={"title": "target gene i", "autorange": "reversed", "tickfont": {"size": font},
-               "tickmode": "array", "tickvals": list(names), "ticktext": [html.escape(g) for g in names],
+               "tickmode": "array", "tickvals": list(names), "ticktext": short,
                "domain": [0, top - 0.02] if dendro else [0, 1]},
         plot_bgcolor="#ffffff",
     )
@@ -542,7 +585,7 @@ def jacobian_heatmap(
             xaxis2={"domain": [0, 1], "range": [-0.5, n - 0.5], "visible": False, "anchor": "y2"},
             yaxis2={"domain": [top, 1.0], "visible": False, "anchor": "x2"},
         )
-    if never & set(names):
+    if never & set(raw):
         fig.add_annotation(
             xref="paper", yref="paper", x=1.0, y=1.0, xanchor="right", yanchor="bottom", showarrow=False,
             text="grey ° : regulator never perturbed in the screen (its column is model extrapolation)",
@@ -734,8 +777,12 @@ def _fmt_opt(value: Any, spec: str) -> str:
 
 
 def edge_tooltip(row: Any) -> str:
-    """Plain-text hover of one edge: J, replica agreement and sd, the evidence and its numbers."""
-    src, tgt, w = str(row.source), str(row.target), float(row.weight)
+    """Plain-text hover of one edge: J, replica agreement and sd, the evidence and its numbers.
+
+    Plain text, not HTML: vis-network 9 shows it with ``innerText`` (so it is never escaped here);
+    invisible characters of the gene names are shown as ``\\uXXXX`` codes.
+    """
+    src, tgt, w = visible(str(row.source)), visible(str(row.target)), float(row.weight)
     lines = [f"{src} → {tgt}", f"J = {w:+.4f}"]
     agree, sd = getattr(row, "agreement", None), getattr(row, "sd", None)
     lines.append(f"replica sign agreement {_fmt_opt(agree, '.2f')}, replica sd {_fmt_opt(sd, '.4f')}")
@@ -858,7 +905,8 @@ def network_html(
     str
         HTML with vis-network inlined (``cdn_resources="in_line"``) and every external URL removed.
         Gene names are JSON-escaped in the script; tooltips are plain text (vis-network 9 renders
-        string titles as text, so no HTML is interpreted).
+        string titles with ``innerText``, so no HTML is interpreted and nothing is HTML-escaped: a
+        user never sees ``&lt;``); labels are drawn on the canvas, shortened to 40 characters.
     """
     from pyvis.network import Network
 
@@ -877,7 +925,7 @@ def network_html(
         note = ", never perturbed by the screen" if row.never_perturbed else ""
         net.add_node(
             row.gene,
-            label=row.gene,
+            label=display_name(row.gene, max_len=40),  # drawn on the canvas: plain text, never HTML
             x=float(x),
             y=float(y),
             color={"background": style["fill"], "border": "#1f2937" if style["dashed"] else "#5b6472"},
@@ -885,7 +933,7 @@ def network_html(
             shapeProperties={"borderDashes": [5, 4]} if style["dashed"] else {},
             shape="star" if row.role == "seed" else "dot",
             size=style["size"],
-            title=f"{row.gene} ({role}{note}); BFS level {row.level}",
+            title=f"{visible(row.gene)} ({role}{note}); BFS level {row.level}",  # innerText: not escaped
             font={"size": style["font"], "face": "Helvetica", "strokeWidth": 4, "strokeColor": "#ffffff",
                   "bold": {"mod": "bold"}} if style["bold"] else
                  {"size": style["font"], "face": "Helvetica", "strokeWidth": 4, "strokeColor": "#ffffff"},
@@ -1025,7 +1073,7 @@ def network_svg(
             f'<text x="{x:.1f}" y="{y + n["size"] + n["font"]:.1f}" font-size="{n["font"]}" '
             f'text-anchor="middle"{weight} fill="#1f2937" stroke="#ffffff" stroke-width="4" '
             'paint-order="stroke">'
-            f"{html.escape(n['gene'])}</text>"
+            f"{html.escape(display_name(n['gene'], max_len=40))}</text>"
         )
     out.append("</svg>")
     return "\n".join(out)
@@ -1070,11 +1118,13 @@ def network_png(
         ms = (n["size"] * (2.6 if n["seed"] else 2.0)) * pt
         ax.plot([x], [y], marker=marker, ms=ms, mfc=n["fill"], mec="#1f2937" if n["dashed"] else "#5b6472",
                 mew=2.5 if n["dashed"] else 0.8, ls="none", zorder=3)
-        ax.text(x, y + n["size"] + n["font"] * 0.7, n["gene"], ha="center", va="center",
+        ax.text(x, y + n["size"] + n["font"] * 0.7, display_name(n["gene"], max_len=40), ha="center",
+                va="center", parse_math=False,
                 fontsize=n["font"] * pt, fontweight="bold" if n["bold"] else "normal", color="#1f2937",
                 path_effects=halo, zorder=4)
     if title:
-        ax.text(20, 24, title, fontsize=(font_size + 4) * pt, fontweight="bold", va="center")
+        ax.text(20, 24, title, fontsize=(font_size + 4) * pt, fontweight="bold", va="center",
+                parse_math=False)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=dpi, facecolor="white")
     return buffer.getvalue()

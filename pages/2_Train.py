@@ -1,6 +1,7 @@
 """Train page: settings form, background training with live progress, saved runs."""
 
 import datetime as dt
+import re
 from pathlib import Path
 
 import streamlit as st
@@ -8,7 +9,9 @@ import streamlit as st
 from lazynet_core import plotting, ui
 from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
 from lazynet_core.jobs import TrainingJob
+from lazynet_core.text import escape_markdown
 from lazynet_core.ui import loaders, services
+from lazynet_core.ui.layout import md
 
 ui.frame_guard("pages/2_Train.py")
 ui.page_header(
@@ -18,8 +21,25 @@ adata, _ = ui.need(screen=True)
 spec = st.session_state["screen"]
 
 
+# Each poll is a fragment rerun in the server, whose Python shares the GIL with the training thread,
+# and a repaint in the browser, which shares the cores with it: a poll every JOB_POLL_S (2 s), a
+# loss chart rebuilt only when an epoch ended, and no second poller in the sidebar (app.py) keep
+# watching this page from slowing training (benchmarks/busy_cpu.py).
+POLL_S = ui.layout.JOB_POLL_S
+
+
+def _live_loss(job_id: str, curves: dict) -> object:
+    """The live loss figure, rebuilt only when an epoch was added (the same figure is not redrawn)."""
+    key = (job_id, sum(len(points) for points in curves.values()))
+    cached = st.session_state.get("_live_loss")
+    if cached is None or cached[0] != key:
+        cached = (key, plotting.loss_curves(curves))
+        st.session_state["_live_loss"] = cached
+    return cached[1]
+
+
 def live_job() -> None:
-    """Progress, loss curves and Cancel for this session's job; reruns itself every second."""
+    """Progress, loss curves and Cancel for this session's job; reruns itself every ``POLL_S`` s."""
     job = ui.session_job()
     if job is None:
         st.caption("No training job yet: set the options below and press **Start training**.")
@@ -31,27 +51,36 @@ def live_job() -> None:
     cols[2].metric("Elapsed", f"{snap.elapsed_s:.0f} s")
     cols[3].metric("ETA", "–" if snap.eta_s is None else f"{snap.eta_s:.0f} s")
     if snap.active:
-        st.progress(min(max(snap.fraction, 0.0), 1.0), text=snap.describe())
+        st.progress(min(max(snap.fraction, 0.0), 1.0), text=escape_markdown(snap.describe()))
         if st.button("Cancel training", icon=":material/stop:", key="cancel_job"):
             job.cancel()
             st.toast("Cancelling: training stops before its next mini-batch.")
     elif snap.status == "failed":
-        st.error(f"**Training failed.** {snap.error}", icon=":material/error:")
+        st.error(f"**Training failed.** {escape_markdown(str(snap.error))}", icon=":material/error:")
     elif snap.status == "cancelled":
         st.warning("Training was cancelled; nothing was saved.", icon=":material/cancel:")
+    elif snap.budget_cut:
+        st.warning(
+            f"Run **{md(snap.name)}** saved to {md(snap.run_path, max_len=120)} and loaded, but "
+            f"**stopped by the time budget {snap.budget_cut}**.",
+            icon=":material/timer_off:",
+        )
     else:
         st.success(
-            f"Run **{snap.name}** saved to `{snap.run_path}` and loaded.", icon=":material/check_circle:"
+            f"Run **{md(snap.name)}** saved to {md(snap.run_path, max_len=120)} and loaded.",
+            icon=":material/check_circle:",
         )
     if snap.curves and snap.status != "done":  # a finished run's curves are shown below, from its history
-        ui.plot(plotting.loss_curves(snap.curves), "loss_curves", key="live_loss")
+        ui.plot(_live_loss(job.job_id, snap.curves), "loss_curves", key="live_loss")
+    elif not snap.active:
+        st.session_state.pop("_live_loss", None)
     if ui.layout.handle_job_end(job):
         st.rerun()
 
 
 job = ui.session_job()
 active = job is not None and job.progress().active
-st.fragment(live_job, run_every=1.0 if active else None)()
+st.fragment(live_job, run_every=POLL_S if active else None)()
 
 st.subheader("Settings")
 with st.form("train_form"):
@@ -84,7 +113,9 @@ with st.form("train_form"):
     )
     seed = c7.number_input("Seed", 0, 10**6, 0)
     # a stable key: a default that changed on every rerun would reset what the user typed
-    st.session_state.setdefault("run_name", f"{spec['label']}-{dt.datetime.now():%Y%m%d-%H%M%S}")
+    # from the screen's label, kept to what a run directory name allows (jobs.safe_run_name)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", str(spec["label"])).strip("-.")[:60] or "run"
+    st.session_state.setdefault("run_name", f"{stem}-{dt.datetime.now():%Y%m%d-%H%M%S}")
     name = c8.text_input("Run name", key="run_name")
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
@@ -121,7 +152,10 @@ from lazynet_core.runs import list_runs  # noqa: E402  (after the form: keeps th
 
 runs = list_runs(ui.runs_root())
 if runs.empty:
-    st.caption(f"No saved runs in `{ui.runs_root()}` yet. Runs trained with the CLI there appear here too.")
+    st.caption(
+        f"No saved runs in {md(ui.runs_root(), max_len=120)} yet. "
+        "Runs trained with the CLI there appear here too."
+    )
 else:
     st.dataframe(runs.drop(columns=["path"]), hide_index=True, width="stretch")
     current = Path(st.session_state["run_path"]).name if st.session_state.get("run_path") else None
@@ -139,11 +173,11 @@ if st.session_state.get("run_path"):
         ens = ui.current_ensemble()
 if ens is not None and not ens.history.empty:
     st.markdown(
-        f"**Loaded run** `{Path(st.session_state['run_path']).name}` · {len(ens.replicas)} replicas · "
+        f"**Loaded run** {md(Path(st.session_state['run_path']).name)} · {len(ens.replicas)} replicas · "
         f"{ens.n_genes} genes · split: held-out {ens.pair_config.split}"
     )
     cut = services.time_budget_cut(ens)
     if cut:
-        st.warning(f"**Stopped by the time budget** ({cut}). The model may be under-trained: raise the "
+        st.warning(f"**Stopped by the time budget {cut}.** The model may be under-trained: raise the "
                    "budget or lower the epochs and train again.", icon=":material/timer_off:")
     ui.plot(plotting.loss_curves(ens.history), "run_loss", key="run_loss")

@@ -4,7 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from lazynet_core import plotting, ui
+from lazynet_core.text import display_name
 from lazynet_core.ui import loaders, services
+from lazynet_core.ui.layout import md
 
 ui.frame_guard("pages/3_Effects.py")
 ui.page_header(
@@ -101,7 +103,8 @@ if evaluation is not None:
             st.dataframe(services.format_table(services.method_table(sub), 3), width="stretch")
             beating = services.baselines_beating(sub)
             if beating:
-                st.caption(f"Higher mean Δ-Pearson than LazyNet on this set: {', '.join(beating)}.")
+                beaten_by = md(", ".join(beating), max_len=400)
+                st.caption(f"Higher mean Δ-Pearson than LazyNet on this set: {beaten_by}.")
 st.caption(
     "The noise ceiling is what a perfect predictor could reach given the noise in the observed effects. "
     "The own training-cell mean is a baseline (held-out cells only), not a ceiling. The identity "
@@ -113,7 +116,8 @@ st.subheader("One perturbation, gene by gene")
 table = services.perturbation_table(pairs)
 c1, c2, c3 = st.columns([1.4, 2.4, 1.6])
 modality = c1.radio(
-    "Modality", ["all", *sorted(table["modality"].unique())], horizontal=True, key="eff_modality"
+    "Modality", ["all", *sorted(table["modality"].unique())], horizontal=True, key="eff_modality",
+    format_func=md,  # radio options render Markdown
 )
 shown = table if modality == "all" else table[table["modality"] == modality]
 options = shown["perturbation"].tolist()
@@ -131,6 +135,7 @@ gene = c3.selectbox(
     [str(g) for g in pairs.genes],
     index=None,
     placeholder="type a gene name…",
+    format_func=display_name,
     key="eff_gene",
 )
 
@@ -179,11 +184,12 @@ with left:
         "held_out_cells": "held-out cells",
     }.get(row["set"], "training cells (fit, not prediction)")
     fig = plotting.effects_scatter(frame, title=f"{pert} ({row['modality']}), {where}", highlight=gene)
-    ui.plot(fig, f"effects_{pert}", key="effects_fig")
+    stem = services.safe_filename(f"effects_{pert}")
+    ui.plot(fig, stem, key="effects_fig")
     st.download_button(
         "Download figure (HTML)",
         plotting.figure_html(fig),
-        f"effects_{pert}.html",
+        f"{stem}.html",
         "text/html",
         icon=":material/download:",
         key="dl_effects",
@@ -215,7 +221,7 @@ st.dataframe(
 st.download_button(
     "Download per-gene table (CSV)",
     genes_table.to_csv(index=False),
-    f"effects_{pert}_genes.csv",
+    f"{services.safe_filename(f'effects_{pert}')}_genes.csv",
     "text/csv",
     icon=":material/download:",
     key="dl_genes",
@@ -233,6 +239,7 @@ with st.form("insilico"):
         "Genes to perturb (any modelled gene, including never-perturbed ones)",
         ens.genes.tolist(),
         default=[pert.split("+")[0]] if pert.split("+")[0] in ens.genes else [],
+        format_func=display_name,
     )
     fold = c2.select_slider(
         "Expression level (× control)",
@@ -247,7 +254,8 @@ if run_it or genes:
         unseen = [g for g in genes if g not in perturbed]
         if unseen:
             st.info(
-                f"Never perturbed in this screen: {', '.join(unseen)}: the prediction extrapolates from "
+                f"Never perturbed in this screen: {', '.join(md(g) for g in unseen)}: the prediction "
+                "extrapolates from "
                 "the learned model, with no direct evidence.",
                 icon=":material/explore:",
             )

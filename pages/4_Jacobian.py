@@ -6,6 +6,7 @@ import streamlit as st
 from lazynet_core import plotting, ui
 from lazynet_core.modules import module_genes
 from lazynet_core.ui import loaders, services
+from lazynet_core.ui.layout import md
 
 ui.frame_guard("pages/4_Jacobian.py")
 ui.page_header("Jacobian", "Gene-to-gene elasticities of the trained model at the control state.")
@@ -41,7 +42,7 @@ with c2:
         st.caption(
             f"{len(genes)} of the module's genes are modelled"
             + (
-                f"; not modelled: {', '.join(missing[:12])}" + ("…" if len(missing) > 12 else "")
+                f"; not modelled: {', '.join(map(md, missing[:12]))}" + ("…" if len(missing) > 12 else "")
                 if missing
                 else "."
             )
@@ -61,7 +62,8 @@ with c2:
         genes, unknown = services.check_genes_known(services.parse_gene_list(text), ens.genes)
         if unknown:
             st.error(
-                f"Not in the model's genes: {', '.join(unknown[:20])}. Check the spelling (case does not "
+                f"Not in the model's genes: {', '.join(md(g) for g in unknown[:20])}. Check the spelling "
+                "(case does not "
                 "matter).",
                 icon=":material/error:",
             )
@@ -120,7 +122,7 @@ if result is not None and perturbed is not None:
     if unsupported:
         st.caption(
             "Regulators never perturbed (their columns are model extrapolation): "
-            f"{', '.join(unsupported[:30])}" + ("…" if len(unsupported) > 30 else "")
+            f"{', '.join(md(g) for g in unsupported[:30])}" + ("…" if len(unsupported) > 30 else "")
         )
     d1, d2, _ = st.columns([1, 1, 1])
     d1.download_button(

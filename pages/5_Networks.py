@@ -5,7 +5,9 @@ import streamlit as st
 from lazynet_core import ui
 from lazynet_core.evidence import EVIDENCE
 from lazynet_core.modules import module_genes
+from lazynet_core.text import display_name
 from lazynet_core.ui import loaders, services
+from lazynet_core.ui.layout import md
 
 ui.frame_guard("pages/5_Networks.py")
 ui.page_header(
@@ -37,7 +39,8 @@ view["module"] = module
 
 D = services.NETWORK_DEFAULTS
 with st.form(f"net_form_{module}"):
-    seeds = st.multiselect("Seeds", ens.genes.tolist(), default=view["seeds"], key=f"net_seeds_{module}")
+    seeds = st.multiselect("Seeds", ens.genes.tolist(), default=view["seeds"], key=f"net_seeds_{module}",
+                           format_func=display_name)
     c2, c3, c4, c5, c6, c7 = st.columns(6)
     breadth = c2.number_input("Breadth", 1, 64, view["breadth"], help="Partners kept per expanded gene "
                               "(the paper: 32).", key="net_breadth")
@@ -69,7 +72,8 @@ st.caption(
     f"Edges followed: above replica noise ({rule}) and "
     + ("any evidence, **model_only included** (dashed, grey)." if model_only else
        "supported by the screen (interventional, held_out or observational); model_only edges are hidden.")
-    + (f" Default seeds not in the model's genes (left out): {', '.join(missing)}." if missing else "")
+    + (f" Default seeds not in the model's genes (left out): {', '.join(md(g) for g in missing)}."
+       if missing else "")
 )
 
 G = None
@@ -80,7 +84,8 @@ if G is None:
 never_seeds = [s for s in G.graph["seeds"] if G.nodes[s].get("perturbed") == "never"]
 if never_seeds:
     st.warning(
-        f"**Seeds the screen never perturbed: {', '.join(never_seeds)}.** Their edges rest on control-cell "
+        f"**Seeds the screen never perturbed: {', '.join(md(g) for g in never_seeds)}.** Their edges rest on "
+        "control-cell "
         "co-expression at best; they are drawn with a dashed outline.", icon=":material/science:"
     )
 
@@ -129,7 +134,8 @@ perturbations = set(services.perturbation_table(pairs)["perturbation"])
 openable = [g for g in figs["nodes"]["gene"] if g in perturbations] if figs is not None else []
 if openable:
     o1, o2 = st.columns([2, 1], vertical_alignment="bottom")
-    gene = o1.selectbox("Open a perturbed gene on the Effects page", openable, key="net_open_gene")
+    gene = o1.selectbox("Open a perturbed gene on the Effects page", openable, key="net_open_gene",
+                        format_func=display_name)
     if o2.button("Open on Effects", icon=":material/open_in_new:", key="net_open"):
         st.session_state["perturbation"] = gene
         keep = {k: st.query_params.get(k) for k in ("run", "screen", "present")}

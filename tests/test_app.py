@@ -527,6 +527,29 @@ def test_time_budget_cut_is_reported_not_called_done():
                            {"replica": 1, "stopped": "epochs", "epochs_run": 40}]},
         train_config=SimpleNamespace(epochs=40),
     )
-    assert time_budget_cut(ens) == "after 7 of 40 epochs (replica 0)"
-    ens.info["replicas"][0]["stopped"] = "epochs"
+    assert time_budget_cut(ens) == "after 7 of 40 epochs (replica 1 of 2)"
+    ens.info["replicas"][1].update(stopped="time_budget", epochs_run=0)
+    assert time_budget_cut(ens) == "after 0 of 40 epochs"  # every replica cut: the fewest epochs
+    for rec in ens.info["replicas"]:
+        rec["stopped"] = "epochs"
     assert time_budget_cut(ens) is None
+
+
+def test_train_page_says_when_the_time_budget_stopped_training(runs_dir):
+    """A budget that cuts training short is reported as such on the Train page, never a plain "done"."""
+    at = _with_demo()
+    _goto(at, "2_Train")
+    at.number_input[0].set_value(1)
+    at.number_input[2].set_value(500)
+    at.number_input[3].set_value(5)  # Time budget (s): the minimum, far too short for 500 epochs
+    at.text_input[0].set_value("budget-cut")
+    at.button(key="start_training").click().run()
+    _ok(at)
+    _poll(at, lambda a: a.session_state["run_path"], timeout=120)
+    warnings = " ".join(w.value for w in at.warning)
+    assert "Stopped by the time budget after" in warnings and "of 500 epochs" in warnings, warnings
+    assert not any("budget-cut" in s.value and "saved" in s.value for s in at.success)
+    from lazynet_core.ui.loaders import job_registry
+
+    snap = job_registry().get(at.session_state["job_id"]).progress()  # what the sidebar shows
+    assert snap.status == "done" and snap.describe().startswith("stopped by the time budget after")

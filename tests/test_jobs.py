@@ -179,3 +179,27 @@ def test_real_training_on_toy_screen(tmp_path):
     assert len(snap.curves) == 2
     ens = load_run(snap.run_path)
     assert len(ens.replicas) == 2
+
+
+def test_a_budget_cut_job_is_reported_as_such_not_done(tmp_path):
+    """A finished job whose time budget stopped training says so (the app shows it, not "done")."""
+    from types import SimpleNamespace
+
+    from lazynet_core.jobs import budget_cut
+
+    cut = SimpleNamespace(
+        info={"replicas": [{"replica": 0, "stopped": "epochs", "epochs_run": 3},
+                           {"replica": 1, "stopped": "time_budget", "epochs_run": 1}]},
+        train_config=SimpleNamespace(epochs=3),
+    )
+    assert budget_cut(cut) == "after 1 of 3 epochs (replica 2 of 2)"
+    assert budget_cut({"trained": 1}) is None
+
+    def train(pairs, model_config, train_config, *, on_progress, on_epoch, should_stop):
+        return cut
+
+    job = TrainingJob(object(), object(), _Cfg(), runs_root=tmp_path / "runs", name="cut", train_fn=train,
+                      save_fn=_fake_save, total_steps=1).start()
+    snap = job.wait(10)
+    assert snap.status == "done" and snap.budget_cut == "after 1 of 3 epochs (replica 2 of 2)"
+    assert snap.describe() == "stopped by the time budget after 1 of 3 epochs (replica 2 of 2)"

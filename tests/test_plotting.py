@@ -107,7 +107,7 @@ def test_effects_scatter_highlights_a_searched_gene():
     frame = pd.DataFrame({"gene": ["A", "B<i>"], "observed": [0.1, -2.0], "predicted": [0.0, -1.5]})
     fig = plotting.effects_scatter(frame, highlight="B<i>")
     ring = fig.data[-1]
-    assert ring.name == "B<i> (searched)" and list(ring.x) == [-2.0]
+    assert ring.name == "B&lt;i&gt; (searched)" and list(ring.x) == [-2.0]  # plotly decodes it once
     assert any(a.text == "<b>B&lt;i&gt;</b>" for a in fig.layout.annotations)
     fig = plotting.effects_scatter(frame, highlight="NOT_A_GENE")  # unknown names are ignored
     assert not any("searched" in (t.name or "") for t in fig.data)
@@ -259,3 +259,80 @@ def test_layered_layout_puts_levels_in_columns():
     assert pos.loc["GPX4", "x"] < pos.loc["ACSL4", "x"] < pos.loc["SLC7A11", "x"]
     with pytest.raises(ValueError, match="kind"):
         plotting.network_layout(edges, nodes, kind="circle")
+
+
+HOSTILE = [
+    "![t](http://evil.example/x.png)",
+    "<script>window.__pwned=1</script>",
+    '<img src=x onerror="window.__pwned=1">',
+    "a\u200bb\u202ec",
+    "L" * 300,
+]
+
+
+def _plotly_strings(fig) -> list[str]:
+    """Every string in a figure that plotly renders as (HTML-ish) text."""
+    out = []
+
+    def walk(value):
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple, np.ndarray)):
+            for v in value:
+                walk(v)
+
+    walk(fig.to_plotly_json())
+    return out
+
+
+def test_plotly_figures_show_hostile_names_as_text():
+    """No raw tag or invisible character from a name reaches plotly; each is escaped exactly once."""
+    frame = pd.DataFrame({"gene": HOSTILE, "observed": np.linspace(-1, 1, 5),
+                          "predicted": np.linspace(1, -1, 5), "is_target": [True] + [False] * 4})
+    counts = pd.DataFrame({"perturbation": HOSTILE, "modality": ["CRISPRi"] * 5, "cells": [9, 8, 7, 6, 5]})
+    check = {g: {"log2fc": -1.0, "expected": "down", "ok": True} for g in HOSTILE}
+    figs = [
+        plotting.effects_scatter(frame, title=HOSTILE[1], highlight=HOSTILE[2]),
+        plotting.in_silico_bars(pd.Series(np.arange(5.0), index=HOSTILE), title=HOSTILE[2]),
+        plotting.jacobian_heatmap(np.arange(25.0).reshape(5, 5), HOSTILE, never_perturbed=HOSTILE[:2],
+                                  title=HOSTILE[1]),
+        plotting.cells_per_perturbation(counts),
+        plotting.target_check_plot(check),
+    ]
+    for fig in figs:
+        text = "\n".join(_plotly_strings(fig))
+        assert "<script" not in text and "<img" not in text, text[:300]
+        assert "\u200b" not in text and "\u202e" not in text
+        assert "&amp;lt;" not in text  # escaped once, not twice
+        assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in text or "&lt;img src=x" in text
+    heat = figs[2]
+    assert max(len(t) for t in heat.layout.xaxis.ticktext) < 80  # the 300-character name is shortened
+    assert plotting.plot_text("a<b>") == "a&lt;b&gt;" and plotting.plot_text("a\u202eb") == "a\\u202eb"
+
+
+def test_network_figures_carry_hostile_names_as_plain_text():
+    """vis-network tooltips are plain text (innerText): no HTML escaping, so no ``&lt;`` is shown."""
+    import json
+    import re
+
+    edges = pd.DataFrame({"source": [HOSTILE[1], HOSTILE[3]], "target": [HOSTILE[2], HOSTILE[4]],
+                          "weight": [0.5, -0.4]})
+    page = plotting.network_html(edges, seeds=[HOSTILE[1]])
+    assert "<script>window" not in page and "<img src=x" not in page  # JSON-escaped in the script
+    nodes = json.loads(re.search(r"nodes = new vis\.DataSet\((\[.*?\])\);", page).group(1))
+    titles = {n["id"]: n["title"] for n in nodes}
+    assert titles[HOSTILE[1]].startswith("<script>window.__pwned=1</script> (seed")  # literal, once
+    assert "&lt;" not in "".join(titles.values())
+    assert "\\u202e" in titles[HOSTILE[3]] and "\u202e" not in titles[HOSTILE[3]]
+    assert max(len(n["label"]) for n in nodes) <= 40
+    edge_titles = json.loads(re.search(r"edges = new vis\.DataSet\((\[.*?\])\);", page).group(1))
+    assert edge_titles[0]["title"].startswith("<script>window.__pwned=1</script> → <img src=x")
+    nodes_frame = plotting.network_nodes(edges, seeds=[HOSTILE[1]])
+    pos = plotting.network_layout(edges, nodes_frame)
+    svg = plotting.network_svg(edges, nodes_frame, pos, title="$x$ <b>")
+    assert "<script>" not in svg and "<img" not in svg and "&lt;b&gt;" in svg
+    png = plotting.network_png(edges, nodes_frame, pos, title="$\\frac{$")  # mathtext would raise
+    assert png[:4] == b"\x89PNG"

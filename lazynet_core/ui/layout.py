@@ -11,11 +11,14 @@ import streamlit as st
 
 from lazynet_core.errors import RunError, ScreenError, TrainingCancelled, TrainingError
 from lazynet_core.jobs import JobRefused
-from lazynet_core.text import escape_markdown
+from lazynet_core.text import display_name, escape_markdown
 from lazynet_core.ui.loaders import current_ensemble, current_screen, job_registry
 from lazynet_core.ui.state import init_state, query_get, query_set
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
+# Seconds between two polls of a running training job (a fragment rerun in the server, whose Python
+# shares the GIL with the training thread, and a repaint in the browser); benchmarks/busy_cpu.py.
+JOB_POLL_S = 2.0
 # Errors the core raises for bad input; anything else is a bug and should surface in tests.
 USER_ERRORS = (
     ScreenError,
@@ -53,13 +56,39 @@ label, label p, [data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p
 
 @contextmanager
 def user_errors(what: str) -> Iterator[None]:
-    """Show the core's user-facing errors as ``st.error`` (never a traceback) and carry on."""
+    """Show the core's user-facing errors as ``st.error`` (never a traceback) and carry on.
+
+    ``what`` and the message are both shown literally (escaped): either may quote a label, a path
+    or a URL parameter.
+    """
     try:
         yield
     except USER_ERRORS as exc:
         text = str(exc).strip("'\"") or type(exc).__name__
         # the message may quote labels or paths from the user's file: shown literally, never as Markdown
-        st.error(f"**{what}.** {escape_markdown(text)}", icon=":material/error:")
+        st.error(f"**{escape_markdown(what)}.** {escape_markdown(text)}", icon=":material/error:")
+
+
+def md(text: Any, *, max_len: int = 80) -> str:
+    """A name from a file, a URL or the user, ready to put inside Markdown: shown literally.
+
+    Invisible characters are made visible, a long name is shortened in the middle
+    (:func:`~lazynet_core.text.display_name`) and every Markdown character is escaped
+    (:func:`~lazynet_core.text.escape_markdown`).
+
+    Parameters
+    ----------
+    text
+        A label, gene name, path, run name or error message (``None`` shows as ``None``).
+    max_len
+        Longest shown length before shortening.
+
+    Returns
+    -------
+    str
+        Markdown that renders as exactly the (shortened) text.
+    """
+    return escape_markdown(display_name(str(text), max_len=max_len))
 
 
 def apply_style() -> None:
@@ -136,21 +165,30 @@ def _job_status() -> None:
     snap = job.progress()
     if snap.active:
         eta = "" if snap.eta_s is None else f" · ETA {snap.eta_s:.0f}s"
-        st.progress(min(max(snap.fraction, 0.0), 1.0), text=f"{snap.name}: {snap.describe()}")
+        text = f"{md(snap.name, max_len=40)}: {escape_markdown(snap.describe())}"
+        st.progress(min(max(snap.fraction, 0.0), 1.0), text=text)
         st.caption(f"elapsed {snap.elapsed_s:.0f}s{eta}")
     elif snap.status == "failed":
-        st.error(f"Job {snap.name} failed: {snap.error}", icon=":material/error:")
+        st.error(f"Job {md(snap.name)} failed: {escape_markdown(str(snap.error))}", icon=":material/error:")
     else:
-        st.caption(f"Last job **{snap.name}**: {snap.status} in {snap.elapsed_s:.0f}s.")
+        what = escape_markdown(snap.describe())
+        st.caption(f"Last job **{md(snap.name)}**: {what} in {snap.elapsed_s:.0f}s.")
     if handle_job_end(job):
         st.rerun()
 
 
-def job_status_fragment() -> None:
-    """Job progress that refreshes itself every second while a job is active."""
+def job_status_fragment(*, poll: bool = True) -> None:
+    """Job progress that refreshes itself every ``JOB_POLL_S`` seconds while a job is active.
+
+    With ``poll=False`` (the Train page, which polls the job itself) an active job is only named:
+    two pollers would double the reruns that share the server's GIL with the training thread.
+    """
     job = session_job()
     active = job is not None and job.progress().active
-    st.fragment(_job_status, run_every=1.0 if active else None)()
+    if active and not poll:
+        st.caption(f"**{md(job.progress().name, max_len=40)}** is training: progress on this page.")
+        return
+    st.fragment(_job_status, run_every=JOB_POLL_S if active else None)()
 
 
 def sync_url() -> None:
@@ -168,8 +206,12 @@ def sync_url() -> None:
         query_set("present", None)
 
 
-def sidebar() -> None:
-    """Logo, presentation toggle, loaded screen, run and job progress (on every page)."""
+def sidebar(*, poll_job: bool = True) -> None:
+    """Logo, presentation toggle, loaded screen, run and job progress (on every page).
+
+    ``poll_job=False`` on the Train page, whose own fragment polls the job (see
+    :func:`job_status_fragment`).
+    """
     init_state()
     sync_url()
     if st.session_state.get("presentation"):  # the room needs the width; the toggle stays one click away
@@ -197,7 +239,7 @@ def sidebar() -> None:
             with user_errors("Screen"):
                 adata = current_screen()
         if adata is not None:
-            st.markdown(f"**{spec['label']}** · {adata.n_obs:,} cells × {adata.n_vars:,} genes")
+            st.markdown(f"**{md(spec['label'])}** · {adata.n_obs:,} cells × {adata.n_vars:,} genes")
         else:
             st.caption("none loaded")
         st.markdown("##### Run")
@@ -207,11 +249,11 @@ def sidebar() -> None:
                 ens = current_ensemble()
         if ens is not None:
             name = Path(st.session_state["run_path"]).name
-            st.markdown(f"**{name}** · {len(ens.replicas)} replicas · {ens.n_genes} genes")
+            st.markdown(f"**{md(name)}** · {len(ens.replicas)} replicas · {ens.n_genes} genes")
         else:
             st.caption("none loaded")
         st.markdown("##### Training")
-        job_status_fragment()
+        job_status_fragment(poll=poll_job)
     apply_style()
 
 

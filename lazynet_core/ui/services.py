@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lazynet_core.errors import ScreenError
+from lazynet_core.text import display_name
 
 KEY_METRICS = {
     "pearson_delta": "Δ-Pearson",
@@ -140,10 +141,32 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
                 "role": role,
                 "set": _set_name(pairs, i, role, trained),
                 "n_cells": int(counts[i]),
-                "label": f"{name} · {pairs.pert_modality[i]} · {note}",
+                # a selectbox shows plain text: invisible characters made visible, long names shortened
+                "label": f"{display_name(name, max_len=60)} · {pairs.pert_modality[i]} · {note}",
             }
         )
     return pd.DataFrame(rows).sort_values(["modality", "perturbation"], ignore_index=True)
+
+
+def safe_filename(name: str, *, max_len: int = 80) -> str:
+    """A download file name from a label: anything but letters, digits, ``.``, ``+``, ``-``, ``_`` -> ``_``.
+
+    Parameters
+    ----------
+    name
+        Stem that may quote a perturbation label or gene name.
+    max_len
+        Longest stem kept.
+
+    Returns
+    -------
+    str
+        A stem safe on every file system (``"file"`` when nothing usable is left).
+    """
+    import re
+
+    stem = re.sub(r"[^A-Za-z0-9.+_-]+", "_", str(name)).strip("._")[:max_len]
+    return stem or "file"
 
 
 def reference_for(pairs: Any) -> str:
@@ -756,9 +779,10 @@ def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian:
 
 
 def time_budget_cut(ensemble: Any) -> str | None:
-    """``"after 7 of 40 epochs (replica 1), ..."`` when the time budget stopped training, else None."""
-    infos = ensemble.info.get("replicas", []) if hasattr(ensemble, "info") else []
-    epochs = getattr(getattr(ensemble, "train_config", None), "epochs", None)
-    cut = [f"after {r.get('epochs_run')} of {epochs} epochs (replica {r.get('replica')})"
-           for r in infos if r.get("stopped") == "time_budget"]
-    return ", ".join(cut) or None
+    """``"after 7 of 40 epochs"`` when the time budget stopped training early, else None.
+
+    The same words as a finished job's status (:func:`lazynet_core.jobs.budget_cut`).
+    """
+    from lazynet_core.jobs import budget_cut
+
+    return budget_cut(ensemble)
