@@ -224,3 +224,83 @@ def fmt_table(rows: list[dict[str, Any]], columns: list[str], floatfmt: str = "{
              "  ".join("-" * w for w in widths)]
     lines += ["  ".join(v.ljust(w) for v, w in zip(b, widths, strict=True)) for b in body]
     return "\n".join(lines)
+
+
+def _proc_status(pid: int) -> dict[str, int]:
+    """VmRSS / VmHWM (kB) and the parent pid of a process, from /proc/<pid>/status ({} if gone)."""
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                key = line.split(":", 1)[0]
+                if key in ("VmRSS", "VmHWM", "PPid", "RssShmem"):
+                    out[key] = int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return {}
+    return out
+
+
+def _proc_name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            cmd = fh.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return cmd[:120]
+
+
+class ProcessTreePeaks:
+    """Peak RSS of this process and every descendant (e.g. a local Ray's workers, raylet, GCS).
+
+    A thread lists the descendants every ``interval`` seconds and keeps, per pid, the kernel's
+    high-water mark ``VmHWM`` (so a peak between two samples is not missed while the process
+    lives) and the largest ``RssShmem`` seen (shared memory, e.g. the object store's pages mapped
+    by a worker, counts in each process that maps it). A process that starts and ends between
+    two samples is missed. ``close()`` stops the thread and returns one dict per process, the
+    largest first: ``pid, name, peak_rss_gb, peak_shmem_gb``.
+    """
+
+    def __init__(self, interval: float = 1.0) -> None:
+        self.interval = interval
+        self.root = os.getpid()
+        self.peaks: dict[int, dict[str, Any]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _descendants(self) -> list[int]:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                ppid = _proc_status(int(entry)).get("PPid")
+                if ppid is not None:
+                    parents[int(entry)] = ppid
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            parent = frontier.pop()
+            for pid, ppid in parents.items():
+                if ppid == parent and pid not in tree:
+                    tree.add(pid)
+                    frontier.append(pid)
+        return sorted(tree)
+
+    def sample(self) -> None:
+        for pid in self._descendants():
+            st = _proc_status(pid)
+            if not st:
+                continue
+            rec = self.peaks.setdefault(pid, {"pid": pid, "name": _proc_name(pid), "peak_rss_gb": 0.0,
+                                              "peak_shmem_gb": 0.0})
+            rec["peak_rss_gb"] = max(rec["peak_rss_gb"], st.get("VmHWM", 0) / 1e6)
+            rec["peak_shmem_gb"] = max(rec["peak_shmem_gb"], st.get("RssShmem", 0) / 1e6)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            self._stop.wait(self.interval)
+
+    def close(self) -> list[dict[str, Any]]:
+        self._stop.set()
+        self._thread.join(timeout=5.0)
+        self.sample()
+        return sorted(self.peaks.values(), key=lambda r: -r["peak_rss_gb"])

@@ -8,9 +8,12 @@ Stages (issue 14):
    reference.
 2. ``stream``: :func:`lazynet_core.streaming.stream_pairs` reads the prepared ``.h5ad`` backed, by
    row chunks, in one pass (control rows + per-perturbation means); peak RSS of this process.
+   With ``--pairs memory`` the prepared file is read whole instead and ``make_pairs`` builds the
+   pairs (what ``lazynet train`` does): the object Ray puts in its store is then the whole matrix.
 3. ``train_thread``: ``train_ensemble(streamed, backend="thread")`` (replicas one after another).
 4. ``train_ray``: the same with ``backend="ray"`` on a local Ray with ``--workers`` workers, Ray
-   start and stop included in the wall time; peak RSS of every worker process.
+   start and stop included in the wall time; peak RSS of every worker process (``ru_maxrss``
+   reported by the task) and of every process of the local Ray (``VmHWM``, sampled every second).
 5. Weights (bit for bit) and per-epoch losses of the two backends are compared.
 
 Usage: ``python benchmarks/ray_scale.py [--quick] [--cells N --genes G --perturbations P]``.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -33,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plai
 from benchmarks.common import (  # noqa: E402
     CACHE,
     ROOT,
+    ProcessTreePeaks,
     StageMeter,
     ensure_paper_screen,
     fmt_table,
@@ -99,6 +104,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--resamples", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--chunk-rows", type=int, default=10_000)
+    parser.add_argument("--pairs", choices=("stream", "memory"), default="stream",
+                        help="stream_pairs from the backed file, or read it whole + make_pairs")
+    parser.add_argument("--prepare-only", action="store_true", help="generate and prepare, then stop")
     parser.add_argument("--tag", default=None, help="results file suffix")
     args = parser.parse_args(argv)
 
@@ -111,6 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
         if value is not None:
             size[key] = value
     name = "ray_scale_quick" if args.quick else "ray_scale"
+    if args.pairs == "memory":
+        name += "_memory"
     if args.tag:
         name = f"{name}_{args.tag}"
     print(f"ray_scale: {size['n_cells']} cells x {size['n_genes']} genes, {size['n_perturbations']} perturbations; "
@@ -123,11 +133,25 @@ def main(argv: list[str] | None = None) -> dict:
         rec.update(child=prep)
     result["prepare_child_process"] = prep
     result["file_mb"] = {"raw_gzip": raw.stat().st_size / 1e6, "prepared": prepared.stat().st_size / 1e6}
+    if args.prepare_only:
+        meter.close()
+        print(f"prepared {prepared} ({prep})")
+        return result
     pair_config = PairConfig(resamples=args.resamples)
-    with meter.stage("stream") as rec:
-        pairs = stream_pairs(prepared, pair_config, chunk_rows=args.chunk_rows)
-        rec.update(pairs._cache["stream_info"])
-    result["stream"] = dict(pairs._cache["stream_info"])
+    if args.pairs == "stream":
+        with meter.stage("stream") as rec:
+            pairs = stream_pairs(prepared, pair_config, chunk_rows=args.chunk_rows)
+            rec.update(pairs._cache["stream_info"])
+        result["stream"] = dict(pairs._cache["stream_info"])
+    else:
+        import anndata
+
+        from lazynet_core.pairs import make_pairs
+
+        with meter.stage("read_whole_and_make_pairs") as rec:
+            pairs = make_pairs(anndata.read_h5ad(prepared), pair_config)
+            rec.update(matrix_gb=sum(getattr(pairs.X, n).nbytes for n in ("data", "indices", "indptr")) / 1e9)
+        result["memory_pairs"] = {"matrix_gb": rec["matrix_gb"], "nnz": int(pairs.X.nnz)}
     with meter.stage("gene_scale_and_means"):
         pairs.gene_scale()
         pairs.control_mean("train")
@@ -139,13 +163,17 @@ def main(argv: list[str] | None = None) -> dict:
     def show(replica, epoch, train_loss, val_loss, elapsed):
         print(f"    replica {replica + 1} epoch {epoch + 1}: train {train_loss:.5f} ({elapsed:.0f} s)", flush=True)
 
-    runs = {}
+    runs, trees = {}, {}
     for backend in ("thread", "ray"):
         extra = {"workers": args.workers} if backend == "ray" else {}
+        tree = ProcessTreePeaks(interval=1.0)
         with meter.stage(f"train_{backend}") as rec:
+            load0 = os.getloadavg()
             t0 = time.perf_counter()
             ens = train_ensemble(pairs, model_config, train_config, on_epoch=show, backend=backend, **extra)
-            rec.update(wall_s=time.perf_counter() - t0)
+            rec.update(wall_s=time.perf_counter() - t0, load_avg_before=list(load0),
+                       load_avg_after=list(os.getloadavg()))
+        trees[backend] = tree.close()
         runs[backend] = (ens, rec["wall_s"])
     (thread, t_wall), (ray_ens, r_wall) = runs["thread"], runs["ray"]
     cols = ["replica", "epoch", "train_loss"]
@@ -166,6 +194,8 @@ def main(argv: list[str] | None = None) -> dict:
         "identical_weights": same_weights(thread, ray_ens),
         "identical_losses": bool(np.array_equal(h_t["train_loss"].to_numpy(), h_r["train_loss"].to_numpy())),
         "losses": h_t.to_dict("records"),
+        "thread_process_peaks": trees["thread"],
+        "ray_process_peaks": trees["ray"],
     }
     meter.close()
     result["stages"] = meter.records
@@ -179,9 +209,13 @@ def main(argv: list[str] | None = None) -> dict:
     print()
     print(fmt_table(meter.records, ["stage", "seconds", "rss_end_gb", "peak_rss_gb"]))
     print(f"\nprepare (child, whole matrix in memory): {prep['seconds']:.1f} s, peak RSS {prep['peak_rss_gb']:.2f} GB")
-    s = result["stream"]
-    print(f"stream: {s['chunks']} chunks of {s['chunk_rows']} rows in {s['seconds']:.1f} s; control rows "
-          f"{s['control_bytes'] / 1e6:.0f} MB; driver peak RSS {result['driver_peak_rss_gb']:.2f} GB")
+    if "stream" in result:
+        s = result["stream"]
+        print(f"stream: {s['chunks']} chunks of {s['chunk_rows']} rows in {s['seconds']:.1f} s; control rows "
+              f"{s['control_bytes'] / 1e6:.0f} MB; driver peak RSS {result['driver_peak_rss_gb']:.2f} GB")
+    else:
+        print(f"in-memory pairs: matrix {result['memory_pairs']['matrix_gb']:.2f} GB; "
+              f"driver peak RSS {result['driver_peak_rss_gb']:.2f} GB")
     print(f"train: thread {t_wall:.1f} s, ray {r_wall:.1f} s (ratio {tr['ray_over_thread_wall']:.2f}; "
           f"{tr['ray_workers']} workers, each {', '.join(f'{w:.1f}' for w in tr['ray_worker_seconds'])} s); "
           f"worker peak RSS {', '.join(f'{w:.2f}' for w in rss)} GB; "

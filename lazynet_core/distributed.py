@@ -30,8 +30,10 @@ seconds from its own start.
 Data movement. ``Pairs`` (CSR matrix + labels) is put in the object store once and every task
 reads it from there: on one machine the numpy buffers are shared memory, mapped without a copy;
 on a cluster each node fetches one copy. Each task returns its trained module (parameters only).
-With a streamed screen (:mod:`lazynet_core.streaming`) the object holds the control cells' rows and
-the per-perturbation means only, never the perturbed cells' rows.
+With a streamed screen (:mod:`lazynet_core.streaming`) the object holds the control cells' rows, the
+per-perturbation means (and, for evaluation, one summed row per perturbation and the noise
+ceiling's half means), never the perturbed cells' rows; the means stay mapped from the store in
+every worker (read-only), only the gene scale and control means get private copies.
 """
 
 from __future__ import annotations
@@ -84,13 +86,18 @@ def _mem_total() -> int:
 
 
 def _nbytes(obj: Any) -> int:
-    """Bytes of the matrix of a Pairs (or AnnData): what the object store must hold."""
+    """Bytes of the matrix of a Pairs (or AnnData) and of a Pairs' cached arrays (a streamed
+    screen's means): what the object store must hold."""
     X = getattr(obj, "X", None)
     total = 0
     for name in ("data", "indices", "indptr"):
         arr = getattr(X, name, None)
         total += getattr(arr, "nbytes", 0)
-    return total or getattr(X, "nbytes", 0)
+    total = total or getattr(X, "nbytes", 0)
+    cache = getattr(obj, "_cache", None)
+    if isinstance(cache, dict):
+        total += sum(v.nbytes for v in cache.values() if isinstance(v, np.ndarray))
+    return total
 
 
 @contextlib.contextmanager
@@ -200,11 +207,22 @@ class _Link:
         return self.stopped
 
 
+_READ_ONLY_FAMILIES = ("pert_mean", "cells_mean")  # read by numpy only: no private copy needed
+
+
 def _writable_cache(pairs: Any) -> Any:
-    """Arrays from the object store are read-only; give the pairs' caches private copies."""
+    """Arrays from the object store are read-only; give the pairs' caches private copies.
+
+    ``torch.from_numpy`` (gene scale, control mean) wants writable arrays. The per-perturbation
+    means of a streamed screen (thousands of arrays genome-wide) are only read by numpy, so they
+    stay mapped from the object store, shared by the workers of a node.
+    """
     cache = getattr(pairs, "_cache", None)
     if isinstance(cache, dict):
         for key, value in list(cache.items()):
+            family = key[0] if isinstance(key, tuple) and key else key
+            if family in _READ_ONLY_FAMILIES:
+                continue
             if isinstance(value, np.ndarray) and not value.flags.writeable:
                 cache[key] = value.copy()
     return pairs

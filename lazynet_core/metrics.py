@@ -194,16 +194,16 @@ def reference_mean(pairs: Any, reference: str = "independent") -> np.ndarray:
 
 
 def _train_pert_means(pairs: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per-perturbation means of training cells, (P, G) with NaN rows, and cell counts (P,)."""
-    cells = np.flatnonzero((pairs.cell_pert >= 0) & (pairs.cell_role == "train"))
-    n_pert = len(pairs.perturbations)
-    indicator = sparse.csr_matrix(
-        (np.ones(cells.size), (pairs.cell_pert[cells], np.arange(cells.size))), shape=(n_pert, cells.size)
-    )
-    counts = np.asarray(indicator.sum(axis=1)).ravel()
-    sums = np.asarray((indicator @ pairs.X[cells]).todense(), dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts[:, None], counts
+    """Per-perturbation means of training cells, (P, G) with NaN rows, and cell counts (P,).
+
+    Through ``pairs.pert_mean`` (cached), so pairs streamed from disk, which hold the means but not
+    the perturbed rows, give the same baselines."""
+    train = (pairs.cell_pert >= 0) & (pairs.cell_role == "train")
+    counts = np.bincount(pairs.cell_pert[train], minlength=len(pairs.perturbations)).astype(float)
+    means = np.full((len(pairs.perturbations), pairs.n_genes), np.nan)
+    for p in np.flatnonzero(counts):
+        means[p] = pairs.pert_mean(int(p), "train")
+    return means, counts
 
 
 def _evaluation_rows(pairs: Any, roles: Sequence[str]) -> list[tuple[int, str]]:

@@ -144,29 +144,3 @@ def test_unknown_backend_is_a_clear_error(toy_adata):
     pairs = make_pairs(toy_adata, PairConfig(resamples=8, k=2))
     with pytest.raises(ValueError, match="backend must be 'thread' or 'ray'"):
         train_ensemble(pairs, ModelConfig(), TrainConfig(replicas=1, epochs=1), backend="dask")
-
-
-def test_streamed_pairs_match_in_memory_pairs(toy_adata, tmp_path):
-    """One pass by row chunks: same split, same means, control rows only; perturbed rows refused."""
-    from lazynet_core.errors import ScreenError
-    from lazynet_core.streaming import stream_pairs
-
-    path = tmp_path / "toy.h5ad"
-    toy_adata.write_h5ad(path)
-    config = PairConfig(resamples=16, k=4, natural_pairs=0.5)
-    mem, st = make_pairs(toy_adata, config), stream_pairs(path, config, chunk_rows=7)
-    assert np.array_equal(mem.cell_role, st.cell_role) and np.array_equal(mem.test_perts, st.test_perts)
-    for p in range(len(mem.perturbations)):
-        for role in ("train", "test"):
-            np.testing.assert_allclose(mem.pert_mean(p, role), st.pert_mean(p, role), atol=1e-5)
-    assert np.array_equal(mem.control_mean("train"), st.control_mean("train"))
-    assert np.array_equal(mem.gene_scale(), st.gene_scale())
-    assert st.X.nnz == mem.X[mem.cell_pert < 0].nnz  # control rows only
-    assert st._cache["stream_info"]["chunks"] == -(-toy_adata.n_obs // 7)
-    tc = TrainConfig(replicas=1, epochs=3)
-    a, b = train_ensemble(mem, ModelConfig(), tc), train_ensemble(st, ModelConfig(), tc)
-    np.testing.assert_allclose(a.history.train_loss, b.history.train_loss, rtol=1e-5)
-    with pytest.raises(ScreenError, match="streamed from disk"):
-        st._average(np.flatnonzero(st.cell_pert >= 0)[:4, None])
-    with pytest.raises(ScreenError, match="delta_targets=True"):
-        stream_pairs(path, config.replace(delta_targets=False))
