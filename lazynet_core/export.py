@@ -363,6 +363,11 @@ def observed_anndata(
         },
         index=[f"real_{i}" for i in range(len(idx))],
     )
+    if getattr(pairs, "streamed", False):
+        msg = ("These pairs were streamed from disk (stream_pairs): they hold no perturbed cells' rows, so "
+               "their observed cells cannot be exported. Read the screen into memory (read_screen, "
+               "make_pairs) to export cells for cell-eval.")
+        raise ScreenError(msg)
     X = sparse.csr_matrix(pairs.X[idx], dtype=np.float32)
     real = AnnData(X=X, obs=obs, var=pd.DataFrame(index=pd.Index(np.asarray(pairs.genes).astype(str))))
     real.uns["lazynet_cell_eval"] = {

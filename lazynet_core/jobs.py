@@ -69,15 +69,16 @@ class JobProgress:
         return self.status in ACTIVE
 
     def describe(self) -> str:
-        """One line for a status bar, e.g. ``'replica 2/3 · epoch 5/20 · loss 0.412'``."""
+        """One line for a status bar, e.g. ``'training: 410/1200 steps of 3 replica(s) · replica 2 at
+        epoch 5/20 · loss 0.412'`` (replicas may train at once, on Ray)."""
         if self.status == "queued":
             return "queued"
         if self.status in ("running", "saving"):
             loss = "" if self.loss is None else f" · loss {self.loss:.4g}"
             head = "saving" if self.status == "saving" else "training"
             return (
-                f"{head}: replica {self.replica + 1}/{self.n_replicas} · "
-                f"epoch {self.epoch + 1}/{self.n_epochs}{loss}"
+                f"{head}: {self.steps_done}/{self.total_steps} steps of {self.n_replicas} replica(s) · "
+                f"replica {self.replica + 1} at epoch {self.epoch + 1}/{self.n_epochs}{loss}"
             )
         if self.status == "failed":
             return f"failed: {self.error}"
@@ -208,7 +209,7 @@ class TrainingJob:
         if total_steps is None:
             total_steps = _default_planned_steps(pairs, train_config)
         self._budget = getattr(train_config, "time_budget_s", None)
-        self._per_replica = max(1, int(total_steps) // max(1, n_rep)) if total_steps else 0
+        self._steps: dict[int, int] = {}  # latest step of each replica (they may run in parallel, e.g. Ray)
         self._t0 = 0.0
         self._rec: dict[str, Any] = {
             "job_id": self.job_id,
@@ -256,7 +257,8 @@ class TrainingJob:
             self._rec.update(values)
 
     def _on_progress(self, replica: int, epoch: int, step: int, loss: float, elapsed: float) -> None:
-        done = replica * self._per_replica + step if self._per_replica else 0  # step counts from 1
+        self._steps[int(replica)] = int(step)  # step counts from 1 within a replica
+        done = sum(self._steps.values())  # right whether replicas run one after another or at once
         total = self._rec["total_steps"]
         fraction = min(done / total, 1.0) if total else 0.0
         eta = elapsed / done * max(total - done, 0) if done and total else None

@@ -64,7 +64,9 @@ __all__ = ["StreamedPairs", "iter_row_chunks", "stream_pairs", "write_h5ad_in_ch
 
 @dataclass(frozen=True, eq=False)
 class StreamedPairs(Pairs):
-    """Pairs built by :func:`stream_pairs`: control rows, per-perturbation means and sums only."""
+    """Pairs built by :func:`stream_pairs`: control rows and per-perturbation means only."""
+
+    streamed = True  # readers of individual perturbed rows (e.g. export) check this and refuse
 
     def _mean(self, idx: np.ndarray) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.int64)

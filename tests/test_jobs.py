@@ -203,3 +203,19 @@ def test_a_budget_cut_job_is_reported_as_such_not_done(tmp_path):
     snap = job.wait(10)
     assert snap.status == "done" and snap.budget_cut == "after 1 of 3 epochs (replica 2 of 2)"
     assert snap.describe() == "stopped by the time budget after 1 of 3 epochs (replica 2 of 2)"
+
+
+def test_progress_counts_replicas_running_at_once(tmp_path):
+    """On Ray the replicas' progress events interleave: the fraction must only grow and end at 1."""
+    cfg = _Cfg()
+    per_replica = cfg.epochs * 5
+    job = _job(tmp_path, cfg=cfg)  # not started: its progress callback is driven by hand
+    fractions = []
+    for step in range(1, per_replica + 1):
+        for replica in range(cfg.replicas):  # all replicas advance together
+            job._on_progress(replica, (step - 1) // 5, step, 0.5, 0.01 * step)
+            fractions.append(job.progress().fraction)
+    assert fractions == sorted(fractions)
+    assert fractions[cfg.replicas - 1] == pytest.approx(cfg.replicas / (cfg.replicas * per_replica))
+    assert fractions[-1] == pytest.approx(1.0)
+    assert job.progress().steps_done == cfg.replicas * per_replica

@@ -83,3 +83,11 @@ def test_write_h5ad_in_chunks_round_trip(tmp_path):
     with pytest.raises(ScreenError, match="obs has 53 cells"):
         write_h5ad_in_chunks(tmp_path / "y.h5ad", [X[:10]], obs=obs, var=var)
     assert not (tmp_path / "y.h5ad").exists() and len(list(tmp_path.iterdir())) == 1  # no partial file
+
+
+def test_export_refuses_streamed_pairs(toy_file):
+    from lazynet_core.export import observed_anndata
+
+    st = stream_pairs(toy_file, CONFIG, chunk_rows=7)
+    with pytest.raises(ScreenError, match="streamed from disk"):
+        observed_anndata(st, [int(np.flatnonzero(st.test_perts)[0])])
