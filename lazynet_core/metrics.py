@@ -56,7 +56,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import sparse, stats
+from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lazynet_core.errors import ScreenError

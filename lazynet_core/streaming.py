@@ -11,10 +11,11 @@ of ``chunk_rows`` rows at a time, is enough to build everything an epoch samples
   memory. Controls are ~10% of a Perturb-seq screen.
 
 The result is a :class:`StreamedPairs`, a :class:`~lazynet_core.pairs.Pairs` whose matrix has the
-full shape, the control cells' rows, and empty rows for every perturbed cell (the row pointer costs 8 bytes a cell), with the means in its
-cache. Its split (roles, held-out perturbations) is the one :func:`make_pairs` draws from the same
-``.obs`` and ``PairConfig``, and it trains with :func:`lazynet_core.train_ensemble` on either
-backend; on Ray it is the object put in the store, so no worker ever holds the perturbed cells' rows.
+full shape, the control cells' rows, and empty rows for every perturbed cell (the row pointer costs
+8 bytes a cell), with the means in its cache. Its split (roles, held-out perturbations) is the one
+:func:`make_pairs` draws from the same ``.obs`` and ``PairConfig``, and it trains with
+:func:`lazynet_core.train_ensemble` on either backend; on Ray it is the object put in the store, so
+no worker ever holds the perturbed cells' rows.
 
 Evaluation (``evaluate=True``, the default). :func:`lazynet_core.metrics.evaluate` reads perturbed
 cells in three ways, and the same pass streams each:
