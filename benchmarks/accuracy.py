@@ -103,9 +103,10 @@ def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zero") -> dict[str, Any]:
+def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zero",
+               k: int | None = None) -> dict[str, Any]:
     from lazynet_core import __version__
-    from lazynet_core.config import ModelConfig, TrainConfig
+    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
     from lazynet_core.validation import cross_validate
 
     adata = load_screen(name)
@@ -118,6 +119,7 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
         seeds=design["seeds"],
         train_config=train,
         model_config=ModelConfig(start=start),
+        pair_config=PairConfig(**({"k": k} if k else {})),
         references=("independent", "training"),
         on_fold=lambda s, k, n, held: print(f"[{name}] seed {s} fold {k + 1}/{n}: {', '.join(held)}", flush=True),
     )
@@ -127,7 +129,8 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
         screen=name,
         shape=list(adata.shape),
         design={"folds": design["folds"], "seeds": list(design["seeds"]), "train_config": train.to_dict(),
-                "model_config": ModelConfig(start=start).to_dict()},
+                "model_config": ModelConfig(start=start).to_dict(),
+                "pair_config": PairConfig(**({"k": k} if k else {})).to_dict()},
         wall_s=wall,
         lazynet_version=__version__,
         machine=machine_info(),
@@ -181,6 +184,10 @@ def readme_table(screens: list[str], suffix: str = "") -> str:
     return "\n".join(lines)
 
 
+def _suffix(start: str, k: int | None) -> str:
+    return ("" if start == "zero" else f"_{start}") + (f"_k{k}" if k else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
@@ -189,14 +196,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table", action="store_true", help="print the README table from existing JSON")
     parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
                         help="ModelConfig.start (the output layer's start)")
+    parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     args = parser.parse_args(argv)
     if args.table:
-        print(readme_table(args.screens, "" if args.start == "zero" else f"_{args.start}"))
+        print(readme_table(args.screens, _suffix(args.start, args.k)))
         return 0
     screens = ["toy"] if args.quick else args.screens
     for name in screens:
-        payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start)
-        suffix = ("_quick" if args.quick else "") + ("" if args.start == "zero" else f"_{args.start}")
+        payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start, k=args.k)
+        suffix = ("_quick" if args.quick else "") + _suffix(args.start, args.k)
         write_json(f"accuracy_{name}{suffix}", payload)
     return 0
 

@@ -30,17 +30,14 @@ import argparse
 import json
 import multiprocessing as mp
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
-from benchmarks.common import ROOT, fmt_table, machine_info, write_json
+from benchmarks.common import app_server, fmt_table, machine_info, write_json
 
 CHROMIUM = Path("/usr/bin/chromium")
 CONDITIONS = ("quiet", "busy", "poll")
@@ -67,33 +64,6 @@ def _train_once(threads: str, epochs: int) -> tuple[float, int]:
 
 
 # ---- the app condition ----------------------------------------------------------------------------
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _start_server(runs: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    env = {**os.environ, "LAZYNET_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    end = time.time() + 90
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError("streamlit exited early")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return proc, url
-        except OSError:
-            time.sleep(0.3)
-    proc.kill()
-    raise TimeoutError(f"{url}/_stcore/health did not answer in 90 s")
-
-
 def _idle(page, timeout: float = 120_000) -> None:
     page.wait_for_timeout(300)
     page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout)
@@ -105,8 +75,7 @@ def _train_in_app(epochs: int, *, replicas: int = 3, timeout_s: float = 480) -> 
 
     with tempfile.TemporaryDirectory(prefix="lazynet_busy_") as tmp:
         runs = Path(tmp)
-        proc, url = _start_server(runs)
-        try:
+        with app_server(runs, timeout=90, output=False) as url:
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=str(CHROMIUM),
                                             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
@@ -126,12 +95,6 @@ def _train_in_app(epochs: int, *, replicas: int = 3, timeout_s: float = 480) -> 
                     polls = _count_polls(page, timeout_s)
                 finally:
                     browser.close()
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
         manifests = [m for m in runs.glob("*/config.json")]
         if len(manifests) != 1:
             msg = f"expected one saved run in {runs}, found {len(manifests)}"

@@ -44,7 +44,8 @@ def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations
                                             n_combinations=n_combinations))
 
 
-def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, model) -> pd.DataFrame:
+def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, model,
+                 k: int | None = None) -> pd.DataFrame:
     """Train with every double held out; evaluate the ``combinations`` set for each training seed."""
     from lazynet_core.config import PairConfig
     from lazynet_core.metrics import evaluate
@@ -54,7 +55,8 @@ def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, mode
     doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
     frames = []
     for seed in seeds:
-        pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed))
+        pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed,
+                                             **({"k": k} if k else {})))
         ensemble = train_ensemble(pairs, model_config=model, train_config=train.replace(seed=seed))
         frame = evaluate(pairs, ensemble.predict, methods=METHODS)
         frame = frame[frame["set"] == "combinations"].copy()
@@ -77,6 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", type=int, default=5000)
     parser.add_argument("--combinations", type=int, default=20)
     parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
+    parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     args = parser.parse_args(argv)
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
     train = TrainConfig(**({"epochs": 3} if args.quick else {}))
@@ -86,17 +89,19 @@ def main(argv: list[str] | None = None) -> int:
     for screen_seed in screens:
         adata = screen_with_doubles(screen_seed, n_genes=args.genes, n_cells=args.cells,
                                     n_combinations=args.combinations)
-        frames.append(score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model))
+        frames.append(score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model,
+                                   k=args.k))
     frame = pd.concat(frames, ignore_index=True)
     payload: dict[str, Any] = report("hill doubles", frame)
     payload.update(
         benchmark="combinations",
         design={"screen_seeds": list(screens), "training_seeds": list(seeds), "n_genes": args.genes,
                 "n_cells": args.cells, "n_combinations": args.combinations,
-                "train_config": train.to_dict(), "model_config": model.to_dict()},
+                "train_config": train.to_dict(), "model_config": model.to_dict(), "k": args.k},
         wall_s=time.perf_counter() - t0, lazynet_version=__version__, machine=machine_info(),
     )
-    suffix = ("_quick" if args.quick else "") + ("" if args.start == "zero" else f"_{args.start}")
+    suffix = (("_quick" if args.quick else "") + ("" if args.start == "zero" else f"_{args.start}")
+              + (f"_k{args.k}" if args.k else ""))
     write_json(f"combinations{suffix}", payload)
     return 0
 

@@ -1,5 +1,8 @@
 """Shared helpers of the benchmark scripts: machine info, stage timers with peak RSS, JSON output.
 
+Also the Ray-vs-threads comparison of ``ray_scale.py`` and ``genome_scale.py`` and a ``streamlit run
+app.py`` server for the scripts and the browser tests that drive the app.
+
 Peak memory is measured two ways: a sampling thread reads ``VmRSS`` from ``/proc/self/status``
 every ``interval`` seconds and keeps the peak of each stage, and ``resource.getrusage`` gives the
 process-wide high-water mark (``ru_maxrss``, never reset, so it is the peak *so far*).
@@ -12,9 +15,13 @@ import json
 import os
 import platform
 import resource
+import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -304,3 +311,166 @@ class ProcessTreePeaks:
         self._thread.join(timeout=5.0)
         self.sample()
         return sorted(self.peaks.values(), key=lambda r: -r["peak_rss_gb"])
+
+
+# ---- Ray vs threads ----------------------------------------------------------------------------------
+def same_weights(a: Any, b: Any) -> bool:
+    """Whether two ensembles hold the same replicas' weights, bit for bit (same keys in the same order)."""
+    import torch
+
+    return all(
+        list(ra.state_dict()) == list(rb.state_dict())
+        and all(torch.equal(x, rb.state_dict()[k]) for k, x in ra.state_dict().items())
+        for ra, rb in zip(a.replicas, b.replicas, strict=True)
+    )
+
+
+def add_training_arguments(parser: Any, *, resamples: int) -> None:
+    """The options :func:`plan_training` and :func:`train_backends` take: ``--replicas``, ``--epochs``,
+    ``--hidden``, ``--batch-size``, ``--resamples`` (default ``resamples``), ``--workers`` (Ray) and
+    ``--chunk-rows`` (rows per chunk when the pairs are streamed)."""
+    parser.add_argument("--replicas", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--hidden", type=int, default=256)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--resamples", type=int, default=resamples)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--chunk-rows", type=int, default=10_000)
+
+
+def plan_training(pairs: Any, *, hidden: int, replicas: int, epochs: int, batch_size: int,
+                  meter: StageMeter) -> tuple[Any, Any, dict[str, Any]]:
+    """The pairs' gene scale and training control mean (meter stage ``gene_scale_and_means``, computed
+    once for every backend), then ``(model_config, train_config, plan)``; ``plan`` holds
+    ``steps_per_epoch`` and ``threads_per_replica``."""
+    from lazynet_core.config import ModelConfig, TrainConfig
+    from lazynet_core.train import planned_steps
+
+    with meter.stage("gene_scale_and_means"):
+        pairs.gene_scale()
+        pairs.control_mean("train")
+    model_config = ModelConfig(hidden=hidden)
+    train_config = TrainConfig(replicas=replicas, epochs=epochs, batch_size=batch_size)
+    plan = {
+        "steps_per_epoch": planned_steps(pairs, train_config.replace(replicas=1, epochs=1)),
+        "threads_per_replica": train_config.threads_for(pairs.n_genes, model_config.hidden_for(pairs.n_genes)),
+    }
+    return model_config, train_config, plan
+
+
+def train_backends(pairs: Any, model_config: Any, train_config: Any, backends: Any, *, workers: int,
+                   meter: StageMeter, on_epoch: Any = None, echo: bool = False
+                   ) -> tuple[dict[str, Any], dict[str, tuple[Any, float]]]:
+    """Train the same ensemble with each backend (``"ray"`` on ``workers`` workers) and compare the runs.
+
+    Each ``train_ensemble`` is the meter stage ``train_<backend>`` with its wall time and the load
+    average before and after, while :class:`ProcessTreePeaks` samples every process every second.
+    ``echo``: print each backend's wall time. Returns ``(comparison, runs)``: :func:`compare_backends`
+    of the runs, and the runs (backend -> ``(ensemble, wall seconds)``).
+    """
+    from lazynet_core.train import train_ensemble
+
+    runs, trees = {}, {}
+    for backend in backends:
+        extra = {"workers": workers} if backend == "ray" else {}
+        tree = ProcessTreePeaks(interval=1.0)
+        with meter.stage(f"train_{backend}") as rec:
+            load0 = os.getloadavg()
+            t0 = time.perf_counter()
+            ens = train_ensemble(pairs, model_config, train_config, on_epoch=on_epoch, backend=backend, **extra)
+            rec.update(wall_s=time.perf_counter() - t0, load_avg_before=list(load0), load_avg_after=list(os.getloadavg()))
+        trees[backend] = tree.close()
+        runs[backend] = (ens, rec["wall_s"])
+        if echo:
+            print(f"  {backend}: {rec['wall_s']:.1f} s", flush=True)
+    return compare_backends(runs, trees), runs
+
+
+def compare_backends(runs: dict[str, tuple[Any, float]], trees: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Wall times, process peaks, Ray workers and (with both backends) weights and losses compared.
+
+    ``runs`` maps a backend (``"thread"``, ``"ray"``) to ``(ensemble, wall seconds)``, ``trees`` to its
+    :meth:`ProcessTreePeaks.close` list. With both backends: the ratio of wall times, whether the weights
+    (:func:`same_weights`) and the per-epoch training losses are identical, and the thread run's losses.
+    """
+    out: dict[str, Any] = {}
+    for backend, (_, wall) in runs.items():
+        out[f"{backend}_wall_s"] = wall
+        out[f"{backend}_process_peaks"] = trees[backend]
+    if "ray" in runs:
+        ray_ens = runs["ray"][0]
+        workers = [
+            {k: i.get(k) for k in ("replica", "worker_pid", "worker_peak_rss_gb", "worker_seconds")}
+            for i in ray_ens.info["replicas"]
+        ]
+        out.update(ray_workers=ray_ens.info["workers"], ray_worker_processes=workers,
+                   ray_worker_peak_rss_gb_max=max(w["worker_peak_rss_gb"] for w in workers))
+    if "ray" in runs and "thread" in runs:
+        (thread, t_wall), (ray_ens, r_wall) = runs["thread"], runs["ray"]
+        cols = ["replica", "epoch", "train_loss"]
+        h_t = thread.history[cols].sort_values(cols[:2]).reset_index(drop=True)
+        h_r = ray_ens.history[cols].sort_values(cols[:2]).reset_index(drop=True)
+        out.update(
+            ray_over_thread_wall=r_wall / t_wall,
+            identical_weights=same_weights(thread, ray_ens),
+            identical_losses=bool(np.array_equal(h_t["train_loss"].to_numpy(), h_r["train_loss"].to_numpy())),
+            losses=h_t.to_dict("records"),
+        )
+    return out
+
+
+# ---- the app as a server -------------------------------------------------------------------------------
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """Terminate ``proc``; kill it if it has not exited 10 s later."""
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def start_app(runs: Path, *, timeout: float = 60, output: bool = True) -> tuple[subprocess.Popen, str]:
+    """Start ``streamlit run app.py`` (headless, on a free 127.0.0.1 port, ``LAZYNET_RUNS_DIR=runs``).
+
+    Returns ``(process, url)`` once ``/_stcore/health`` answers 200. ``output``: keep the server's
+    stdout and stderr in a pipe (quoted if it exits early) instead of discarding them. The process is
+    stopped before a :class:`RuntimeError` (it exited early) or :class:`TimeoutError` is raised.
+    """
+    port = free_port()
+    env = {**os.environ, "LAZYNET_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+           "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+    if output:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    else:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early:\n{proc.stdout.read() if proc.stdout else ''}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return proc, url
+        except OSError:
+            time.sleep(0.3)
+    stop_process(proc)
+    raise TimeoutError(f"{url}/_stcore/health did not answer in {timeout:g} s")
+
+
+@contextmanager
+def app_server(runs: Path, *, timeout: float = 60, output: bool = True) -> Iterator[str]:
+    """:func:`start_app` as a context: yields the URL, stops the server on the way out."""
+    proc, url = start_app(runs, timeout=timeout, output=output)
+    try:
+        yield url
+    finally:
+        stop_process(proc)

@@ -45,10 +45,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
 from benchmarks.common import (  # noqa: E402
     CACHE,
-    ProcessTreePeaks,
     StageMeter,
+    add_training_arguments,
     machine_info,
     maxrss_gb,
+    plan_training,
+    train_backends,
     write_json,
 )
 
@@ -204,20 +206,9 @@ def cmd_check(args) -> dict:
     return result
 
 
-def _same_weights(a: Any, b: Any) -> bool:
-    import torch
-
-    return all(
-        list(ra.state_dict()) == list(rb.state_dict())
-        and all(torch.equal(x, rb.state_dict()[k]) for k, x in ra.state_dict().items())
-        for ra, rb in zip(a.replicas, b.replicas, strict=True)
-    )
-
-
 def cmd_run(args) -> dict:
-    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
+    from lazynet_core.config import PairConfig
     from lazynet_core.streaming import stream_pairs
-    from lazynet_core.train import planned_steps, train_ensemble
 
     path = Path(args.path) if args.path else screen_path(
         args.cells, args.genes, args.perturbations, args.library, args.seed
@@ -237,32 +228,17 @@ def cmd_run(args) -> dict:
         pairs = stream_pairs(path, pair_config, chunk_rows=args.chunk_rows)
         rec.update(pairs._cache["stream_info"])
     result["stream"] = dict(pairs._cache["stream_info"])
-    with meter.stage("gene_scale_and_means"):
-        pairs.gene_scale()
-        pairs.control_mean("train")
-    model_config = ModelConfig(hidden=args.hidden)
-    train_config = TrainConfig(replicas=args.replicas, epochs=args.epochs, batch_size=args.batch_size)
-    result["steps_per_epoch"] = planned_steps(pairs, train_config.replace(replicas=1, epochs=1))
-    result["threads_per_replica"] = train_config.threads_for(pairs.n_genes, model_config.hidden_for(pairs.n_genes))
+    model_config, train_config, plan = plan_training(pairs, hidden=args.hidden, replicas=args.replicas,
+                                                     epochs=args.epochs, batch_size=args.batch_size, meter=meter)
+    result.update(plan)
     result["pairs_object_gb"] = _pairs_bytes(pairs) / 1e9
 
     def show(replica, epoch, train_loss, val_loss, elapsed):
         print(f"    replica {replica + 1} epoch {epoch + 1}: train {train_loss:.5f} ({elapsed:.0f} s, "
               f"load {os.getloadavg()[0]:.1f})", flush=True)
 
-    runs, trees = {}, {}
-    for backend in args.backends:
-        extra = {"workers": args.workers} if backend == "ray" else {}
-        tree = ProcessTreePeaks(interval=1.0)
-        with meter.stage(f"train_{backend}") as rec:
-            load0 = os.getloadavg()
-            t0 = time.perf_counter()
-            ens = train_ensemble(pairs, model_config, train_config, on_epoch=show, backend=backend, **extra)
-            rec.update(wall_s=time.perf_counter() - t0, load_avg_before=list(load0), load_avg_after=list(os.getloadavg()))
-        trees[backend] = tree.close()
-        runs[backend] = (ens, rec["wall_s"])
-        print(f"  {backend}: {rec['wall_s']:.1f} s", flush=True)
-    result["train"] = _compare(runs, trees, _same_weights)
+    result["train"], _ = train_backends(pairs, model_config, train_config, args.backends, workers=args.workers,
+                                        meter=meter, on_epoch=show, echo=True)
     meter.close()
     result["stages"] = meter.records
     result["driver_peak_rss_gb"] = max(r["peak_rss_gb"] for r in meter.records)
@@ -277,33 +253,6 @@ def cmd_run(args) -> dict:
 def _pairs_bytes(pairs) -> int:
     total = sum(getattr(pairs.X, n).nbytes for n in ("data", "indices", "indptr"))
     return total + sum(v.nbytes for v in pairs._cache.values() if isinstance(v, np.ndarray))
-
-
-def _compare(runs: dict, trees: dict, same_weights) -> dict:
-    out: dict[str, Any] = {}
-    for backend, (_, wall) in runs.items():
-        out[f"{backend}_wall_s"] = wall
-        out[f"{backend}_process_peaks"] = trees[backend]
-    if "ray" in runs:
-        ray_ens = runs["ray"][0]
-        workers = [
-            {k: i.get(k) for k in ("replica", "worker_pid", "worker_peak_rss_gb", "worker_seconds")}
-            for i in ray_ens.info["replicas"]
-        ]
-        out.update(ray_workers=ray_ens.info["workers"], ray_worker_processes=workers,
-                   ray_worker_peak_rss_gb_max=max(w["worker_peak_rss_gb"] for w in workers))
-    if "ray" in runs and "thread" in runs:
-        (thread, t_wall), (ray_ens, r_wall) = runs["thread"], runs["ray"]
-        cols = ["replica", "epoch", "train_loss"]
-        h_t = thread.history[cols].sort_values(cols[:2]).reset_index(drop=True)
-        h_r = ray_ens.history[cols].sort_values(cols[:2]).reset_index(drop=True)
-        out.update(
-            ray_over_thread_wall=r_wall / t_wall,
-            identical_weights=same_weights(thread, ray_ens),
-            identical_losses=bool(np.array_equal(h_t["train_loss"].to_numpy(), h_r["train_loss"].to_numpy())),
-            losses=h_t.to_dict("records"),
-        )
-    return out
 
 
 def _name(base: str, tag: str | None) -> str:
@@ -322,13 +271,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--force", action="store_true")
     parser.add_argument("--path", default=None, help="run: a prepared .h5ad (default: the generated one)")
     parser.add_argument("--backends", nargs="+", default=["thread", "ray"], choices=("thread", "ray"))
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--resamples", type=int, default=16)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    add_training_arguments(parser, resamples=16)
     parser.add_argument("--tag", default=None)
     args = parser.parse_args(argv)
     small = args.command == "check"

@@ -211,6 +211,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
                         help="ModelConfig.start of the trained ensembles")
+    parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     args = parser.parse_args(argv)
     import torch
 
@@ -226,7 +227,7 @@ def main(argv: list[str] | None = None) -> None:
         raw = datasets.load_demo() if screen == "demo" else datasets.hill_screen()
         truth = truth_frame({"planted_network": dict(raw.uns["planted_network"])})
         for seed in args.seeds:
-            pairs = make_pairs(adata, PairConfig(seed=seed))
+            pairs = make_pairs(adata, PairConfig(seed=seed, **({"k": args.k} if args.k else {})))
             tc = TrainConfig(seed=seed, threads=args.threads)
             if args.epochs:
                 tc = tc.replace(epochs=args.epochs)
@@ -236,8 +237,10 @@ def main(argv: list[str] | None = None) -> None:
     all_tables = pd.concat(tables, ignore_index=True)
     agg = aggregate(all_tables)
     print_recovery(agg)
-    write_json("network_recovery" + ("" if args.start == "zero" else f"_{args.start}"), {"start": args.start,"benchmark": "network_recovery", "per_seed": all_tables.to_dict("records"),
-                                    "summary": agg.to_dict("records"), "machine": machine_info()})
+    suffix = ("" if args.start == "zero" else f"_{args.start}") + (f"_k{args.k}" if args.k else "")
+    write_json("network_recovery" + suffix, {"start": args.start, "k": args.k, "benchmark": "network_recovery",
+                                            "per_seed": all_tables.to_dict("records"),
+                                            "summary": agg.to_dict("records"), "machine": machine_info()})
 
 
 if __name__ == "__main__":

@@ -24,25 +24,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
 from benchmarks.common import (  # noqa: E402
     CACHE,
     ROOT,
-    ProcessTreePeaks,
     StageMeter,
+    add_training_arguments,
     ensure_paper_screen,
     fmt_table,
     machine_info,
     maxrss_gb,
+    plan_training,
+    train_backends,
     write_json,
 )
 
@@ -81,38 +79,21 @@ def prepare(raw: Path) -> tuple[Path, dict[str, Any]]:
     return out, {**info, "cached": False}
 
 
-def same_weights(a: Any, b: Any) -> bool:
-    import torch
-
-    return all(
-        list(ra.state_dict()) == list(rb.state_dict())
-        and all(torch.equal(x, rb.state_dict()[k]) for k, x in ra.state_dict().items())
-        for ra, rb in zip(a.replicas, b.replicas, strict=True)
-    )
-
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5k cells x 2k genes")
     parser.add_argument("--cells", type=int, default=None)
     parser.add_argument("--genes", type=int, default=None)
     parser.add_argument("--perturbations", type=int, default=None)
-    parser.add_argument("--replicas", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--hidden", type=int, default=256)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--resamples", type=int, default=32)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--chunk-rows", type=int, default=10_000)
+    add_training_arguments(parser, resamples=32)
     parser.add_argument("--pairs", choices=("stream", "memory"), default="stream",
                         help="stream_pairs from the backed file, or read it whole + make_pairs")
     parser.add_argument("--prepare-only", action="store_true", help="generate and prepare, then stop")
     parser.add_argument("--tag", default=None, help="results file suffix")
     args = parser.parse_args(argv)
 
-    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
+    from lazynet_core.config import PairConfig
     from lazynet_core.streaming import stream_pairs
-    from lazynet_core.train import planned_steps, train_ensemble
 
     size = dict(QUICK if args.quick else DEFAULT)
     for key, value in (("n_cells", args.cells), ("n_genes", args.genes), ("n_perturbations", args.perturbations)):
@@ -152,51 +133,19 @@ def main(argv: list[str] | None = None) -> dict:
             pairs = make_pairs(anndata.read_h5ad(prepared), pair_config)
             rec.update(matrix_gb=sum(getattr(pairs.X, n).nbytes for n in ("data", "indices", "indptr")) / 1e9)
         result["memory_pairs"] = {"matrix_gb": rec["matrix_gb"], "nnz": int(pairs.X.nnz)}
-    with meter.stage("gene_scale_and_means"):
-        pairs.gene_scale()
-        pairs.control_mean("train")
-    model_config = ModelConfig(hidden=args.hidden)
-    train_config = TrainConfig(replicas=args.replicas, epochs=args.epochs, batch_size=args.batch_size)
-    result["steps_per_epoch"] = planned_steps(pairs, train_config.replace(replicas=1, epochs=1))
-    result["threads_per_replica"] = train_config.threads_for(pairs.n_genes, model_config.hidden_for(pairs.n_genes))
+    model_config, train_config, plan = plan_training(pairs, hidden=args.hidden, replicas=args.replicas,
+                                                     epochs=args.epochs, batch_size=args.batch_size, meter=meter)
+    result.update(plan)
 
     def show(replica, epoch, train_loss, val_loss, elapsed):
         print(f"    replica {replica + 1} epoch {epoch + 1}: train {train_loss:.5f} ({elapsed:.0f} s)", flush=True)
 
-    runs, trees = {}, {}
-    for backend in ("thread", "ray"):
-        extra = {"workers": args.workers} if backend == "ray" else {}
-        tree = ProcessTreePeaks(interval=1.0)
-        with meter.stage(f"train_{backend}") as rec:
-            load0 = os.getloadavg()
-            t0 = time.perf_counter()
-            ens = train_ensemble(pairs, model_config, train_config, on_epoch=show, backend=backend, **extra)
-            rec.update(wall_s=time.perf_counter() - t0, load_avg_before=list(load0),
-                       load_avg_after=list(os.getloadavg()))
-        trees[backend] = tree.close()
-        runs[backend] = (ens, rec["wall_s"])
-    (thread, t_wall), (ray_ens, r_wall) = runs["thread"], runs["ray"]
-    cols = ["replica", "epoch", "train_loss"]
-    h_t = thread.history[cols].sort_values(cols[:2]).reset_index(drop=True)
-    h_r = ray_ens.history[cols].sort_values(cols[:2]).reset_index(drop=True)
-    workers = [
-        {k: i[k] for k in ("replica", "worker_pid", "worker_peak_rss_gb", "worker_seconds")}
-        for i in ray_ens.info["replicas"]
-    ]
-    result["train"] = {
-        "thread_wall_s": t_wall,
-        "ray_wall_s": r_wall,
-        "ray_over_thread_wall": r_wall / t_wall,
-        "ray_train_seconds_inside": ray_ens.info["train_seconds"],
-        "ray_worker_seconds": [w["worker_seconds"] for w in workers],
-        "ray_workers": ray_ens.info["workers"],
-        "ray_worker_processes": workers,
-        "identical_weights": same_weights(thread, ray_ens),
-        "identical_losses": bool(np.array_equal(h_t["train_loss"].to_numpy(), h_r["train_loss"].to_numpy())),
-        "losses": h_t.to_dict("records"),
-        "thread_process_peaks": trees["thread"],
-        "ray_process_peaks": trees["ray"],
-    }
+    result["train"], runs = train_backends(pairs, model_config, train_config, ("thread", "ray"),
+                                           workers=args.workers, meter=meter, on_epoch=show)
+    (_, t_wall), (ray_ens, r_wall) = runs["thread"], runs["ray"]
+    workers = result["train"]["ray_worker_processes"]
+    result["train"].update(ray_train_seconds_inside=ray_ens.info["train_seconds"],
+                           ray_worker_seconds=[w["worker_seconds"] for w in workers])
     meter.close()
     result["stages"] = meter.records
     result["driver_peak_rss_gb"] = max(r["peak_rss_gb"] for r in meter.records if r["stage"] != "generate")

@@ -24,3 +24,16 @@ def toy_ensemble(toy_adata):
         pairs, ModelConfig(), TrainConfig(replicas=2, epochs=60, patience=0, lr=1e-2, batch_size=32)
     )
     return pairs, ensemble
+
+
+@pytest.fixture(scope="module")
+def server(request, tmp_path_factory):
+    """``streamlit run app.py`` for one test module (runs in a fresh temporary ``<module>_runs``
+    folder); yields its URL once ``/_stcore/health`` answers and stops the server afterwards. The same
+    server as ``benchmarks/busy_cpu.py``'s (``benchmarks.common.app_server``; the repo root is on
+    ``sys.path`` through pyproject's ``pythonpath``)."""
+    from benchmarks.common import app_server
+
+    name = request.module.__name__.rpartition(".")[2].removeprefix("test_")
+    with app_server(tmp_path_factory.mktemp(f"{name}_runs")) as url:
+        yield url

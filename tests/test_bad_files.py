@@ -347,18 +347,11 @@ def test_cli_prints_every_warning(tmp_path):
 # --------------------------------------------------------------------------- the app
 def test_data_page_offers_the_choices_after_a_failed_read(tmp_path, monkeypatch):
     pytest.importorskip("streamlit")
-    from streamlit.testing.v1 import AppTest
+    from helpers_app import load_on_data_page
 
-    monkeypatch.setenv("LAZYNET_RUNS_DIR", str(tmp_path / "runs"))
-    monkeypatch.chdir(ROOT)
     path = tmp_path / "screen.h5ad"
     make_screen(labels_for("Scr", n_control=70) + ["G4"] * 3, key="my_guides").write_h5ad(path)
-    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
-    at.switch_page("pages/1_Data.py")
-    at.run()
-    at.text_input[0].set_value(str(path))
-    at.button(key="FormSubmitter:path_form-Load file").click().run()
-    assert not at.exception, [e.value for e in at.exception]
+    at = load_on_data_page(path, tmp_path / "runs", monkeypatch)
     assert at.error and at.session_state["screen"] is None
     column = [s for s in at.selectbox if s.label == "Perturbation column"][0]
     control = [t for t in at.text_input if t.label == "Control label"][0]

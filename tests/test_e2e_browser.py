@@ -8,82 +8,13 @@ nothing from any host but 127.0.0.1 / localhost. Screenshots go to ``tests/artif
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from helpers_app import ARTIFACTS, LOCAL_HOSTS, launch_chromium, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian chromium (/usr/bin/chromium) is not installed; "
-    "install it with `apt-get install -y chromium` (the CI script does).",
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_health(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    end = time.time() + timeout
-    while time.time() < end:
-        if proc.poll() is not None:
-            raise RuntimeError(f"streamlit exited early:\n{proc.stdout.read() if proc.stdout else ''}")
-        try:
-            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.3)
-    raise TimeoutError(f"{url}/_stcore/health did not answer in {timeout} s")
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = _free_port()
-    runs = tmp_path_factory.mktemp("e2e_runs")
-    env = {**os.environ, "LAZYNET_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "streamlit",
-        "run",
-        "app.py",
-        "--server.port",
-        str(port),
-        "--server.address",
-        "127.0.0.1",
-        "--server.headless",
-        "true",
-        "--browser.gatherUsageStats",
-        "false",
-    ]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_health(url, proc)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+pytestmark = needs_chromium
 
 
 def _idle(page, timeout: float = 60_000) -> None:
@@ -137,14 +68,6 @@ def _shot(page, name: str, *, tall: bool = True) -> None:
         page.screenshot(path=str(ARTIFACTS / f"{name}_full.png"))
         page.set_viewport_size(size)
     assert page.locator('[data-testid="stException"]').count() == 0, f"an exception is shown on {name}"
-
-
-def _launch(p):
-    return p.chromium.launch(
-        executable_path=str(CHROMIUM),
-        args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-              "--disable-component-update", "--disable-sync"],
-    )
 
 
 def _network_frame(page):
@@ -209,7 +132,7 @@ def test_full_flow_in_chromium(server):
     sync_api = pytest.importorskip("playwright.sync_api")
     hosts: set[str] = set()
     with sync_api.sync_playwright() as p:
-        browser = _launch(p)
+        browser = launch_chromium(p)
         try:
             context = browser.new_context(accept_downloads=True, viewport={"width": 1440, "height": 900})
             page = context.new_page()

@@ -15,28 +15,15 @@ Screenshots go to ``tests/artifacts/hostile_*.png``.
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 import numpy as np
 import pytest
+from helpers_app import ARTIFACTS, LOCAL_HOSTS, launch_chromium, needs_chromium
 
-CHROMIUM = Path("/usr/bin/chromium")
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "tests" / "artifacts"
-LOCAL_HOSTS = {"127.0.0.1", "localhost"}
-
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian chromium (/usr/bin/chromium) is not installed; "
-    "install it with `apt-get install -y chromium` (the CI script does).",
-)
+pytestmark = needs_chromium
 
 MD_IMAGE = "![t](http://evil.example/x.png)"
 MD_LINK = "[link](http://evil.example/)"
@@ -72,46 +59,6 @@ def _hostile_screen(folder: Path) -> Path:
     path = folder / FILE_NAME
     adata.write_h5ad(path)
     return path
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    port = _free_port()
-    runs = tmp_path_factory.mktemp("hostile_runs")
-    env = {**os.environ, "LAZYNET_RUNS_DIR": str(runs), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-           "--server.address", "127.0.0.1", "--server.headless", "true",
-           "--browser.gatherUsageStats", "false"]
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        end = time.time() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"streamlit exited early:\n{proc.stdout.read() if proc.stdout else ''}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except OSError:
-                if time.time() > end:
-                    raise TimeoutError(f"{url}/_stcore/health did not answer in 60 s") from None
-                time.sleep(0.3)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def _idle(page, timeout: float = 90_000) -> None:
@@ -160,11 +107,7 @@ def test_hostile_names_render_as_text_and_nothing_leaves_the_machine(server, tmp
     dialogs: list[str] = []
     started = time.time()
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"],
-        )
+        browser = launch_chromium(p)
         try:
             context = browser.new_context(viewport={"width": 1440, "height": 1000})
             context.on("request", lambda req: requests.append(req.url))  # every page and frame
