@@ -147,6 +147,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         held_out=held,
         reference_fraction=args.reference_fraction,
+        k=args.pseudobulk_cells,
     )
     model_config = ModelConfig(hidden=args.hidden, start=args.start)
     train_config = TrainConfig(
@@ -284,7 +285,7 @@ def cmd_crossval(args) -> int:
         max_perturbations=args.max_perturbations,
         model_config=ModelConfig(hidden=args.hidden, start=args.start),
         train_config=TrainConfig(replicas=args.replicas, epochs=args.epochs, threads=args.threads),
-        pair_config=PairConfig(pairing=args.pairing),
+        pair_config=PairConfig(pairing=args.pairing, k=args.pseudobulk_cells),
         on_fold=on_fold,
     )
     return _report(frame, args)
@@ -492,6 +493,11 @@ def build_parser() -> argparse.ArgumentParser:
             help="keep knockout targets whose mRNA did not fall",
         )
 
+    def add_pseudobulk_cells(p):
+        p.add_argument("--pseudobulk-cells", type=int, default=PairConfig().k, metavar="K",
+                       help=f"control cells averaged into each pre-state (default {PairConfig().k}; 256 with "
+                            "--start control_covariance gives better networks on synthetic screens, README)")
+
     def add_train(p):
         p.add_argument("--replicas", type=int, default=3)
         p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
@@ -499,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
                        help="output-layer start; control_covariance responds to unseen targets (README)")
         p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
+        add_pseudobulk_cells(p)
         p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
         p.add_argument(
             "--held-out",
@@ -556,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=int, default=None)
     p.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
     p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
+    add_pseudobulk_cells(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write per-perturbation metrics CSV")

@@ -319,3 +319,16 @@ class NetworkConfig(_Config):
         _check(self.min_abs >= 0, f"min_abs must be >= 0, got {self.min_abs}.")
         if self.level_caps is not None:
             object.__setattr__(self, "level_caps", tuple(int(c) for c in self.level_caps))
+
+
+#: Named recipes (``ModelConfig.start`` and ``PairConfig.k``), offered by the app's Train page and the
+#: CLI (``--start``, ``--pseudobulk-cells``). ``published``: the method as in the paper (delta pairs,
+#: 16-cell pre-states, zero output start), the default. ``covariance``: the output layer starts at the
+#: control cells' regression and each pre-state averages 256 control cells, so the k-cell noise of the
+#: pre-state no longer flattens the start; measured (README, Results): better networks on the synthetic
+#: screens, worse unseen-target prediction on the real screen, behind the additive model on doubles.
+RECIPES: dict[str, dict[str, Any]] = {
+    "published": {"start": "zero", "k": 16},
+    "covariance": {"start": "control_covariance", "k": 256},
+}
+

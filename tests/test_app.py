@@ -236,6 +236,30 @@ def test_train_page_widgets_and_job_to_completion(runs_dir):
     assert job_registry().get(job_id).progress().status == "done"
 
 
+def test_train_page_covariance_recipe_reaches_the_run(runs_dir):
+    import json
+
+    at = _with_demo()
+    _goto(at, "2_Train")
+    assert at.radio[0].label == "Recipe" and at.radio[0].value == "published"
+    at.radio[0].set_value("covariance")
+    at.number_input[0].set_value(1)
+    at.number_input[2].set_value(1)
+    at.text_input[0].set_value("cov")
+    at.button(key="start_training").click().run()
+    _ok(at)
+    _poll(at, lambda a: a.session_state["run_path"])
+    manifest = json.loads((runs_dir / "cov" / "config.json").read_text())
+    assert manifest["model_config"]["start"] == "control_covariance" and manifest["pair_config"]["k"] == 256
+    # a hidden width that is not one unit per gene is refused before anything starts
+    at.radio[0].set_value("covariance")
+    at.number_input[1].set_value(16)
+    at.text_input[0].set_value("cov-bad")
+    at.button(key="start_training").click().run()
+    assert at.error and "one hidden unit per gene" in at.error[0].value
+    assert not (runs_dir / "cov-bad").exists()
+
+
 def test_cancel_is_honoured_and_leaves_no_run(runs_dir):
     at = _train(_with_demo(), replicas=3, epochs=400, name="to-cancel")
     at.run()

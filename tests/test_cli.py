@@ -181,3 +181,17 @@ def test_train_takes_the_screen_as_a_positional_argument(tmp_path):
     assert (out / "config.json").is_file()
     both = run_cli("train", str(demo_path()), "--data", "other.h5ad", "--out", str(tmp_path / "x"))
     assert both.returncode == 2 and "Two screens given" in both.stderr
+
+
+def test_train_records_the_covariance_recipe(tmp_path):
+    """--start control_covariance --pseudobulk-cells 64 reach the run's manifest."""
+    import json
+
+    from lazynet_core.datasets import demo_path
+
+    out = tmp_path / "run"
+    result = run_cli("train", str(demo_path()), "--out", str(out), "--replicas", "1", "--epochs", "1",
+                     "--start", "control_covariance", "--pseudobulk-cells", "64")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((out / "config.json").read_text())
+    assert manifest["pair_config"]["k"] == 64 and manifest["model_config"]["start"] == "control_covariance"
