@@ -37,7 +37,6 @@ __all__ = [
     "heatmap_order",
     "jacobian_heatmap",
     "loss_curves",
-    "method_bars",
     "edge_tooltip",
     "network_html",
     "network_layout",
@@ -392,23 +391,6 @@ def effects_scatter(
     return fig
 
 
-def method_bars(summary: pd.DataFrame, *, metric_label: str = "delta-Pearson") -> go.Figure:
-    """Mean ± sd of one metric per method (rows ``method, mean, sd``), LazyNet highlighted."""
-    data = summary.dropna(subset=["mean"])
-    colours = [PALETTE["accent"] if m == "lazynet" else PALETTE["muted"] for m in data["method"]]
-    fig = go.Figure(
-        go.Bar(
-            x=data["method"],
-            y=data["mean"],
-            marker_color=colours,
-            error_y={"type": "data", "array": data.get("sd", pd.Series(0, index=data.index)).fillna(0)},
-            hovertemplate="%{x}: %{y:.3f}<extra></extra>",
-        )
-    )
-    fig.update_layout(**_LAYOUT, height=300, title=f"{metric_label} by method", yaxis_title=metric_label)
-    return fig
-
-
 def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Figure:
     """Horizontal bars of the ``top`` largest predicted |Δ| genes (``delta`` indexed by gene)."""
     data = delta.reindex(delta.abs().sort_values(ascending=False).index).head(top)[::-1]
@@ -612,12 +594,6 @@ def strip_external_urls(page: str) -> str:
 
 
 # ---- network layout and static export ----------------------------------------------------------
-EVIDENCE_STYLE = {
-    "interventional": "solid",
-    "held_out": "solid",
-    "observational": "solid",
-    "model_only": "dashed grey",
-}
 _NODE_FILL = {"seed": PALETTE["seed"], "module": PALETTE["curated"], "other": PALETTE["other"]}
 _MODEL_ONLY_COLOUR = "#a0a7b1"
 LAYOUTS = ("force", "layered")

@@ -179,8 +179,6 @@ def test_other_figures_and_html_export():
     delta = pd.Series([0.5, -1.0, 0.1], index=["A", "B", "C"])
     fig = plotting.in_silico_bars(delta, top=2)
     assert list(fig.data[0].y) == ["A", "B"]
-    summary = pd.DataFrame({"method": ["lazynet", "linear"], "mean": [0.4, 0.3], "sd": [0.1, np.nan]})
-    assert len(plotting.method_bars(summary).data) == 1
     html = plotting.figure_html(fig).decode()
     assert "<html>" in html[:100] and "plotly" in html.lower()
     assert not re.search(r"<(?:script|link)\b[^>]*(?:src|href)\s*=\s*[\"']https?:", html)  # plotly.js inlined

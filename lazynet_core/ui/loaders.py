@@ -368,12 +368,6 @@ def _provider(path: str) -> Any:
     return column_provider(load_ensemble(path))
 
 
-def run_provider() -> Any:
-    """On-demand Jacobian column provider of the current run (cached, shared)."""
-    path, _ = _run_key()
-    return _provider(path)
-
-
 @st.cache_resource(show_spinner="Scoring planted-network recovery…", max_entries=8)
 def _planted(path: str, screen_key: tuple) -> Any:
     from lazynet_core.ui import services
@@ -399,12 +393,6 @@ def _evidence(path: str, screen_key: tuple, noise_factor: float) -> Any:
 
     pairs = current_pairs_for(load_ensemble(path), screen_key)
     return EdgeEvidence(pairs, EvidenceConfig(noise_factor=float(noise_factor)))
-
-
-def run_evidence(noise_factor: float = 2.0) -> Any:
-    """``EdgeEvidence`` of the current run on its screen (cached per run, screen and noise factor)."""
-    path, key = _run_key()
-    return _evidence(path, key, float(noise_factor))
 
 
 @st.cache_resource(show_spinner="Growing the network from the seeds…", max_entries=32)

@@ -261,18 +261,6 @@ def effects_frame(
     return frame
 
 
-def effects_slope(frame: pd.DataFrame, column: str = "predicted") -> float:
-    """Least-squares slope of ``column`` on observed Δ over non-target genes (as ``metrics`` ``slope``)."""
-    data = frame.loc[~frame.get("is_target", pd.Series(False, index=frame.index)).astype(bool)]
-    x = data["observed"].to_numpy(dtype=float)
-    y = data[column].to_numpy(dtype=float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    xc = x - x.mean() if x.size else x
-    ss = float(xc @ xc) if x.size else 0.0
-    return float((y - y.mean()) @ xc / ss) if ss > 0 else float("nan")
-
-
 def gene_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The per-gene table shown (and downloaded) on the Effects page, largest observed |Δ| first.
 
@@ -384,10 +372,6 @@ def headline(frame: pd.DataFrame, set_name: str) -> dict[str, Any] | None:
     return result
 
 
-def _fmt(value: float, digits: int = 3) -> str:
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
-
-
 def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     """Numbers as fixed-precision strings, undefined values as "–" (Streamlit shows NaN as "None")."""
     return table.map(lambda v: "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}")
@@ -408,13 +392,6 @@ def baselines_beating(frame: pd.DataFrame, *, metric: str = "pearson_delta") -> 
         for m, v in means.items()
         if m != "lazynet" and np.isfinite(v) and v > means["lazynet"]
     ]
-
-
-def method_summary(frame: pd.DataFrame, metric: str = "pearson_delta") -> pd.DataFrame:
-    """Rows ``method, mean, sd, n`` of one metric over perturbations (for bar charts)."""
-    data = frame[(frame["metric"] == metric) & (frame["perturbation"] != "ALL")]
-    out = data.groupby("method", sort=False)["value"].agg(mean="mean", sd="std", n="count").reset_index()
-    return out
 
 
 def perturbed_targets(pairs: Any) -> set[str]:
