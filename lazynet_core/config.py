@@ -332,3 +332,22 @@ RECIPES: dict[str, dict[str, Any]] = {
     "covariance": {"start": "control_covariance", "k": 256},
 }
 
+
+
+def recipe_name(model_config: ModelConfig, pair_config: PairConfig) -> str:
+    """The name in ``RECIPES`` that these configurations follow, else a short description.
+
+    Parameters
+    ----------
+    model_config, pair_config
+        The configurations of a run.
+
+    Returns
+    -------
+    str
+        ``"published"``, ``"covariance"``, or e.g. ``"custom (start control_covariance, k 64)"``.
+    """
+    for name, recipe in RECIPES.items():
+        if model_config.start == recipe["start"] and pair_config.k == recipe["k"]:
+            return name
+    return f"custom (start {model_config.start}, k {pair_config.k})"

@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from lazynet_core import plotting, ui
-from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig
+from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_name
 from lazynet_core.errors import TrainingError
 from lazynet_core.jobs import TrainingJob
 from lazynet_core.text import escape_markdown
@@ -190,7 +190,8 @@ if st.session_state.get("run_path"):
 if ens is not None and not ens.history.empty:
     st.markdown(
         f"**Loaded run** {md(Path(st.session_state['run_path']).name)} · {len(ens.replicas)} replicas · "
-        f"{ens.n_genes} genes · split: held-out {ens.pair_config.split}"
+        f"{ens.n_genes} genes · split: held-out {ens.pair_config.split} · recipe: "
+        f"{recipe_name(ens.model_config, ens.pair_config)}"
     )
     cut = services.time_budget_cut(ens)
     if cut:

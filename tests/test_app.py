@@ -251,6 +251,7 @@ def test_train_page_covariance_recipe_reaches_the_run(runs_dir):
     _poll(at, lambda a: a.session_state["run_path"])
     manifest = json.loads((runs_dir / "cov" / "config.json").read_text())
     assert manifest["model_config"]["start"] == "control_covariance" and manifest["pair_config"]["k"] == 256
+    assert any("recipe: covariance" in m.value for m in at.markdown)
     # a hidden width that is not one unit per gene is refused before anything starts
     at.radio[0].set_value("covariance")
     at.number_input[1].set_value(16)
