@@ -227,9 +227,9 @@ def _detections(obs: pd.DataFrame, *, pert_key: str | None, control: str | None,
     candidates = (pert_key,) if pert_key is not None else _candidate_columns(obs)
     if not candidates:
         msg = (f"No perturbation column found: .obs columns are {_quoted(obs.columns, 12)}, none of the "
-               f"known names {list(PERT_KEY_CANDIDATES)}. Pass pert_key= the column holding guide targets "
-               "(--pert-key / 'Perturbation column' on the Data page), or guide_calls= a guide calls CSV "
-               "(cell,guide; --guide-calls).")
+               f"known names {list(PERT_KEY_CANDIDATES)}. {_PICK_COLUMN[0].upper()}{_PICK_COLUMN[1:]} that "
+               "holds the guide targets, or (library and command line) give guide calls: guide_calls= / "
+               "--guide-calls a cell,guide CSV.")
         raise ScreenError(msg)
     patterns = [_control_regex(control)]
     found, mixed = [], []

@@ -56,3 +56,45 @@ def display_name(name: str, *, max_len: int = 60) -> str:
         keep = max_len - 1
         text = text[: keep - keep // 3] + "…" + text[len(text) - keep // 3 :]
     return text
+
+
+# The library's options as the app's Data page names them, for messages shown in the app.
+_APP_LABELS = {
+    "pert_key": "'Perturbation column'",
+    "control": "'Control label'",
+    "modality": "'Modality'",
+    "layer": "'Counts'",
+    "genes": "'Gene universe'",
+}
+_WHERE = " on the Data page"
+_TRIPLE = re.compile(r"\((?:\w+= / )?--[\w-]+ / ('[^']+' on the Data page)\)")
+_PASS = re.compile(r"\b([Pp])ass (\w+)=(\s*)")
+
+
+def for_app(message: str) -> str:
+    """A library message as the app shows it: options named by their Data-page widget, not their API.
+
+    ``(control= / --control / 'Control label' on the Data page)`` becomes ``('Control label' on the
+    Data page)`` and ``Pass modality= ...`` becomes ``Choose 'Modality' on the Data page: ...``.
+    Options the app does not offer stay as they are.
+
+    Parameters
+    ----------
+    message
+        A ``ScreenError`` message or a ``read_screen`` warning.
+
+    Returns
+    -------
+    str
+        The message with the app's names (not escaped: escape it for Markdown as usual).
+    """
+    message = _TRIPLE.sub(r"(\1)", message)
+
+    def choose(match: re.Match) -> str:
+        label = _APP_LABELS.get(match.group(2))
+        if label is None:
+            return match.group(0)
+        verb = "Choose" if match.group(1) == "P" else "choose"
+        return f"{verb} {label}{_WHERE}: "
+
+    return _PASS.sub(choose, message).replace(f"{_WHERE}: to override", f"{_WHERE} to override")

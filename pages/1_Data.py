@@ -8,7 +8,7 @@ import streamlit as st
 
 from lazynet_core import plotting, ui
 from lazynet_core.data import RAW_X, validate_screen
-from lazynet_core.text import display_name, escape_markdown
+from lazynet_core.text import display_name, escape_markdown, for_app
 from lazynet_core.ui import loaders, services
 
 
@@ -162,7 +162,7 @@ warnings = meta.get("warnings", [])
 with ui.user_errors("The loaded screen did not pass its checks"):
     warnings = validate_screen(adata)  # the stored warnings plus checks made now (tiny perturbations)
 for warning in warnings:  # quotes labels from the file: never rendered as Markdown
-    st.warning(escape_markdown(warning), icon=":material/warning:")
+    st.warning(escape_markdown(for_app(warning)), icon=":material/warning:")
 
 left, right = st.columns(2, gap="large")
 with left:

@@ -120,7 +120,7 @@ def test_no_control_cells():
 
 def test_no_perturbation_column():
     adata = make_screen(labels_for("control"), key="foo")
-    with pytest.raises(ScreenError, match="Pass pert_key="):
+    with pytest.raises(ScreenError, match="(?i)choose the perturbation column \\(pert_key="):
         detect_columns(adata)
 
 

@@ -43,3 +43,17 @@ def test_invisible_characters_are_shown_and_long_names_shortened():
 
 def test_readable_names_stay_readable():
     assert escape_markdown("NOT_A_GENE is not a gene (2 cells).") == "NOT_A_GENE is not a gene (2 cells)."
+
+
+def test_app_messages_name_the_data_page_widgets_not_the_api():
+    from lazynet_core.text import for_app
+
+    message = ("No cells with a known control label; set the control label (control= / --control / "
+               "'Control label' on the Data page). Pass modality= to override. Pass escapers='keep'.")
+    shown = for_app(message)
+    assert "control=" not in shown and "--control" not in shown and "modality=" not in shown
+    assert "('Control label' on the Data page)" in shown
+    assert "Choose 'Modality' on the Data page to override." in shown
+    assert "Pass escapers='keep'." in shown  # an option the app does not offer stays as it is
+    assert (for_app("Pass modality='CRISPRi' or 'CRISPRa'.")
+            == "Choose 'Modality' on the Data page: 'CRISPRi' or 'CRISPRa'.")

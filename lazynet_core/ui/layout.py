@@ -11,7 +11,7 @@ import streamlit as st
 
 from lazynet_core.errors import RunError, ScreenError, TrainingCancelled, TrainingError
 from lazynet_core.jobs import JobRefused
-from lazynet_core.text import display_name, escape_markdown
+from lazynet_core.text import display_name, escape_markdown, for_app
 from lazynet_core.ui.loaders import current_ensemble, current_screen, job_registry
 from lazynet_core.ui.state import init_state, query_get, query_set
 
@@ -64,7 +64,7 @@ def user_errors(what: str) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        text = str(exc).strip("'\"") or type(exc).__name__
+        text = for_app(str(exc).strip("'\"")) or type(exc).__name__
         # the message may quote labels or paths from the user's file: shown literally, never as Markdown
         st.error(f"**{escape_markdown(what)}.** {escape_markdown(text)}", icon=":material/error:")
 
