@@ -64,7 +64,10 @@ def user_errors(what: str) -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as exc:
-        text = for_app(str(exc).strip("'\"")) or type(exc).__name__
+        text = str(exc)
+        if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr quotes
+            text = text[1:-1]
+        text = for_app(text) or type(exc).__name__
         # the message may quote labels or paths from the user's file: shown literally, never as Markdown
         st.error(f"**{escape_markdown(what)}.** {escape_markdown(text)}", icon=":material/error:")
 
