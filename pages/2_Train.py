@@ -2,6 +2,7 @@
 
 import datetime as dt
 import re
+import time
 from pathlib import Path
 
 import streamlit as st
@@ -29,14 +30,20 @@ spec = st.session_state["screen"]
 POLL_S = ui.layout.JOB_POLL_S
 
 
+LIVE_LOSS_EVERY_S = 10.0  # a Plotly redraw costs the browser CPU that training needs on a small laptop
+
+
 def _live_loss(job_id: str, curves: dict) -> object:
-    """The live loss figure, rebuilt only when an epoch was added (the same figure is not redrawn)."""
-    key = (job_id, sum(len(points) for points in curves.values()))
+    """The live loss figure, rebuilt when an epoch was added but at most every ``LIVE_LOSS_EVERY_S``
+    seconds (short epochs would otherwise redraw it at every poll); the same figure is not redrawn."""
+    n_points = sum(len(points) for points in curves.values())
     cached = st.session_state.get("_live_loss")
-    if cached is None or cached[0] != key:
-        cached = (key, plotting.loss_curves(curves))
+    stale = cached is None or cached[0] != job_id or (
+        cached[1] != n_points and time.monotonic() - cached[2] >= LIVE_LOSS_EVERY_S)
+    if stale:
+        cached = (job_id, n_points, time.monotonic(), plotting.loss_curves(curves))
         st.session_state["_live_loss"] = cached
-    return cached[1]
+    return cached[3]
 
 
 def live_job() -> None:
