@@ -306,6 +306,18 @@ def _report(frame: pd.DataFrame, args) -> int:
     return 0
 
 
+def _cells_count(text: str) -> int:
+    """``--pseudobulk-cells``: a whole number of cells, at least 1 (argparse reports the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        msg = f"give a whole number of control cells >= 1 (e.g. 16 or 256), not {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return value
+
+
 def _positive_int(text: str, flag: str) -> int:
     try:
         value = int(text)
@@ -494,7 +506,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def add_pseudobulk_cells(p):
-        p.add_argument("--pseudobulk-cells", type=int, default=PairConfig().k, metavar="K",
+        p.add_argument("--pseudobulk-cells", type=_cells_count, default=PairConfig().k, metavar="K",
                        help=f"control cells averaged into each pre-state (default {PairConfig().k}; 256 with "
                             "--start control_covariance gives better networks on synthetic screens, README)")
 

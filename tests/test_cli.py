@@ -195,3 +195,9 @@ def test_train_records_the_covariance_recipe(tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "config.json").read_text())
     assert manifest["pair_config"]["k"] == 64 and manifest["model_config"]["start"] == "control_covariance"
+
+
+def test_pseudobulk_cells_must_be_a_positive_count(tmp_path):
+    result = run_cli("train", "--demo", "--out", str(tmp_path / "run"), "--pseudobulk-cells", "0")
+    assert result.returncode == 2 and "--pseudobulk-cells" in result.stderr and ">= 1" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
