@@ -1,0 +1,156 @@
+"""What the screen supports for unseen targets: control covariance against everything linear that adds
+the trained perturbations to it (issue 11).
+
+LazyNet has not beaten control covariance on targets it never trained on (``accuracy.py``). This
+script asks whether the *data* allow it: it scores control covariance, PM-ex, the linear model and
+the estimators of :mod:`lazynet_core.unseen` — control covariance plus the shared perturbation
+component (cross-fitted weights) and control covariance adjusted for the target's measured
+ancestors (backdoor adjustment) — by the same cross-validation as ``accuracy.py`` (LOPO × 3 seeds on
+the real screen; 5-fold × 5 seeds on the demo and Hill screens), against the independent control
+reference, with paired Wilcoxon tests over perturbations. No model is trained (about 2, 6 and 4
+minutes on the 2-core VM), so LazyNet's figures are read from ``results/accuracy_*.json`` and shown
+beside them. It also lists, per real target, how far the knock-down moved the target itself (log
+units), which bounds what any predictor of the form "effect ∝ the target's change" can show.
+
+Usage (from the repo root)::
+
+    PYTHONPATH=. python benchmarks/unseen_targets.py                 # real, demo, hill
+    PYTHONPATH=. python benchmarks/unseen_targets.py --screens real --seeds 0
+
+Writes ``benchmarks/results/unseen_targets.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.accuracy import DESIGNS, load_screen
+from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
+
+METHODS = ("control_covariance", "ccov_adjusted", "ccov_shared", "perturbed_mean_ex", "linear", "null")
+LAZYNET_RUNS = {"published": "", "covariance start (k = 16)": "_control_covariance",
+                "covariance recipe (k = 256)": "_control_covariance_k256"}
+
+
+def score_fold(pairs) -> list[tuple]:
+    """Tidy rows (method, perturbation, metric, value) of one fold's held-out single targets."""
+    from lazynet_core.metrics import baseline_predictions, delta_metrics, reference_mean
+    from lazynet_core.unseen import unseen_target_estimates
+
+    evals = np.array([p for p in pairs.evaluation_perturbations("test")
+                      if pairs.test_perts[p] and "+" not in pairs.perturbations[p]], dtype=int)
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    ref = reference_mean(pairs, "independent")
+    preds = {**baseline_predictions(pairs, perturbations=evals), **unseen_target_estimates(pairs, perturbations=evals)}
+    rows = []
+    for row, p in enumerate(evals):
+        targets = np.asarray(pairs.pert_targets[p], dtype=int)
+        obs = np.asarray(pairs.pert_mean(int(p), "test"), dtype=np.float64) - ref
+        label = str(pairs.perturbations[p])
+        rows.append(("target_change", label, "log_units", float(pairs.pre_state(int(p))[targets[0]] - base[targets[0]])))
+        for method in METHODS:
+            scores = delta_metrics(preds[method][row] - base, obs, exclude=targets)
+            rows += [(method, label, m, scores[m]) for m in ("pearson_delta", "norm_ratio", "slope")]
+    return rows
+
+
+def run_screen(name: str, seeds: tuple[int, ...]) -> pd.DataFrame:
+    from lazynet_core.config import PairConfig
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.validation import fold_plan
+
+    adata = load_screen(name)
+    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    frames = []
+    for seed in seeds:
+        for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
+            pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
+            rows = score_fold(pairs)
+            frames.append(pd.DataFrame(rows, columns=["method", "perturbation", "metric", "value"])
+                          .assign(seed=seed, fold=fold))
+        print(f"[{name}] seed {seed} done", flush=True)
+    frame = pd.concat(frames, ignore_index=True)
+    return frame.assign(set="held_out_perturbations", reference="independent", role="test")
+
+
+def lazynet_rows(name: str) -> list[dict[str, Any]]:
+    """LazyNet's unseen-target Δ-Pearson per recipe, from ``results/accuracy_<screen>*.json``."""
+    out = []
+    for recipe, suffix in LAZYNET_RUNS.items():
+        path = RESULTS / f"accuracy_{name}{suffix}.json"
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        for r in data["records"]:
+            if (r["set"], r["reference"], r["method"], r["metric"]) == (
+                    "held_out_perturbations", "independent", "lazynet", "pearson_delta"):
+                paired = {p["baseline"]: p for p in data["paired"]
+                          if p["set"] == "held_out_perturbations" and p["reference"] == "independent"}
+                cc = paired.get("control_covariance", {})
+                out.append({"recipe": recipe, "mean": r["mean"], "sd": r["sd"], "n": r["n"],
+                            "minus_control_covariance": cc.get("mean_diff"), "p": cc.get("p_wilcoxon")})
+    return out
+
+
+def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
+    from lazynet_core.metrics import compare, records, summarize
+
+    scored = frame[frame.method != "target_change"]
+    summary = summarize(scored)
+    paired = pd.concat([compare(scored, model=m, metric="pearson_delta").assign(model=m)
+                        for m in ("ccov_adjusted", "ccov_shared", "control_covariance")], ignore_index=True)
+    rows = []
+    for method in METHODS:
+        sub = summary[(summary.method == method)].set_index("metric")
+        row = {"method": method, "pearson_delta": f"{sub.at['pearson_delta', 'mean']:.3f} ± "
+                                                  f"{sub.at['pearson_delta', 'sd']:.3f}",
+               "norm_ratio": sub.at["norm_ratio", "mean"], "n": int(sub.at["pearson_delta", "n"])}
+        for versus in ("control_covariance", "perturbed_mean_ex"):
+            hit = paired[(paired.model == method) & (paired.baseline == versus)]
+            if not hit.empty:
+                h = hit.iloc[0]
+                row[f"− {versus}"] = f"{h.mean_diff:+.3f} ({h.wins}/{h.n}, p = {h.p_wilcoxon:.2g})"
+        rows.append(row)
+    print(f"\n{name}: unseen targets, Δ-Pearson against the independent reference (mean ± sd over perturbations)")
+    print(fmt_table(rows, ["method", "pearson_delta", "norm_ratio", "n", "− control_covariance",
+                           "− perturbed_mean_ex"]))
+    lazynet = lazynet_rows(name)
+    if lazynet:
+        print("LazyNet, same cross-validation (results/accuracy_*.json):")
+        print(fmt_table(lazynet, ["recipe", "mean", "sd", "n", "minus_control_covariance", "p"]))
+    per_target = (frame[frame.metric.isin(["pearson_delta", "log_units"])]
+                  .groupby(["perturbation", "method"])["value"].mean().unstack("method"))
+    if name == "real":
+        print("\nper target (seeds averaged): the target's own change and each predictor's Δ-Pearson")
+        print(per_target[["target_change", *METHODS]].round(3).sort_values("target_change").to_string())
+    return {"records": records(scored), "paired": paired.to_dict("records"), "lazynet": lazynet,
+            "per_target": per_target.reset_index().to_dict("records")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: accuracy.py's design")
+    args = parser.parse_args(argv)
+    payload: dict[str, Any] = {"machine": machine_info(), "screens": {}}
+    for name in args.screens:
+        seeds = tuple(args.seeds) if args.seeds else DESIGNS[name]["seeds"]
+        t0 = time.perf_counter()
+        frame = run_screen(name, seeds)
+        payload["screens"][name] = {**report(name, frame), "seeds": list(seeds), "folds": DESIGNS[name]["folds"],
+                                    "wall_s": time.perf_counter() - t0}
+    write_json("unseen_targets" if args.seeds is None else "unseen_targets_partial", payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,162 @@
+"""What a screen supports for targets it never perturbed: control covariance, and two ways to add the
+trained perturbations to it (issue 11).
+
+Control covariance (``metrics.baseline_predictions``' ``control_covariance``) predicts an unseen
+target u's effect from the control cells alone: Δᵢ = cov(i, u) / var(u) · Δᵤ. It is the bar LazyNet
+has not reached. The estimators here ask whether *anything* linear built from the same training
+cells beats it, so that a model's failure to beat it can be read against what the data allow:
+
+``ccov_shared``
+    control covariance plus the component every training perturbation shares (PM-ex), weighted by a
+    least-squares fit on the training perturbations, each predicted without itself (cross-fitted).
+``ccov_adjusted``
+    the regression of every gene on u *adjusting for u's measured ancestors*: trained targets whose
+    own knock-down moved u (|Welch z| > ``z_ancestor``). Conditioning on u alone credits u with
+    what its upstream regulators do (ancestors co-vary with u but do not follow it under a
+    do-intervention); the backdoor adjustment removes that, as IDA does (Maathuis et al. 2009).
+All of them read only training cells (training controls and training perturbation means), never the
+held-out perturbation's cells or the reference controls, so they are scored like every baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from .metrics import _control_covariance_deltas, _train_pert_means
+
+ESTIMATORS = ("ccov_shared", "ccov_adjusted")
+
+
+def _trained_singles(pairs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Trained single-target perturbations, their target genes and training deltas (vs training controls)."""
+    means, counts = _train_pert_means(pairs)
+    trained = np.array([q for q in np.flatnonzero(counts > 0) if len(pairs.pert_targets[q]) == 1], dtype=int)
+    targets = np.array([int(pairs.pert_targets[q][0]) for q in trained], dtype=int)
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    deltas = means[trained] - base if trained.size else np.zeros((0, pairs.n_genes))
+    return trained, targets, deltas
+
+
+def _control_matrix(pairs: Any) -> np.ndarray:
+    """Training control cells, dense and centred (cells × genes)."""
+    x = np.asarray(pairs.X[pairs.cells(-1, "train")].todense(), dtype=np.float64)
+    return x - x.mean(axis=0)
+
+
+def _welch_z(pairs: Any, trained: np.ndarray, xc: np.ndarray) -> np.ndarray:
+    """(trained perturbations × genes) Welch z of each training delta against the training controls."""
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    var_c = xc.var(axis=0, ddof=1) / max(len(xc), 2)
+    z = np.zeros((len(trained), pairs.n_genes))
+    for row, q in enumerate(trained):
+        x = np.asarray(pairs.X[pairs.cells(int(q), "train")].todense(), dtype=np.float64)
+        var_q = x.var(axis=0, ddof=1) / len(x) if len(x) > 1 else np.zeros(pairs.n_genes)
+        z[row] = (x.mean(axis=0) - base) / np.sqrt(var_q + var_c + 1e-12)
+    return z
+
+
+def _pm_ex(deltas: np.ndarray, targets: np.ndarray, leave_out: int | None = None) -> np.ndarray:
+    """Mean training delta, each gene averaged over the perturbations that do not target it."""
+    rows = np.arange(len(deltas)) if leave_out is None else np.delete(np.arange(len(deltas)), leave_out)
+    d = deltas[rows].copy()
+    own = np.zeros_like(d, dtype=bool)
+    own[np.arange(len(rows)), targets[rows]] = True
+    d[own] = 0.0
+    kept = (~own).sum(axis=0)
+    return np.where(kept > 0, d.sum(axis=0) / np.maximum(kept, 1), 0.0)
+
+
+def _fit_weights(
+    columns: list[list[np.ndarray]], ys: list[np.ndarray], keeps: list[np.ndarray]
+) -> np.ndarray:
+    """Least-squares weights (plus an intercept) of the columns, pooled over training perturbations."""
+    design = np.vstack([np.column_stack([*(c[k] for c in cols), np.ones(k.sum())])
+                        for cols, k in zip(columns, keeps, strict=True)])
+    target = np.concatenate([y[k] for y, k in zip(ys, keeps, strict=True)])
+    weights, *_ = np.linalg.lstsq(design, target, rcond=None)
+    return weights[:-1]
+
+
+def unseen_target_estimates(
+    pairs: Any,
+    *,
+    role: str = "test",
+    perturbations: Sequence[int] | None = None,
+    z_ancestor: float = 3.0,
+) -> dict[str, np.ndarray]:
+    """Predicted post states of the two estimators of this module for single-target perturbations.
+
+    Parameters
+    ----------
+    pairs
+        A :class:`lazynet_core.pairs.Pairs` with at least two trained single-target perturbations.
+    role
+        Cell role whose target levels define the do-intervention (``pairs.pre_state(p, role)``).
+    perturbations
+        Perturbation indices to predict (default: every perturbation with cells of ``role``).
+        Combinations get NaN rows.
+    z_ancestor
+        |Welch z| above which a trained target's knock-down is taken to move u (an ancestor of u).
+
+    Returns
+    -------
+    dict
+        ``ccov_shared``, ``ccov_adjusted`` -> (n, G) float64 post states, the
+        targets set to their pre-state level (as every baseline of ``metrics.baseline_predictions``).
+    """
+    evals = (np.asarray(pairs.evaluation_perturbations(role), dtype=int) if perturbations is None
+             else np.asarray(perturbations, dtype=int))
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    trained, targets, deltas = _trained_singles(pairs)
+    out = {name: np.full((len(evals), pairs.n_genes), np.nan) for name in ESTIMATORS}
+    if len(trained) < 2:
+        return out
+    xc = _control_matrix(pairs)
+    z = _welch_z(pairs, trained, xc)
+
+    # cross-fitted weights: every training perturbation predicted from the others
+    own_change = deltas[np.arange(len(trained)), targets]
+    own_rows = np.zeros((len(trained), pairs.n_genes))
+    own_rows[np.arange(len(trained)), targets] = own_change
+    cc_train = _control_covariance_deltas(
+        pairs, [np.array([t]) for t in targets], own_rows, np.zeros(pairs.n_genes)
+    )
+    keeps = [np.arange(pairs.n_genes) != t for t in targets]
+    usable = [r for r in range(len(trained)) if np.isfinite(cc_train[r]).all()]
+    w_shared = _fit_weights([[cc_train[r], _pm_ex(deltas, targets, leave_out=r)] for r in usable],
+                            [deltas[r] for r in usable], [keeps[r] for r in usable])
+    pm_ex = _pm_ex(deltas, targets)
+
+    for row, p in enumerate(evals):
+        t = np.asarray(pairs.pert_targets[p], dtype=int)
+        if len(t) != 1:
+            continue
+        u = int(t[0])
+        pre = np.asarray(pairs.pre_state(int(p), role), dtype=np.float64)
+        du = float(pre[u] - base[u])
+        change = np.zeros((1, pairs.n_genes))
+        change[0, u] = du
+        cc = _control_covariance_deltas(pairs, [t], change, np.zeros(pairs.n_genes))[0]
+        if not np.isfinite(cc).all():
+            continue
+        out["ccov_shared"][row] = base + w_shared[0] * cc + w_shared[1] * pm_ex
+        ancestors = targets[(np.abs(z[:, u]) > z_ancestor) & (targets != u)]
+        out["ccov_adjusted"][row] = base + _adjusted(xc, u, ancestors, du)
+        for pred in out.values():
+            pred[row, u] = pre[u]
+    return out
+
+
+def _adjusted(xc: np.ndarray, u: int, ancestors: np.ndarray, du: float) -> np.ndarray:
+    """Δ = (coefficient of x_u in the regression of each gene on x_u and x_ancestors) · Δu; ancestors 0."""
+    design = xc[:, np.r_[u, ancestors].astype(int)]
+    gram = design.T @ design
+    if gram[0, 0] <= 1e-12:
+        return np.zeros(xc.shape[1])
+    coef = np.linalg.solve(gram + 1e-9 * np.trace(gram) * np.eye(len(gram)), design.T @ xc)
+    delta = coef[0] * du
+    delta[ancestors] = 0.0  # a do-intervention on u leaves its upstream regulators where they were
+    return delta
