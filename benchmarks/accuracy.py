@@ -104,10 +104,14 @@ def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zero",
-               k: int | None = None) -> dict[str, Any]:
+               k: int | None = None, recipe: str | None = None) -> dict[str, Any]:
     from lazynet_core import __version__
-    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
+    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig, recipe_configs
     from lazynet_core.validation import cross_validate
+
+    model_config, pair_config = ModelConfig(start=start), PairConfig(**({"k": k} if k else {}))
+    if recipe:
+        model_config, pair_config = recipe_configs(recipe, pair_config=pair_config)
 
     adata = load_screen(name)
     design = {"folds": 3, "seeds": (0,)} if quick else DESIGNS[name]
@@ -118,8 +122,8 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
         folds=design["folds"],
         seeds=design["seeds"],
         train_config=train,
-        model_config=ModelConfig(start=start),
-        pair_config=PairConfig(**({"k": k} if k else {})),
+        model_config=model_config,
+        pair_config=pair_config,
         references=("independent", "training"),
         on_fold=lambda s, k, n, held: print(f"[{name}] seed {s} fold {k + 1}/{n}: {', '.join(held)}", flush=True),
     )
@@ -129,8 +133,8 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
         screen=name,
         shape=list(adata.shape),
         design={"folds": design["folds"], "seeds": list(design["seeds"]), "train_config": train.to_dict(),
-                "model_config": ModelConfig(start=start).to_dict(),
-                "pair_config": PairConfig(**({"k": k} if k else {})).to_dict()},
+                "model_config": model_config.to_dict(), "pair_config": pair_config.to_dict(),
+                "recipe": recipe},
         wall_s=wall,
         lazynet_version=__version__,
         machine=machine_info(),
@@ -184,7 +188,9 @@ def readme_table(screens: list[str], suffix: str = "") -> str:
     return "\n".join(lines)
 
 
-def _suffix(start: str, k: int | None) -> str:
+def _suffix(start: str, k: int | None, recipe: str | None = None) -> str:
+    if recipe:
+        return f"_{recipe}"
     return ("" if start == "zero" else f"_{start}") + (f"_k{k}" if k else "")
 
 
@@ -197,14 +203,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
                         help="ModelConfig.start (the output layer's start)")
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
+    parser.add_argument("--recipe", default=None, help="a named recipe (config.RECIPES); overrides --start")
     args = parser.parse_args(argv)
     if args.table:
-        print(readme_table(args.screens, _suffix(args.start, args.k)))
+        print(readme_table(args.screens, _suffix(args.start, args.k, args.recipe)))
         return 0
     screens = ["toy"] if args.quick else args.screens
     for name in screens:
-        payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start, k=args.k)
-        suffix = ("_quick" if args.quick else "") + _suffix(args.start, args.k)
+        payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start, k=args.k,
+                             recipe=args.recipe)
+        suffix = ("_quick" if args.quick else "") + _suffix(args.start, args.k, args.recipe)
         write_json(f"accuracy_{name}{suffix}", payload)
     return 0
 

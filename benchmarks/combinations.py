@@ -45,7 +45,7 @@ def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations
 
 
 def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, model,
-                 k: int | None = None) -> pd.DataFrame:
+                 k: int | None = None, pair=None) -> pd.DataFrame:
     """Train with every double held out; evaluate the ``combinations`` set for each training seed."""
     from lazynet_core.config import PairConfig
     from lazynet_core.metrics import evaluate
@@ -55,8 +55,9 @@ def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, mode
     doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
     frames = []
     for seed in seeds:
-        pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed,
-                                             **({"k": k} if k else {})))
+        base = pair if pair is not None else PairConfig()
+        pairs = make_pairs(adata, base.replace(split="perturbations", held_out=doubles, seed=seed,
+                                               **({"k": k} if k else {})))
         ensemble = train_ensemble(pairs, model_config=model, train_config=train.replace(seed=seed))
         frame = evaluate(pairs, ensemble.predict, methods=METHODS)
         frame = frame[frame["set"] == "combinations"].copy()
@@ -69,7 +70,7 @@ def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, mode
 
 def main(argv: list[str] | None = None) -> int:
     from lazynet_core import __version__
-    from lazynet_core.config import ModelConfig, TrainConfig
+    from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_configs
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 screen, 1 seed, 3 epochs")
@@ -80,28 +81,35 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--combinations", type=int, default=20)
     parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
+    parser.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                        help="a named recipe (config.RECIPES); overrides --start")
     args = parser.parse_args(argv)
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
     train = TrainConfig(**({"epochs": 3} if args.quick else {}))
-    model = ModelConfig(start=args.start)
+    model, pair = ModelConfig(start=args.start), PairConfig()
+    if args.recipe:
+        model, pair = recipe_configs(args.recipe)
     t0 = time.perf_counter()
     frames = []
     for screen_seed in screens:
         adata = screen_with_doubles(screen_seed, n_genes=args.genes, n_cells=args.cells,
                                     n_combinations=args.combinations)
         frames.append(score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model,
-                                   k=args.k))
+                                   k=args.k, pair=pair))
     frame = pd.concat(frames, ignore_index=True)
     payload: dict[str, Any] = report("hill doubles", frame)
     payload.update(
         benchmark="combinations",
         design={"screen_seeds": list(screens), "training_seeds": list(seeds), "n_genes": args.genes,
                 "n_cells": args.cells, "n_combinations": args.combinations,
-                "train_config": train.to_dict(), "model_config": model.to_dict(), "k": args.k},
+                "train_config": train.to_dict(), "model_config": model.to_dict(), "k": args.k,
+                "recipe": args.recipe, "pair_config": pair.to_dict()},
         wall_s=time.perf_counter() - t0, lazynet_version=__version__, machine=machine_info(),
     )
     suffix = (("_quick" if args.quick else "") + ("" if args.start == "zero" else f"_{args.start}")
               + (f"_k{args.k}" if args.k else ""))
+    if args.recipe:
+        suffix = ("_quick" if args.quick else "") + f"_{args.recipe}"
     write_json(f"combinations{suffix}", payload)
     return 0
 

@@ -212,33 +212,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
                         help="ModelConfig.start of the trained ensembles")
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
+    parser.add_argument("--recipe", default=None, help="a named recipe (config.RECIPES); overrides --start")
     args = parser.parse_args(argv)
     import torch
 
     from benchmarks.accuracy import load_screen
     from lazynet_core import datasets
-    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig
+    from lazynet_core.config import ModelConfig, PairConfig, TrainConfig, recipe_configs
     from lazynet_core.pairs import make_pairs
     from lazynet_core.train import train_ensemble
     torch.set_num_threads(args.threads)
+    model, pair = ModelConfig(start=args.start), PairConfig()
+    if args.recipe:
+        model, pair = recipe_configs(args.recipe)
     tables = []
     for screen in args.screens:
         adata = load_screen(screen)
         raw = datasets.load_demo() if screen == "demo" else datasets.hill_screen()
         truth = truth_frame({"planted_network": dict(raw.uns["planted_network"])})
         for seed in args.seeds:
-            pairs = make_pairs(adata, PairConfig(seed=seed, **({"k": args.k} if args.k else {})))
+            pairs = make_pairs(adata, pair.replace(seed=seed, **({"k": args.k} if args.k else {})))
             tc = TrainConfig(seed=seed, threads=args.threads)
             if args.epochs:
                 tc = tc.replace(epochs=args.epochs)
-            ens = train_ensemble(pairs, ModelConfig(start=args.start), tc)
+            ens = train_ensemble(pairs, model, tc)
             table, _ = recovery_for_ensemble(ens, pairs, truth, seed=seed)
             tables.append(table.assign(screen=screen, pairing="pseudobulk", seed=seed))
     all_tables = pd.concat(tables, ignore_index=True)
     agg = aggregate(all_tables)
     print_recovery(agg)
     suffix = ("" if args.start == "zero" else f"_{args.start}") + (f"_k{args.k}" if args.k else "")
-    write_json("network_recovery" + suffix, {"start": args.start, "k": args.k, "benchmark": "network_recovery",
+    if args.recipe:
+        suffix = f"_{args.recipe}"
+    write_json("network_recovery" + suffix, {"start": args.start, "k": args.k, "recipe": args.recipe,
+                                            "benchmark": "network_recovery",
                                             "per_seed": all_tables.to_dict("records"),
                                             "summary": agg.to_dict("records"), "machine": machine_info()})
 

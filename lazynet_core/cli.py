@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ModelConfig, PairConfig, TrainConfig
+from .config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_configs
 from .errors import RunError, ScreenError, TrainingCancelled, TrainingError
 
 USER_ERRORS = (
@@ -150,6 +150,10 @@ def cmd_train(args) -> int:
         k=args.pseudobulk_cells,
     )
     model_config = ModelConfig(hidden=args.hidden, start=args.start)
+    if args.recipe:
+        model_config, pair_config = recipe_configs(
+            args.recipe, model_config=model_config, pair_config=pair_config
+        )
     train_config = TrainConfig(
         replicas=args.replicas,
         epochs=args.epochs,
@@ -278,14 +282,20 @@ def cmd_crossval(args) -> int:
     def on_fold(seed, k, n, held):
         print(f"seed {seed}: fold {k + 1}/{n}, held out {', '.join(held)}", file=sys.stderr, flush=True)
 
+    model_config = ModelConfig(hidden=args.hidden, start=args.start)
+    pair_config = PairConfig(pairing=args.pairing, k=args.pseudobulk_cells)
+    if args.recipe:
+        model_config, pair_config = recipe_configs(
+            args.recipe, model_config=model_config, pair_config=pair_config
+        )
     frame = cross_validate(
         adata,
         folds=folds,
         seeds=seeds,
         max_perturbations=args.max_perturbations,
-        model_config=ModelConfig(hidden=args.hidden, start=args.start),
+        model_config=model_config,
         train_config=TrainConfig(replicas=args.replicas, epochs=args.epochs, threads=args.threads),
-        pair_config=PairConfig(pairing=args.pairing, k=args.pseudobulk_cells),
+        pair_config=pair_config,
         on_fold=on_fold,
     )
     return _report(frame, args)
@@ -510,6 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"control cells averaged into each pre-state (default {PairConfig().k}; 256 with "
                             "--start control_covariance gives better networks on synthetic screens, README)")
 
+    def add_recipe(p):
+        p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
+                       help="a named recipe (sets --start, --pseudobulk-cells and the rest it needs): "
+                            "published (the paper's method, the default), covariance, anchored (README)")
+
     def add_train(p):
         p.add_argument("--replicas", type=int, default=3)
         p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
@@ -518,6 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="output-layer start; control_covariance responds to unseen targets (README)")
         p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
         add_pseudobulk_cells(p)
+        add_recipe(p)
         p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
         p.add_argument(
             "--held-out",
@@ -576,6 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
     p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
     add_pseudobulk_cells(p)
+    add_recipe(p)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--out", help="write per-perturbation metrics CSV")

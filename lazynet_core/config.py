@@ -60,6 +60,16 @@ class ModelConfig(_Config):
         mean the Jacobian equals the regression of each gene on each other gene among training
         control cells, cov(i, j) / var(j), diagonal 0 — the observational signal that delta-target
         training alone never sees. Needs one hidden unit per gene.
+    freeze_unperturbed
+        Keep at their start the elasticities of every gene that no training perturbation targets:
+        the first block's ``W_L`` columns of those genes, and, with one unit per gene, their
+        ``W_E`` columns. The screen carries no interventional information about them; training
+        would only move them by Adam's steps on control-cell noise (about ±0.01 per entry), which
+        a large knock-down of such a gene at prediction time multiplies into the output (issue 11).
+    anchor
+        With ``start="control_covariance"``: ``f(x) = W_out · (h(x) − h(x_ref))`` with ``x_ref`` the
+        training control mean, so the control state is a fixed point (``F(x_ref) = x_ref``) for any
+        weights and a prediction carries no learned offset; ``b_out`` is unused.
     """
 
     hidden: int | None = None
@@ -67,6 +77,10 @@ class ModelConfig(_Config):
     init: str = "linear"
     positive: bool = True
     start: str = "zero"
+    init_noise: float = 0.1
+    centre_log: bool = False
+    freeze_unperturbed: bool = False
+    anchor: bool = False
     log_floor: float = 1e-6
     exp_clamp: float = 20.0
     auto_full_width_max: int = 1024
@@ -83,6 +97,12 @@ class ModelConfig(_Config):
             self.start in ("zero", "control_covariance"),
             f"start must be 'zero' or 'control_covariance', got {self.start!r}.",
         )
+        _check(self.init_noise >= 0, f"init_noise must be >= 0, got {self.init_noise}.")
+        for name in ("centre_log", "anchor"):
+            _check(
+                not getattr(self, name) or self.start == "control_covariance",
+                f"{name}=True needs start='control_covariance' (the control mean it refers to is set there).",
+            )
 
     def hidden_for(self, n_genes: int) -> int:
         """Hidden width actually used for ``n_genes`` genes."""
@@ -98,7 +118,11 @@ class PairConfig(_Config):
     Parameters
     ----------
     pairing
-        ``"pseudobulk"`` (means of ``k`` cells a side) or ``"random_cells"`` (k = 1).
+        ``"pseudobulk"`` (means of ``k`` cells a side), ``"random_cells"`` (k = 1), or
+        ``"control_mean"``: every pre-state is the training control mean itself (targets set), so
+        training sees no control noise on the pre side; needs ``delta_targets``. Measured (issue
+        11): k-cell noise in the pre-state is what teaches ``f`` to ignore genes it never saw
+        perturbed, since a delta target does not depend on it.
     split
         ``"perturbations"`` (a fraction of the targets held out entirely, never seen in training,
         and a fraction of the other perturbations' cells) or ``"cells"`` (every perturbation seen;
@@ -160,8 +184,13 @@ class PairConfig(_Config):
 
     def __post_init__(self) -> None:
         _check(
-            self.pairing in ("pseudobulk", "random_cells"),
-            f"pairing must be 'pseudobulk' or 'random_cells', got {self.pairing!r}.",
+            self.pairing in ("pseudobulk", "random_cells", "control_mean"),
+            f"pairing must be 'pseudobulk', 'random_cells' or 'control_mean', got {self.pairing!r}.",
+        )
+        _check(
+            self.pairing != "control_mean" or self.delta_targets,
+            "pairing='control_mean' needs delta_targets=True (the post side is the pre-state plus the "
+            "perturbation's mean change).",
         )
         _check(
             self.split in ("perturbations", "cells"),
@@ -321,17 +350,55 @@ class NetworkConfig(_Config):
             object.__setattr__(self, "level_caps", tuple(int(c) for c in self.level_caps))
 
 
-#: Named recipes (``ModelConfig.start`` and ``PairConfig.k``), offered by the app's Train page and the
-#: CLI (``--start``, ``--pseudobulk-cells``). ``published``: the method as in the paper (delta pairs,
-#: 16-cell pre-states, zero output start), the default. ``covariance``: the output layer starts at the
-#: control cells' regression and each pre-state averages 256 control cells, so the k-cell noise of the
-#: pre-state no longer flattens the start; measured (README, Results): better networks on the synthetic
-#: screens, worse unseen-target prediction on the real screen, behind the additive model on doubles.
-RECIPES: dict[str, dict[str, Any]] = {
-    "published": {"start": "zero", "k": 16},
-    "covariance": {"start": "control_covariance", "k": 256},
+#: Named recipes: the ``ModelConfig`` and ``PairConfig`` fields each one sets, offered by the app's Train
+#: page and the CLI (``--recipe``). ``published``: the method as in the paper (delta pairs, 16-cell
+#: pre-states, zero output start), the default. ``covariance``: the output layer starts at the control
+#: cells' regression and each pre-state averages 256 control cells. ``anchored`` (issue 11): the same
+#: start, kept where the screen has nothing to say — pre-states are the control mean itself, the
+#: elasticities of never-perturbed genes stay at the start, logs are centred on the control state and
+#: the control state is a fixed point — so an unseen target's prediction is the control cells'
+#: regression and a trained perturbation's is fitted to its measured change (README, Results).
+RECIPES: dict[str, dict[str, dict[str, Any]]] = {
+    "published": {"model": {"start": "zero"}, "pair": {"k": 16}},
+    "covariance": {"model": {"start": "control_covariance"}, "pair": {"k": 256}},
+    "anchored": {
+        "model": {"start": "control_covariance", "init_noise": 0.0, "centre_log": True,
+                  "freeze_unperturbed": True, "anchor": True},
+        "pair": {"pairing": "control_mean", "control_pairs": 0.0},
+    },
 }
 
+
+def _recipe_fields(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The fields recipe ``name`` fixes: every model field any recipe sets (the default where this one
+    sets none), and its own pair fields. A recipe that sets no pairing leaves the user's pairing
+    (pseudobulk or random cells) alone but never takes another recipe's ``control_mean``."""
+    model_keys = sorted({k for r in RECIPES.values() for k in r["model"]})
+    model_default = ModelConfig().to_dict()
+    recipe = RECIPES[name]
+    return {k: recipe["model"].get(k, model_default[k]) for k in model_keys}, dict(recipe["pair"])
+
+
+def recipe_configs(
+    name: str, *, model_config: ModelConfig = ModelConfig(), pair_config: PairConfig = PairConfig()
+) -> tuple[ModelConfig, PairConfig]:
+    """The configurations of recipe ``name``: the given ones with the recipe's fields set.
+
+    Every model field any recipe sets is set (to this recipe's value, or the default) and the
+    recipe's pair fields, so the result follows ``name`` whatever the inputs held; the other fields
+    (hidden width, split, seed, and the pairing where the recipe sets none) are kept.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not in ``RECIPES``.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"Unknown recipe {name!r}; choose among {list(RECIPES)}.")
+    model_fields, pair_fields = _recipe_fields(name)
+    if "pairing" not in pair_fields and pair_config.pairing == "control_mean":
+        pair_fields["pairing"] = PairConfig().pairing
+    return model_config.replace(**model_fields), pair_config.replace(**pair_fields)
 
 
 def recipe_name(model_config: ModelConfig, pair_config: PairConfig) -> str:
@@ -345,9 +412,15 @@ def recipe_name(model_config: ModelConfig, pair_config: PairConfig) -> str:
     Returns
     -------
     str
-        ``"published"``, ``"covariance"``, or e.g. ``"custom (start control_covariance, k 64)"``.
+        ``"published"``, ``"covariance"``, ``"anchored"``, or e.g.
+        ``"custom (start control_covariance, k 64)"``.
     """
-    for name, recipe in RECIPES.items():
-        if model_config.start == recipe["start"] and pair_config.k == recipe["k"]:
+    model, pair = model_config.to_dict(), pair_config.to_dict()
+    for name in RECIPES:
+        model_fields, pair_fields = _recipe_fields(name)
+        if "pairing" not in pair_fields and pair["pairing"] == "control_mean":
+            continue
+        same_model = all(model[k] == v for k, v in model_fields.items())
+        if same_model and all(pair[k] == v for k, v in pair_fields.items()):
             return name
-    return f"custom (start {model_config.start}, k {pair_config.k})"
+    return f"custom (start {model_config.start}, k {pair_config.k}, pairing {pair_config.pairing})"

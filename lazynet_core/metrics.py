@@ -32,7 +32,9 @@ Metrics (``top_k = 20``; the suffix follows ``top_k``):
     small) and ||predicted|| / ||observed||.
 ``intervention_response`` (model only)
     Pearson r between the model's delta for the perturbation and its delta with the target(s) left
-    at control. ≈ 1 means the target did not matter: the prediction is a constant.
+    at control. ≈ 1 means the target did not matter: the prediction is a constant. 0 when the
+    model predicts no change at all at control (an anchored model, ``ModelConfig.anchor``): then
+    the whole prediction comes from the target.
 ``pearson_delta_specific``, ``specific_fraction`` (model only)
     The target-specific part (prediction minus the prediction with the target at control) scored
     on its own, and its share of the prediction's norm.
@@ -563,7 +565,8 @@ def _intervention_scores(
     specific = (pred - at_base)[keep]
     norm = float(np.linalg.norm(delta))
     return {
-        "intervention_response": _pearson(delta, delta0),
+        "intervention_response": 0.0 if np.abs(delta0).max(initial=0.0) < _CONSTANT_TOL and norm > 0
+        else _pearson(delta, delta0),
         "pearson_delta_specific": _pearson(specific, obs_delta[keep]),
         "specific_fraction": float(np.linalg.norm(specific) / norm) if norm > 0 else np.nan,
     }

@@ -68,6 +68,7 @@ class LogLinExpBlock(nn.Module):
         positive: bool = True,
         log_floor: float = 1e-6,
         exp_clamp: float = 20.0,
+        centred: bool = False,
     ) -> None:
         super().__init__()
         self.positive = positive
@@ -77,6 +78,22 @@ class LogLinExpBlock(nn.Module):
         self.c = nn.Parameter(torch.zeros(n_out))
         self.W_E = nn.Parameter(torch.eye(n_out))
         self.b_E = nn.Parameter(torch.zeros(n_out))
+        if centred:  # log u at the reference state, set by set_log_reference
+            self.register_buffer("log_ref", torch.zeros(n_out))
+        else:
+            self.log_ref = None
+
+    @torch.no_grad()
+    def set_log_reference(self, x: torch.Tensor) -> None:
+        """Centre the log input on its value at ``x`` (1-D); ``b_E`` moves so the function stays the same."""
+        u = F.linear(x, self.W_L, self.b_L)
+        log_ref = torch.log(u.clamp_min(self.log_floor))
+        old = torch.zeros_like(log_ref) if self.log_ref is None else self.log_ref
+        self.b_E.add_(self.W_E @ (log_ref - old))
+        if self.log_ref is None:
+            self.register_buffer("log_ref", log_ref.clone())
+        else:
+            self.log_ref.copy_(log_ref)
 
     @property
     def W_L(self) -> torch.Tensor:
@@ -100,7 +117,10 @@ class LogLinExpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = F.linear(x, self.W_L, self.b_L)
-        z = F.linear(torch.log(u.clamp_min(self.log_floor)), self.W_E, self.b_E)
+        log_u = torch.log(u.clamp_min(self.log_floor))
+        if self.log_ref is not None:
+            log_u = log_u - self.log_ref
+        z = F.linear(log_u, self.W_E, self.b_E)
         return torch.exp(z.clamp_max(self.exp_clamp))
 
 
@@ -125,7 +145,8 @@ class LazyNet(nn.Module):
         widths = [self.n_genes] + [self.hidden] * config.depth
         self.blocks = nn.ModuleList(
             LogLinExpBlock(
-                a, b, positive=config.positive, log_floor=config.log_floor, exp_clamp=config.exp_clamp
+                a, b, positive=config.positive, log_floor=config.log_floor, exp_clamp=config.exp_clamp,
+                centred=config.centre_log,
             )
             for a, b in zip(widths[:-1], widths[1:], strict=False)
         )
@@ -134,6 +155,10 @@ class LazyNet(nn.Module):
             self.register_buffer("h_ref", torch.zeros(self.hidden))
         else:
             self.h_ref = None
+        if config.anchor:  # the reference state itself, set by start_at_jacobian
+            self.register_buffer("x_ref", torch.zeros(self.n_genes))
+        else:
+            self.x_ref = None
         self.reset_parameters(seed=seed)
 
     @torch.no_grad()
@@ -151,9 +176,10 @@ class LazyNet(nn.Module):
             bound = 1.0 / math.sqrt(n_out)
             noise = (torch.rand(n_out, n_out, generator=gen) * 2 - 1) * bound
             if self.config.init == "linear":
-                block.W_E.copy_(torch.eye(n_out) + 0.1 * noise)  # h = u at start: F is linear
+                # h = u at start: F is linear
+                block.W_E.copy_(torch.eye(n_out) + self.config.init_noise * noise)
             else:
-                block.W_E.copy_(0.1 * noise)
+                block.W_E.copy_(self.config.init_noise * noise)
             block.b_E.zero_()
         self.out.weight.zero_()
         self.out.bias.zero_()
@@ -171,13 +197,13 @@ class LazyNet(nn.Module):
                    f"{self.n_genes}); use hidden=None with at most {self.config.auto_full_width_max} genes.")
             raise ValueError(msg)
 
-        def hidden(x: torch.Tensor) -> torch.Tensor:
-            h = x
-            for block in self.blocks:
-                h = block(h)
-            return h
-
+        hidden = self._hidden
         ref = reference.to(dtype=self.out.weight.dtype)
+        if self.config.centre_log:
+            h = ref
+            for block in self.blocks:
+                block.set_log_reference(h)
+                h = block(h)
         dh = torch.func.jacrev(hidden)(ref)  # (H, G)
         weight = torch.linalg.solve(dh.T, target.to(dh.dtype).T).T  # W_out · dh = target
         self.out.weight.copy_(weight)
@@ -189,11 +215,19 @@ class LazyNet(nn.Module):
             self.register_buffer("h_ref", hidden(ref).clone())
         else:
             self.h_ref.copy_(hidden(ref))
+        if self.x_ref is not None:
+            self.x_ref.copy_(ref)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for block in self.blocks:
             h = block(h)
+        return h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self._hidden(x)
+        if self.x_ref is not None:  # anchored: f(x_ref) = 0 exactly, whatever the weights
+            return F.linear(h - self._hidden(self.x_ref), self.out.weight)
         if self.h_ref is not None:
             h = h - self.h_ref
         return self.out(h)
@@ -217,9 +251,13 @@ class LazyNet(nn.Module):
             dst.c.copy_(src.b_L)
             dst.W_E.copy_(src.W_E)
             dst.b_E.copy_(src.b_E)
+            if src.log_ref is not None:
+                dst.log_ref.copy_(src.log_ref)
         clone.out.load_state_dict(self.out.state_dict())
         if self.h_ref is not None:
             clone.h_ref.copy_(self.h_ref)
+        if self.x_ref is not None:
+            clone.x_ref.copy_(self.x_ref)
         return clone.eval()
 
     def n_parameters(self) -> int:

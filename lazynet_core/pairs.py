@@ -263,6 +263,9 @@ class Pairs:
         return pre, post
 
     def _pre_states(self, epoch: EpochPairs, sl: slice) -> np.ndarray:
+        if self.config.pairing == "control_mean":  # PairConfig: no control noise on the pre side
+            n = len(epoch.pert[sl])
+            return np.tile(self.control_mean("train"), (n, 1))
         if epoch.pre_row is None:
             return self._average(epoch.pre_idx[sl])
         if "pool" not in epoch._pool:  # densified once per epoch, one sparse product

@@ -54,6 +54,28 @@ def control_regression(pairs: Pairs) -> np.ndarray:
     return reg.astype(np.float32)
 
 
+def perturbed_genes(pairs: Pairs) -> np.ndarray:
+    """(G,) bool: genes targeted by a perturbation with training cells."""
+    mask = np.zeros(pairs.n_genes, dtype=bool)
+    trained = np.unique(pairs.cell_pert[(pairs.cell_pert >= 0) & (pairs.cell_role == "train")])
+    for p in trained:
+        mask[pairs.pert_targets[int(p)]] = True
+    return mask
+
+
+def _freeze_unperturbed_columns(model: LazyNet, pairs: Pairs) -> None:
+    """Zero the gradients of the first block's columns of genes no training perturbation targets
+    (``ModelConfig.freeze_unperturbed``); Adam then never moves them (its moments stay 0)."""
+    frozen = torch.from_numpy(~perturbed_genes(pairs))
+    block = model.blocks[0]
+    params = [block.A]
+    if model.hidden == pairs.n_genes and len(model.blocks) == 1:
+        params += [block.W_E, model.out.weight]  # one unit per gene: W_E's and W_out's columns are genes too
+    for param in params:
+        keep = (~frozen).to(param.dtype)
+        param.register_hook(lambda grad, keep=keep: grad * keep)
+
+
 def _loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     if config.loss == "huber":
         return F.huber_loss(pred, target, delta=config.huber_delta)
@@ -128,6 +150,8 @@ class _Trainer:
                 torch.from_numpy(control_regression(self.pairs)),
                 torch.from_numpy(self.pairs.control_mean("train")),
             )
+        if self.model_config.freeze_unperturbed:
+            _freeze_unperturbed_columns(model, self.pairs)
         model = model.to(cfg.device)
         lr = cfg.lr_for(model.hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)

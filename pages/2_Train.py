@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from lazynet_core import plotting, ui
-from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_name
+from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_configs, recipe_name
 from lazynet_core.errors import TrainingError
 from lazynet_core.jobs import TrainingJob
 from lazynet_core.text import escape_markdown
@@ -131,9 +131,11 @@ with st.form("train_form"):
         horizontal=True,
         help="Published: the method as in the paper (delta pairs, zero output start). Covariance: the "
         "output layer starts at the control cells' regression and each pre-state averages 256 control "
-        "cells; on the synthetic screens its networks beat every baseline over all gene pairs, but it "
-        "predicts unseen targets of the real screen worse (README, Results). Needs one hidden unit "
-        "per gene (hidden width 0 and at most 1024 genes).",
+        "cells. Anchored: the same start, kept where the screen has nothing to say: an unseen "
+        "target is predicted by the control cells' regression, a trained one fitted to its measured "
+        "change (its pre-state is the control mean, so it ignores the Pairing choice). Covariance and "
+        "anchored need one hidden unit per gene (hidden width 0 and at most 1024 genes). "
+        "How each compares with its baselines: README, Results.",
     )
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
@@ -141,7 +143,11 @@ with st.form("train_form"):
 
 if submitted:
     with ui.user_errors("Could not start training"):
-        pair_config = PairConfig(pairing=pairing, split=split, seed=int(seed), k=RECIPES[recipe]["k"])
+        model_config, pair_config = recipe_configs(
+            recipe,
+            model_config=ModelConfig(hidden=int(hidden) or None),
+            pair_config=PairConfig(pairing=pairing, split=split, seed=int(seed)),
+        )
         train_config = TrainConfig(
             replicas=int(replicas),
             epochs=int(epochs),
@@ -149,9 +155,8 @@ if submitted:
             seed=int(seed),
             threads=None,  # auto: 1 for app-sized models; never every core (TrainConfig.threads)
         )
-        model_config = ModelConfig(hidden=int(hidden) or None, start=RECIPES[recipe]["start"])
         if model_config.start != "zero" and model_config.hidden_for(adata.n_vars) != adata.n_vars:
-            msg = (f"The covariance recipe needs one hidden unit per gene; this screen has {adata.n_vars} "
+            msg = (f"The {recipe} recipe needs one hidden unit per gene; this screen has {adata.n_vars} "
                    f"genes and the hidden width would be {model_config.hidden_for(adata.n_vars)}. Set the "
                    "hidden width to 0 (auto) on a screen of at most 1024 genes, or use the published recipe.")
             raise TrainingError(msg)
