@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
-from benchmarks.common import fmt_table, machine_info, write_json
+from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 DESIGNS = {
@@ -74,10 +74,12 @@ def _cell(mean: float, sd: float, n: int) -> str:
 
 def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
     """Print the tables of one screen and return its JSON payload."""
-    from lazynet_core.metrics import compare, headline, records, summarize
+    from lazynet_core.metrics import _per_perturbation, compare, headline, records, summarize
 
     summary = summarize(frame)
-    out: dict[str, Any] = {"records": records(frame), "headlines": [], "paired": []}
+    per = _per_perturbation(frame[frame.metric.isin(["pearson_delta", "intervention_response"])])
+    out: dict[str, Any] = {"records": records(frame), "headlines": [], "paired": [],
+                           "per_perturbation": per.to_dict("records")}
     for (set_name, ref), block in summary.groupby(["set", "reference"], sort=False):
         n = int(block[(block.method == "lazynet") & (block.metric == "pearson_delta")]["n"].max())
         print(f"\n{screen} · {set_name} · reference {ref} · {n} perturbations (mean ± sd over perturbations)")
@@ -149,8 +151,6 @@ SCREEN_LABELS = {"demo": "demo (synthetic, log-linear)", "hill": "Hill (syntheti
 
 def readme_table(screens: list[str], suffix: str = "") -> str:
     """Markdown table of Δ-Pearson (independent reference) from ``results/accuracy_<screen>.json``."""
-    from benchmarks.common import RESULTS
-
     head = ("| screen | set (n) | LazyNet | PM-ex | perturbed mean | linear | control cov. | null | ceiling "
             "| LazyNet − PM-ex (wins, p) | LazyNet − best baseline (p) | LazyNet slope · intervention resp. |")
     lines = [head, "|" + "---|" * 12]
@@ -194,6 +194,34 @@ def _suffix(start: str, k: int | None, recipe: str | None = None) -> str:
     return ("" if start == "zero" else f"_{start}") + (f"_k{k}" if k else "")
 
 
+def compare_recipes(screens: list[str], first: str, second: str) -> dict[str, Any]:
+    """Paired Wilcoxon of recipe ``second`` against ``first`` per screen and set (independent reference),
+    from the per-perturbation values (seeds averaged) in ``results/accuracy_<screen>_<recipe>.json``."""
+    from scipy import stats
+
+    out: dict[str, Any] = {"first": first, "second": second, "screens": {}}
+    rows = []
+    for screen in screens:
+        per = {}
+        for recipe in (first, second):
+            data = json.loads((RESULTS / f"accuracy_{screen}_{recipe}.json").read_text())
+            frame = pd.DataFrame(data["per_perturbation"])
+            frame = frame[(frame.reference == "independent") & (frame.metric == "pearson_delta")
+                          & (frame.method == "lazynet")]
+            per[recipe] = frame.set_index(["set", "perturbation"])["value"]
+        both = pd.concat(per, axis=1).dropna()
+        for set_name, block in both.groupby(level="set"):
+            d = (block[second] - block[first]).to_numpy()
+            p = float(stats.wilcoxon(d).pvalue) if d.size >= 2 and np.any(d != 0) else float("nan")
+            row = {"screen": screen, "set": set_name, "n": int(d.size), first: float(block[first].mean()),
+                   second: float(block[second].mean()), "diff": float(d.mean()), "wins": int((d > 0).sum()),
+                   "p_wilcoxon": p}
+            rows.append(row)
+    print(fmt_table(rows, ["screen", "set", "n", first, second, "diff", "wins", "p_wilcoxon"]))
+    out["rows"] = rows
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
@@ -204,7 +232,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="ModelConfig.start (the output layer's start)")
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     parser.add_argument("--recipe", default=None, help="a named recipe (config.RECIPES); overrides --start")
+    parser.add_argument("--compare", nargs=2, metavar=("FIRST", "SECOND"), default=None,
+                        help="paired test of recipe SECOND against FIRST from existing JSON (--recipe runs)")
     args = parser.parse_args(argv)
+    if args.compare:
+        write_json(f"recipes_{args.compare[1]}_vs_{args.compare[0]}",
+                   compare_recipes(args.screens, *args.compare))
+        return 0
     if args.table:
         print(readme_table(args.screens, _suffix(args.start, args.k, args.recipe)))
         return 0

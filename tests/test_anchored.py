@@ -141,6 +141,7 @@ def test_an_anchored_run_saves_and_loads_with_the_same_predictions(anchored_run,
     pairs, ens = anchored_run
     save_run(ens, tmp_path / "run")
     loaded = load_run(tmp_path / "run")
-    x = np.stack([pairs.pre_state(p, "test") for p in pairs.evaluation_perturbations("test")]).astype(np.float32)
+    perts = pairs.evaluation_perturbations("test")
+    x = np.stack([pairs.pre_state(p, "test") for p in perts]).astype(np.float32)
     np.testing.assert_array_equal(loaded.predict(x), ens.predict(x))
     assert recipe_name(loaded.model_config, loaded.pair_config) == "anchored"
