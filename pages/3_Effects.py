@@ -22,7 +22,8 @@ if pairs is None:
 IR_HELP = (
     "Correlation between LazyNet's predicted change and its prediction with the target left at its "
     "control level. ≈ 1 means the prediction ignores the target: the model predicts the same "
-    "change whatever was perturbed."
+    "change whatever was perturbed. 0 for the anchored recipe, whose prediction at the control "
+    "state is no change at all: all of its prediction comes from the target."
 )
 CEILING_HELP = (
     "Split-half noise ceiling: the Δ-Pearson a perfect predictor would reach given how noisy the "
