@@ -37,8 +37,8 @@ from benchmarks.accuracy import DESIGNS, load_screen
 from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
 
 METHODS = ("control_covariance", "ccov_adjusted", "ccov_shared", "perturbed_mean_ex", "linear", "null")
-LAZYNET_RUNS = {"published": "", "covariance start (k = 16)": "_control_covariance",
-                "covariance recipe (k = 256)": "_control_covariance_k256"}
+LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_control_covariance",
+                "covariance recipe (k = 256)": "_control_covariance_k256", "anchored": "_anchored"}
 
 
 def score_fold(pairs) -> list[tuple]:
