@@ -63,17 +63,20 @@ def perturbed_genes(pairs: Pairs) -> np.ndarray:
     return mask
 
 
-def _freeze_unperturbed_columns(model: LazyNet, pairs: Pairs) -> None:
+def _freeze_unperturbed_columns(model: LazyNet, pairs: Pairs) -> list:
     """Zero the gradients of the first block's columns of genes no training perturbation targets
-    (``ModelConfig.freeze_unperturbed``); Adam then never moves them (its moments stay 0)."""
+    (``ModelConfig.freeze_unperturbed``); Adam then never moves them (its moments stay 0).
+    Returns the hook handles (removed when the replica is trained)."""
     frozen = torch.from_numpy(~perturbed_genes(pairs))
     block = model.blocks[0]
     params = [block.A]
     if model.hidden == pairs.n_genes and len(model.blocks) == 1:
         params += [block.W_E, model.out.weight]  # one unit per gene: W_E's and W_out's columns are genes too
+    handles = []
     for param in params:
         keep = (~frozen).to(param.dtype)
-        param.register_hook(lambda grad, keep=keep: grad * keep)
+        handles.append(param.register_hook(lambda grad, keep=keep: grad * keep))
+    return handles
 
 
 def _loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, config: TrainConfig) -> torch.Tensor:
@@ -150,8 +153,7 @@ class _Trainer:
                 torch.from_numpy(control_regression(self.pairs)),
                 torch.from_numpy(self.pairs.control_mean("train")),
             )
-        if self.model_config.freeze_unperturbed:
-            _freeze_unperturbed_columns(model, self.pairs)
+        hooks = _freeze_unperturbed_columns(model, self.pairs) if self.model_config.freeze_unperturbed else []
         model = model.to(cfg.device)
         lr = cfg.lr_for(model.hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
@@ -211,6 +213,8 @@ class _Trainer:
                 break
         if cfg.patience:  # early stopping: keep the best validation epoch; otherwise the last one
             model.load_state_dict(best[1])
+        for hook in hooks:
+            hook.remove()
         model.eval()
         return model, dict(
             replica=replica,
