@@ -7,8 +7,8 @@ the estimators of :mod:`lazynet_core.unseen` — control covariance plus the sha
 component (cross-fitted weights) and control covariance adjusted for the target's measured
 ancestors (backdoor adjustment) — by the same cross-validation as ``accuracy.py`` (LOPO × 3 seeds on
 the real screen; 5-fold × 5 seeds on the demo and Hill screens), against the independent control
-reference, with paired Wilcoxon tests over perturbations. No model is trained (about 2, 6 and 4
-minutes on the 2-core VM), so LazyNet's figures are read from ``results/accuracy_*.json`` and shown
+reference, with paired Wilcoxon tests over perturbations. No model is trained (under 20 s a screen
+on a quiet 2-core VM), so LazyNet's figures are read from ``results/accuracy_*.json`` and shown
 beside them. It also lists, per real target, how far the knock-down moved the target itself (log
 units), which bounds what any predictor of the form "effect ∝ the target's change" can show.
 
