@@ -62,10 +62,12 @@ class ModelConfig(_Config):
         training alone never sees. Needs one hidden unit per gene.
     freeze_unperturbed
         Keep at their start the elasticities of every gene that no training perturbation targets:
-        the first block's ``W_L`` columns of those genes, and, with one unit per gene, their
-        ``W_E`` columns. The screen carries no interventional information about them; training
-        would only move them by Adam's steps on control-cell noise (about ±0.01 per entry), which
-        a large knock-down of such a gene at prediction time multiplies into the output (issue 11).
+        the first block's ``W_L`` columns of those genes, and, with one unit per gene, their whole
+        unit (its rows and biases, its ``W_E`` column and its ``W_out`` column), so their Jacobian
+        columns stay the start's. The screen carries no interventional information about them;
+        training would only move them by Adam's steps on control-cell noise (about ±0.01 per
+        entry), which a large knock-down of such a gene at prediction time multiplies into the
+        output (issue 11). Needs ``TrainConfig.weight_decay=0``.
     anchor
         With ``start="control_covariance"``: ``f(x) = W_out · (h(x) − h(x_ref))`` with ``x_ref`` the
         training control mean, so the control state is a fixed point (``F(x_ref) = x_ref``) for any

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import ScreenError
 from .metrics import _control_covariance_deltas, _train_pert_means
 
 ESTIMATORS = ("ccov_shared", "ccov_adjusted")
@@ -107,6 +108,10 @@ def unseen_target_estimates(
         ``ccov_shared``, ``ccov_adjusted`` -> (n, G) float64 post states, the
         targets set to their pre-state level (as every baseline of ``metrics.baseline_predictions``).
     """
+    if type(pairs).__name__ == "StreamedPairs":
+        msg = ("unseen_target_estimates needs the perturbed cells' rows (for their variances), which pairs "
+               "streamed from disk do not hold; build the pairs with make_pairs on a screen in memory.")
+        raise ScreenError(msg)
     evals = (np.asarray(pairs.evaluation_perturbations(role), dtype=int) if perturbations is None
              else np.asarray(perturbations, dtype=int))
     base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
@@ -126,6 +131,8 @@ def unseen_target_estimates(
     )
     keeps = [np.arange(pairs.n_genes) != t for t in targets]
     usable = [r for r in range(len(trained)) if np.isfinite(cc_train[r]).all()]
+    if len(usable) < 2:  # every trained target constant among controls: nothing to fit weights on
+        return out
     w_shared = _fit_weights([[cc_train[r], _pm_ex(deltas, targets, leave_out=r)] for r in usable],
                             [deltas[r] for r in usable], [keeps[r] for r in usable])
     pm_ex = _pm_ex(deltas, targets)

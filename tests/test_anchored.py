@@ -9,6 +9,7 @@ import torch
 
 from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_configs, recipe_name
 from lazynet_core.data import read_screen
+from lazynet_core.errors import TrainingError
 from lazynet_core.metrics import baseline_predictions, evaluate
 from lazynet_core.model import LazyNet
 from lazynet_core.pairs import make_pairs
@@ -82,7 +83,7 @@ def anchored_run():
     return pairs, ens
 
 
-def test_columns_of_never_perturbed_genes_keep_their_start(anchored_run):
+def test_never_perturbed_genes_keep_their_start(anchored_run):
     pairs, ens = anchored_run
     model = ens.replicas[0]
     start = LazyNet(pairs.n_genes, model.config, seed=model_seed(ens))
@@ -90,10 +91,26 @@ def test_columns_of_never_perturbed_genes_keep_their_start(anchored_run):
                             torch.from_numpy(pairs.control_mean("train")))
     frozen = ~perturbed_genes(pairs)
     assert frozen.sum() == 4 and not frozen[[1, 3, 4, 5]].any()  # U, D, F4, F5 never perturbed in training
+    trained, initial = model.state_dict(), start.state_dict()
     for name in ("blocks.0.A", "blocks.0.W_E", "out.weight"):
-        trained, initial = model.state_dict()[name], start.state_dict()[name]
-        assert torch.equal(trained[:, frozen], initial[:, frozen]), name
-        assert not torch.equal(trained[:, ~frozen], initial[:, ~frozen]), name
+        assert torch.equal(trained[name][:, frozen], initial[name][:, frozen]), name
+        assert not torch.equal(trained[name][:, ~frozen], initial[name][:, ~frozen]), name
+    for name in ("blocks.0.A", "blocks.0.W_E", "blocks.0.c", "blocks.0.b_E"):  # their units too
+        assert torch.equal(trained[name][frozen], initial[name][frozen]), name
+    # so their Jacobian columns at the control state are the start's, the control cells' regression
+    # (up to the trained units' 3e-4 cross-talk through W_L's start)
+    ref = torch.from_numpy(pairs.control_mean("train"))
+    jac_trained = torch.func.jacrev(model)(ref)[:, frozen]
+    jac_start = torch.func.jacrev(start)(ref)[:, frozen]
+    torch.testing.assert_close(jac_trained, jac_start, rtol=0, atol=1e-3)
+    torch.testing.assert_close(jac_start, torch.from_numpy(control_regression(pairs))[:, frozen],
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_freezing_refuses_weight_decay():
+    pairs = make_pairs(read_screen(_screen()), PairConfig(held_out=("U",)))
+    with pytest.raises(TrainingError, match="weight_decay"):
+        train_ensemble(pairs, ANCHORED, TrainConfig(replicas=1, epochs=1, weight_decay=1e-4))
 
 
 def model_seed(ens) -> int:
@@ -117,7 +134,7 @@ def test_anchored_recipe_fits_the_trained_perturbations_and_responds_to_the_targ
     frame = evaluate(pairs, ens.predict, reference="independent", ceiling=False)
     cells = frame[(frame.set == "held_out_cells") & (frame.metric == "pearson_delta")]
     wide = cells.pivot_table(index="perturbation", columns="method", values="value")
-    assert (wide["lazynet"] - wide["own_training_mean"]).abs().max() < 0.05
+    assert (wide["lazynet"] - wide["own_training_mean"]).abs().max() < 0.1
     response = frame[(frame.method == "lazynet") & (frame.metric == "intervention_response")]["value"]
     assert (response == 0.0).all()  # the control state is a fixed point: the whole prediction is the target's
 
