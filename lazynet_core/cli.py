@@ -122,8 +122,26 @@ def _screen_for_run(run_dir: Path, data: str | None):
     return ensemble, adata
 
 
+def _recipe_flags(args) -> None:
+    """Fill ``--start``, ``--pairing`` and ``--pseudobulk-cells`` with their defaults, refusing those a
+    ``--recipe`` sets (a recipe is all of its settings or it is not that recipe)."""
+    if args.recipe:
+        flags = (("--start", args.start), ("--pseudobulk-cells", args.pseudobulk_cells))
+        given = [flag for flag, value in flags if value is not None]
+        if args.pairing is not None and "pairing" in RECIPES[args.recipe]["pair"]:
+            given.append("--pairing")
+        if given:
+            msg = (f"--recipe {args.recipe} sets {', '.join(given)} itself; give either --recipe or "
+                   f"{' / '.join(given)}, not both.")
+            raise ValueError(msg)
+    args.start = args.start or ModelConfig().start
+    args.pairing = args.pairing or PairConfig().pairing
+    args.pseudobulk_cells = args.pseudobulk_cells or PairConfig().k
+
+
 def cmd_train(args) -> int:
     """``train``: read a screen, train an ensemble, save the run."""
+    _recipe_flags(args)
     screen = getattr(args, "screen", None)
     if screen and args.data and screen != args.data:
         raise ScreenError(f"Two screens given ('{screen}' and --data '{args.data}'); give one.")
@@ -275,6 +293,7 @@ def cmd_crossval(args) -> int:
     _check_output_file(args.out)
     from .validation import cross_validate
 
+    _recipe_flags(args)
     adata = _load_screen(args)
     folds = args.folds if args.folds == "lopo" else _positive_int(args.folds, "--folds")
     seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
@@ -516,9 +535,9 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     def add_pseudobulk_cells(p):
-        p.add_argument("--pseudobulk-cells", type=_cells_count, default=PairConfig().k, metavar="K",
-                       help=f"control cells averaged into each pre-state (default {PairConfig().k}; 256 with "
-                            "--start control_covariance gives better networks on synthetic screens, README)")
+        p.add_argument("--pseudobulk-cells", type=_cells_count, default=None, metavar="K",
+                       help=f"control cells averaged into each pre-state (default {PairConfig().k}; "
+                            "--recipe sets it)")
 
     def add_recipe(p):
         p.add_argument("--recipe", default=None, choices=sorted(RECIPES),
@@ -529,9 +548,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--replicas", type=int, default=3)
         p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
         p.add_argument("--hidden", type=int, default=None, help="hidden width (default: auto)")
-        p.add_argument("--start", default="zero", choices=["zero", "control_covariance"],
+        p.add_argument("--start", default=None, choices=["zero", "control_covariance"],
                        help="output-layer start; control_covariance responds to unseen targets (README)")
-        p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
+        p.add_argument("--pairing", default=None, choices=["pseudobulk", "random_cells"])
         add_pseudobulk_cells(p)
         add_recipe(p)
         p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
@@ -589,8 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument("--hidden", type=int, default=None)
-    p.add_argument("--start", default="zero", choices=["zero", "control_covariance"])
-    p.add_argument("--pairing", default="pseudobulk", choices=["pseudobulk", "random_cells"])
+    p.add_argument("--start", default=None, choices=["zero", "control_covariance"])
+    p.add_argument("--pairing", default=None, choices=["pseudobulk", "random_cells"])
     add_pseudobulk_cells(p)
     add_recipe(p)
     p.add_argument("--threads", type=int, default=None)

@@ -371,14 +371,21 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+#: Fields every recipe fixes (at their defaults unless the recipe sets them), so a run that changed
+#: them is never labelled with a recipe's name.
+_ALWAYS_MODEL = ("depth", "init")
+_ALWAYS_PAIR = ("delta_targets", "natural_pairs")
+
+
 def _recipe_fields(name: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The fields recipe ``name`` fixes: every model field any recipe sets (the default where this one
     sets none), and its own pair fields. A recipe that sets no pairing leaves the user's pairing
     (pseudobulk or random cells) alone but never takes another recipe's ``control_mean``."""
-    model_keys = sorted({k for r in RECIPES.values() for k in r["model"]})
-    model_default = ModelConfig().to_dict()
+    model_keys = sorted({k for r in RECIPES.values() for k in r["model"]} | set(_ALWAYS_MODEL))
+    model_default, pair_default = ModelConfig().to_dict(), PairConfig().to_dict()
     recipe = RECIPES[name]
-    return {k: recipe["model"].get(k, model_default[k]) for k in model_keys}, dict(recipe["pair"])
+    pair = {k: pair_default[k] for k in _ALWAYS_PAIR} | dict(recipe["pair"])
+    return {k: recipe["model"].get(k, model_default[k]) for k in model_keys}, pair
 
 
 def recipe_configs(

@@ -201,3 +201,12 @@ def test_pseudobulk_cells_must_be_a_positive_count(tmp_path):
     result = run_cli("train", "--demo", "--out", str(tmp_path / "run"), "--pseudobulk-cells", "0")
     assert result.returncode == 2 and "--pseudobulk-cells" in result.stderr and ">= 1" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+
+
+def test_recipe_refuses_the_flags_it_sets(tmp_path):
+    result = run_cli("train", "--demo", "--out", str(tmp_path / "run"), "--recipe", "published",
+                     "--pseudobulk-cells", "64")
+    assert result.returncode == 2 and "--recipe published sets --pseudobulk-cells" in result.stderr
+    result = run_cli("crossval", "--demo", "--recipe", "anchored", "--pairing", "random_cells")
+    assert result.returncode == 2 and "--pairing" in result.stderr
+    assert not (tmp_path / "run").exists()
