@@ -63,26 +63,19 @@ def perturbed_genes(pairs: Pairs) -> np.ndarray:
     return mask
 
 
-def _freeze_unperturbed_units(model: LazyNet, pairs: Pairs) -> list:
-    """Zero the gradients of everything that belongs to a gene no training perturbation targets
-    (``ModelConfig.freeze_unperturbed``): its first-block columns, and with one unit per gene its
-    unit too (row and bias of ``W_L``, ``W_E``, ``b_E`` and its ``W_out`` column). Adam then never
-    moves them (its moments stay 0), so the Jacobian columns of those genes keep the start.
-    Call after the model is on its device. Returns the hook handles (removed after training)."""
+def _freeze_unperturbed_columns(model: LazyNet, pairs: Pairs) -> list:
+    """Zero the gradients of the first block's columns of genes no training perturbation targets
+    (``ModelConfig.freeze_unperturbed``): their ``W_L`` columns and, with one unit per gene, their
+    ``W_E`` and ``W_out`` columns. Adam then never moves them (its moments stay 0). Call after the
+    model is on its device. Returns the hook handles (removed once the replica is trained)."""
     frozen = torch.from_numpy(~perturbed_genes(pairs))
     block = model.blocks[0]
-    one_unit_per_gene = model.hidden == pairs.n_genes and len(model.blocks) == 1
-    masks: list[tuple[torch.nn.Parameter, torch.Tensor]] = []
-    keep_col = ~frozen[None, :]
-    if one_unit_per_gene:
-        keep_sq = keep_col & ~frozen[:, None]  # neither the row nor the column of a frozen gene
-        masks += [(block.A, keep_sq), (block.W_E, keep_sq), (block.c, ~frozen), (block.b_E, ~frozen),
-                  (model.out.weight, keep_col.expand_as(model.out.weight))]
-    else:
-        masks.append((block.A, keep_col.expand_as(block.A)))
+    params = [block.A]
+    if model.hidden == pairs.n_genes and len(model.blocks) == 1:
+        params += [block.W_E, model.out.weight]  # one unit per gene: their columns are genes too
     handles = []
-    for param, keep in masks:
-        keep = keep.to(device=param.device, dtype=param.dtype)
+    for param in params:
+        keep = (~frozen).to(device=param.device, dtype=param.dtype)
         handles.append(param.register_hook(lambda grad, keep=keep: grad * keep))
     return handles
 
@@ -167,7 +160,7 @@ class _Trainer:
                 torch.from_numpy(self.pairs.control_mean("train")),
             )
         model = model.to(cfg.device)
-        hooks = _freeze_unperturbed_units(model, self.pairs) if self.model_config.freeze_unperturbed else []
+        hooks = _freeze_unperturbed_columns(model, self.pairs) if self.model_config.freeze_unperturbed else []
         lr = cfg.lr_for(model.hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, planned_steps(self.pairs, cfg.replace(replicas=1, epochs=1)))

@@ -83,7 +83,7 @@ def anchored_run():
     return pairs, ens
 
 
-def test_never_perturbed_genes_keep_their_start(anchored_run):
+def test_never_perturbed_genes_keep_their_columns(anchored_run):
     pairs, ens = anchored_run
     model = ens.replicas[0]
     start = LazyNet(pairs.n_genes, model.config, seed=model_seed(ens))
@@ -95,16 +95,13 @@ def test_never_perturbed_genes_keep_their_start(anchored_run):
     for name in ("blocks.0.A", "blocks.0.W_E", "out.weight"):
         assert torch.equal(trained[name][:, frozen], initial[name][:, frozen]), name
         assert not torch.equal(trained[name][:, ~frozen], initial[name][:, ~frozen]), name
-    for name in ("blocks.0.A", "blocks.0.W_E", "blocks.0.c", "blocks.0.b_E"):  # their units too
-        assert torch.equal(trained[name][frozen], initial[name][frozen]), name
-    # so their Jacobian columns at the control state are the start's, the control cells' regression
-    # (up to the trained units' 3e-4 cross-talk through W_L's start)
+    # so their Jacobian columns at the control state keep the start's direction, the control cells'
+    # regression (their units' biases still train, which rescales each column)
     ref = torch.from_numpy(pairs.control_mean("train"))
-    jac_trained = torch.func.jacrev(model)(ref)[:, frozen]
-    jac_start = torch.func.jacrev(start)(ref)[:, frozen]
-    torch.testing.assert_close(jac_trained, jac_start, rtol=0, atol=1e-3)
-    torch.testing.assert_close(jac_start, torch.from_numpy(control_regression(pairs))[:, frozen],
-                               rtol=1e-3, atol=1e-4)
+    jac_trained = torch.func.jacrev(model)(ref)[:, frozen].detach().numpy()
+    regression = control_regression(pairs)[:, frozen]
+    for col in range(frozen.sum()):
+        assert np.corrcoef(jac_trained[:, col], regression[:, col])[0, 1] > 0.999
 
 
 def test_freezing_refuses_weight_decay():
@@ -134,7 +131,7 @@ def test_anchored_recipe_fits_the_trained_perturbations_and_responds_to_the_targ
     frame = evaluate(pairs, ens.predict, reference="independent", ceiling=False)
     cells = frame[(frame.set == "held_out_cells") & (frame.metric == "pearson_delta")]
     wide = cells.pivot_table(index="perturbation", columns="method", values="value")
-    assert (wide["lazynet"] - wide["own_training_mean"]).abs().max() < 0.1
+    assert (wide["lazynet"] - wide["own_training_mean"]).abs().max() < 0.05
     response = frame[(frame.method == "lazynet") & (frame.metric == "intervention_response")]["value"]
     assert (response == 0.0).all()  # the control state is a fixed point: the whole prediction is the target's
 
