@@ -480,6 +480,7 @@ def jacobian_heatmap(
     value_label: str = "J",
     scale: str = "diverging",
     never_perturbed: Iterable[str] = (),
+    never_perturbed_note: str = "its column is model extrapolation",
     dendrogram_of: np.ndarray | None = None,
     big: bool = False,
 ) -> go.Figure:
@@ -491,7 +492,8 @@ def jacobian_heatmap(
     diagonal is blanked. Rows and columns follow ``order`` (e.g. :func:`heatmap_order` of the
     consensus, shared by every view) or, when ``cluster``, average-linkage clustering of ``jac``;
     ``dendrogram_of`` (the matrix the order came from, default ``jac``) is drawn as a dendrogram over
-    the columns. Columns of ``never_perturbed`` regulators get a grey label with "°".
+    the columns. Columns of ``never_perturbed`` regulators get a grey label with "°", explained by
+    ``never_perturbed_note`` (what such a column is for this run's recipe).
     """
     mat = np.array(jac, dtype=float, copy=True)
     n = mat.shape[0]
@@ -570,7 +572,7 @@ def jacobian_heatmap(
     if never & set(raw):
         fig.add_annotation(
             xref="paper", yref="paper", x=1.0, y=1.0, xanchor="right", yanchor="bottom", showarrow=False,
-            text="grey ° : regulator never perturbed in the screen (its column is model extrapolation)",
+            text=f"grey ° : regulator never perturbed in the screen ({never_perturbed_note})",
             font={"size": max(font, 12), "color": "#5b6472"},
         )
     return fig

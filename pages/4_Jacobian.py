@@ -11,10 +11,17 @@ from lazynet_core.ui.layout import md
 ui.frame_guard("pages/4_Jacobian.py")
 ui.page_header("Jacobian", "Gene-to-gene elasticities of the trained model at the control state.")
 adata, ens = ui.need(screen=True, run=True)
+# what a never-perturbed regulator's column is: extrapolation, or (covariance and anchored recipes)
+# the control cells' regression, an observational signal
+observational = ens.model_config.start == "control_covariance"
+never_note = ("its column is the control cells' regression: observational" if observational
+              else "its column is model extrapolation")
 st.caption(
     "J[i, j] = ∂f_i/∂x_j is the effect of source gene j on target gene i's change. Expression is on a log "
     "scale, so J is an **elasticity**: J = 0.5 means a 10 % rise of j moves i by about 5 %. Columns of "
-    "regulators that were never perturbed in the screen are **not supported by the screen's data**."
+    "regulators that were never perturbed in the screen are **not supported by an intervention**"
+    + (": with this run's recipe they are the control cells' regression (co-variation, not causation)."
+       if observational else ".")
 )
 
 modules = services.module_choices()
@@ -104,6 +111,7 @@ if result is not None and perturbed is not None:
         value_label=label,
         scale=scale,
         never_perturbed=unsupported,
+        never_perturbed_note=never_note,
         big=bool(st.session_state.get("presentation")),
         title=f"{view} over {len(genes)} genes ({result.n_replicas} replicas)",
     )
@@ -121,7 +129,7 @@ if result is not None and perturbed is not None:
     m3.metric("Sources perturbed in the screen", f"{len(genes) - len(unsupported)}/{len(genes)}")
     if unsupported:
         st.caption(
-            "Regulators never perturbed (their columns are model extrapolation): "
+            f"Regulators never perturbed ({never_note.replace('its column is', 'columns:')}): "
             f"{', '.join(md(g) for g in unsupported[:30])}" + ("…" if len(unsupported) > 30 else "")
         )
     d1, d2, _ = st.columns([1, 1, 1])
