@@ -271,6 +271,16 @@ def _linear_deltas(
     return np.stack([g @ coef @ embed(t) + centre[:, 0] for t in query_targets])
 
 
+def pm_ex_delta(deltas: np.ndarray, targeted: np.ndarray) -> np.ndarray:
+    """PM-ex's change: per gene, the mean of the ``deltas`` rows (perturbations) that do not target it.
+
+    ``targeted`` is a bool array of the same shape; a gene every perturbation targets gets 0.
+    """
+    kept = (~targeted).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(kept > 0, np.where(targeted, 0.0, deltas).sum(axis=0) / kept, 0.0)
+
+
 def _control_covariance_deltas(
     pairs: Any, targets: Sequence[np.ndarray], target_change: np.ndarray, base: np.ndarray
 ) -> np.ndarray:
@@ -385,9 +395,7 @@ def baseline_predictions(
         targeted = np.zeros((trained.size, pairs.n_genes), dtype=bool)
         for row, q in enumerate(trained):
             targeted[row, pairs.pert_targets[q]] = True
-        kept = (~targeted).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            pm_ex = base + np.where(kept > 0, np.where(targeted, 0.0, deltas).sum(axis=0) / kept, 0.0)
+        pm_ex = base + pm_ex_delta(deltas, targeted)
     else:
         pm = pm_ex = np.full(pairs.n_genes, np.nan)
     singles = np.array([q for q in trained if len(pairs.pert_targets[q]) == 1], dtype=int)

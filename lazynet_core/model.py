@@ -86,14 +86,11 @@ class LogLinExpBlock(nn.Module):
     @torch.no_grad()
     def set_log_reference(self, x: torch.Tensor) -> None:
         """Centre the log input on its value at ``x`` (1-D); ``b_E`` moves so the function stays the same."""
-        u = F.linear(x, self.W_L, self.b_L)
-        log_ref = torch.log(u.clamp_min(self.log_floor))
-        old = torch.zeros_like(log_ref) if self.log_ref is None else self.log_ref
-        self.b_E.add_(self.W_E @ (log_ref - old))
         if self.log_ref is None:
-            self.register_buffer("log_ref", log_ref.clone())
-        else:
-            self.log_ref.copy_(log_ref)
+            raise ValueError("set_log_reference needs a block built with centred=True.")
+        log_ref = torch.log(F.linear(x, self.W_L, self.b_L).clamp_min(self.log_floor))
+        self.b_E.add_(self.W_E @ (log_ref - self.log_ref))
+        self.log_ref.copy_(log_ref)
 
     @property
     def W_L(self) -> torch.Tensor:
@@ -197,14 +194,13 @@ class LazyNet(nn.Module):
                    f"{self.n_genes}); use hidden=None with at most {self.config.auto_full_width_max} genes.")
             raise ValueError(msg)
 
-        hidden = self._hidden
         ref = reference.to(dtype=self.out.weight.dtype)
         if self.config.centre_log:
             h = ref
             for block in self.blocks:
                 block.set_log_reference(h)
                 h = block(h)
-        dh = torch.func.jacrev(hidden)(ref)  # (H, G)
+        dh = torch.func.jacrev(self._hidden)(ref)  # (H, G)
         weight = torch.linalg.solve(dh.T, target.to(dh.dtype).T).T  # W_out · dh = target
         self.out.weight.copy_(weight)
         self.out.bias.zero_()
@@ -212,9 +208,9 @@ class LazyNet(nn.Module):
         # gradient sees only how h moves away from the control state, so columns of genes that
         # training never moves keep their start instead of absorbing the shared effect.
         if self.h_ref is None:
-            self.register_buffer("h_ref", hidden(ref).clone())
+            self.register_buffer("h_ref", self._hidden(ref).clone())
         else:
-            self.h_ref.copy_(hidden(ref))
+            self.h_ref.copy_(self._hidden(ref))
         if self.x_ref is not None:
             self.x_ref.copy_(ref)
 

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ScreenError
-from .metrics import _control_covariance_deltas, _train_pert_means
+from .metrics import _control_covariance_deltas, _train_pert_means, pm_ex_delta
 
 ESTIMATORS = ("ccov_shared", "ccov_adjusted")
 
@@ -60,14 +60,11 @@ def _welch_z(pairs: Any, trained: np.ndarray, xc: np.ndarray) -> np.ndarray:
 
 
 def _pm_ex(deltas: np.ndarray, targets: np.ndarray, leave_out: int | None = None) -> np.ndarray:
-    """Mean training delta, each gene averaged over the perturbations that do not target it."""
+    """PM-ex's change from the training deltas, optionally without row ``leave_out`` (cross-fitting)."""
     rows = np.arange(len(deltas)) if leave_out is None else np.delete(np.arange(len(deltas)), leave_out)
-    d = deltas[rows].copy()
-    own = np.zeros_like(d, dtype=bool)
+    own = np.zeros((len(rows), deltas.shape[1]), dtype=bool)
     own[np.arange(len(rows)), targets[rows]] = True
-    d[own] = 0.0
-    kept = (~own).sum(axis=0)
-    return np.where(kept > 0, d.sum(axis=0) / np.maximum(kept, 1), 0.0)
+    return pm_ex_delta(deltas[rows], own)
 
 
 def _fit_weights(
@@ -108,7 +105,9 @@ def unseen_target_estimates(
         ``ccov_shared``, ``ccov_adjusted`` -> (n, G) float64 post states, the
         targets set to their pre-state level (as every baseline of ``metrics.baseline_predictions``).
     """
-    if type(pairs).__name__ == "StreamedPairs":
+    from .streaming import StreamedPairs
+
+    if isinstance(pairs, StreamedPairs):
         msg = ("unseen_target_estimates needs the perturbed cells' rows (for their variances), which pairs "
                "streamed from disk do not hold; build the pairs with make_pairs on a screen in memory.")
         raise ScreenError(msg)
