@@ -106,7 +106,7 @@ def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zero",
-               k: int | None = None, recipe: str | None = None) -> dict[str, Any]:
+               k: int | None = None, recipe: str | None = None, shrink: float = 0.0) -> dict[str, Any]:
     from lazynet_core import __version__
     from lazynet_core.config import ModelConfig, PairConfig, TrainConfig, recipe_configs
     from lazynet_core.validation import cross_validate
@@ -117,7 +117,7 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
 
     adata = load_screen(name)
     design = {"folds": 3, "seeds": (0,)} if quick else DESIGNS[name]
-    train = TrainConfig(threads=threads, **({"epochs": 3} if quick else {}))
+    train = TrainConfig(threads=threads, shrink=shrink, **({"epochs": 3} if quick else {}))
     t0 = time.perf_counter()
     frame = cross_validate(
         adata,
@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=None, help="a named recipe (config.RECIPES); overrides --start")
     parser.add_argument("--compare", nargs=2, metavar=("FIRST", "SECOND"), default=None,
                         help="paired test of recipe SECOND against FIRST from existing JSON (--recipe runs)")
+    parser.add_argument("--shrink", type=float, default=0.0, help="TrainConfig.shrink (standard errors)")
     args = parser.parse_args(argv)
     if args.compare:
         write_json(f"recipes_{args.compare[1]}_vs_{args.compare[0]}",
@@ -245,8 +246,9 @@ def main(argv: list[str] | None = None) -> int:
     screens = ["toy"] if args.quick else args.screens
     for name in screens:
         payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start, k=args.k,
-                             recipe=args.recipe)
+                             recipe=args.recipe, shrink=args.shrink)
         suffix = ("_quick" if args.quick else "") + _suffix(args.start, args.k, args.recipe)
+        suffix += f"_shrink{args.shrink:g}" if args.shrink else ""
         write_json(f"accuracy_{name}{suffix}", payload)
     return 0
 

@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plai
 from benchmarks.accuracy import report
 from benchmarks.common import machine_info, write_json
 
-METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "control_covariance", "null", "linear")
+METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk", "control_covariance", "null",
+           "linear")
 
 
 def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int):
@@ -83,9 +84,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     parser.add_argument("--recipe", default=None, choices=sorted(RECIPES),
                         help="a named recipe (config.RECIPES); overrides --start")
+    parser.add_argument("--shrink", type=float, default=0.0,
+                        help="TrainConfig.shrink: L1 pull of each fitted change toward the start, in SEs")
     args = parser.parse_args(argv)
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
-    train = TrainConfig(**({"epochs": 3} if args.quick else {}))
+    train = TrainConfig(shrink=args.shrink, **({"epochs": 3} if args.quick else {}))
     model, pair = ModelConfig(start=args.start), PairConfig()
     if args.recipe:
         model, pair = recipe_configs(args.recipe)
@@ -110,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
               + (f"_k{args.k}" if args.k else ""))
     if args.recipe:
         suffix = ("_quick" if args.quick else "") + f"_{args.recipe}"
+    if args.shrink:
+        suffix += f"_shrink{args.shrink:g}"
     write_json(f"combinations{suffix}", payload)
     return 0
 

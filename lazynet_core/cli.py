@@ -178,6 +178,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         time_budget_s=args.time_budget,
         threads=args.threads,
+        shrink=args.shrink,
     )  # flags checked before a large screen is read
     adata = _load_screen(args)
     pairs = make_pairs(adata, pair_config)
@@ -553,6 +554,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--pairing", default=None, choices=["pseudobulk", "random_cells"])
         add_pseudobulk_cells(p)
         add_recipe(p)
+        p.add_argument("--shrink", type=float, default=0.0,
+                       help="L1 prior on predicted changes, in standard errors (TrainConfig.shrink; "
+                            "0 = the published method)")
         p.add_argument("--split", default="perturbations", choices=["perturbations", "cells"])
         p.add_argument(
             "--held-out",

@@ -70,6 +70,7 @@ BASELINES = (
     "linear",
     "control_covariance",
     "additive",
+    "additive_shrunk",
     "null",
     "own_training_mean",
 )
@@ -361,6 +362,10 @@ def baseline_predictions(
         ``additive``
             combinations only: base + the sum of the single arms' training deltas, when every arm
             has training cells.
+        ``additive_shrunk``
+            the additive model with each arm's training delta soft-thresholded at
+            ``SHRINK_SE`` standard errors per gene (:func:`soft_threshold_delta`): the denoising
+            that ``TrainConfig.shrink`` gives a model, without a model.
         ``null``
             the mean of a random half (redrawn per perturbation) of the control cells outside
             training and the reference: knows nothing about the perturbation, so its score is
@@ -406,10 +411,14 @@ def baseline_predictions(
     else:
         linear = nan.copy()
     single_of = {int(pairs.pert_targets[q][0]): q for q in singles}
-    additive = nan.copy()
+    additive, additive_shrunk = nan.copy(), nan.copy()
     for row, t in enumerate(targets):
         if len(t) > 1 and all(int(g) in single_of for g in t):
-            additive[row] = base + sum(means[single_of[int(g)]] - base for g in t)
+            arms = [single_of[int(g)] for g in t]
+            additive[row] = base + sum(means[q] - base for q in arms)
+            shrunk = [_shrunk_training_delta(pairs, q, base) for q in arms]
+            if all(d is not None for d in shrunk):
+                additive_shrunk[row] = base + sum(shrunk)
     null = _null_posts(pairs, evals)
     preds = {
         "identity": pre.copy(),
@@ -418,12 +427,47 @@ def baseline_predictions(
         "linear": linear,
         "control_covariance": _control_covariance_deltas(pairs, targets, pre - base, base),
         "additive": additive,
+        "additive_shrunk": additive_shrunk,
         "null": null,
         "own_training_mean": means[evals].copy(),
     }
     for pred in preds.values():
         _clamp_targets(pred, pre, targets)
     return preds
+
+
+#: Threshold of the ``additive_shrunk`` baseline, in standard errors (the shrunk recipe's ``shrink``).
+SHRINK_SE = 2.0
+
+
+def soft_threshold_delta(delta: np.ndarray, se: np.ndarray, n_se: float = SHRINK_SE) -> np.ndarray:
+    """Soft-threshold a mean change per gene: ``sign(d) * max(|d| - n_se * se, 0)``."""
+    return np.sign(delta) * np.clip(np.abs(delta) - n_se * se, 0.0, None)
+
+
+def _shrunk_training_delta(pairs: Any, p_idx: int, base: np.ndarray) -> np.ndarray | None:
+    """Perturbation ``p_idx``'s training delta soft-thresholded at ``SHRINK_SE`` standard errors of
+    its own training cells (per gene; the SE of the training control mean added in quadrature).
+    None for pairs that hold no perturbed rows (streamed from disk)."""
+    if not hasattr(pairs, "X"):
+        return None
+    cache, key = getattr(pairs, "_cache", {}), ("shrunk_delta", int(p_idx))
+    if key not in cache:
+        own, ctrl = pairs.cells(p_idx, "train"), pairs.cells(-1, "train")
+        if len(own) < 2 or len(ctrl) < 2:
+            return None
+        se2 = _mean_variance(pairs.X[own]) + _mean_variance(pairs.X[ctrl])
+        mean = np.asarray(pairs.X[own].mean(axis=0), dtype=np.float64).ravel()
+        cache[key] = soft_threshold_delta(mean - base, np.sqrt(se2))
+    return cache[key]
+
+
+def _mean_variance(rows) -> np.ndarray:
+    """Squared standard error of the column means of a sparse block of cells."""
+    mean = np.asarray(rows.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(rows.multiply(rows).mean(axis=0), dtype=np.float64).ravel()
+    n = rows.shape[0]
+    return np.clip(sq - mean**2, 0.0, None) * n / (n - 1) / n
 
 
 def _clamp_targets(pred: np.ndarray, pre: np.ndarray, targets: Sequence[np.ndarray]) -> None:

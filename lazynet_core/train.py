@@ -80,6 +80,28 @@ def _freeze_unperturbed_columns(model: LazyNet, pairs: Pairs) -> list:
     return handles
 
 
+def _shrink_weights(pairs: Pairs, config: TrainConfig) -> np.ndarray | None:
+    """Per-perturbation weight of the ``TrainConfig.shrink`` penalty, indexed by ``EpochPairs.pert``.
+
+    ``2 * shrink / sqrt(n_p)`` with ``n_p`` the perturbation's training cells; the last entry (index
+    -1: control and natural pairs) is 0. With the standardised loss, a change fitted freely per
+    perturbation is then the mean change soft-thresholded at ``shrink`` standard errors."""
+    if config.shrink == 0:
+        return None
+    train = (pairs.cell_pert >= 0) & (pairs.cell_role == "train")
+    counts = np.bincount(pairs.cell_pert[train], minlength=len(pairs.perturbations)).astype(np.float64)
+    weight = np.where(counts > 0, 2.0 * config.shrink / np.sqrt(np.maximum(counts, 1.0)), 0.0)
+    return np.r_[weight, 0.0].astype(np.float32)
+
+
+def _shrink_penalty(
+    pred: torch.Tensor, pre: torch.Tensor, weight: np.ndarray, scale: torch.Tensor
+) -> torch.Tensor:
+    """L1 penalty on each pair's predicted change, per gene in units of ``scale``."""
+    w = torch.from_numpy(weight).to(pred.device)[:, None]
+    return (w * ((pred - pre) / scale).abs()).mean()
+
+
 def _loss(pred: torch.Tensor, target: torch.Tensor, scale: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     if config.loss == "huber":
         return F.huber_loss(pred, target, delta=config.huber_delta)
@@ -161,6 +183,7 @@ class _Trainer:
             )
         model = model.to(cfg.device)
         hooks = _freeze_unperturbed_columns(model, self.pairs) if self.model_config.freeze_unperturbed else []
+        shrink_weight = _shrink_weights(self.pairs, cfg)
         lr = cfg.lr_for(model.hidden)
         opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=cfg.weight_decay)
         steps_per_epoch = max(1, planned_steps(self.pairs, cfg.replace(replicas=1, epochs=1)))
@@ -175,11 +198,18 @@ class _Trainer:
         for epoch in range(cfg.epochs):
             model.train()
             batch_losses = []
-            for pre, post in self.pairs.iter_batches(self.pairs.sample_epoch(rng), cfg.batch_size):
+            epoch_pairs = self.pairs.sample_epoch(rng)
+            for first in range(0, len(epoch_pairs), cfg.batch_size):
+                rows = slice(first, first + cfg.batch_size)
+                pre, post = self.pairs.batch(epoch_pairs, rows)
                 if self.should_stop():
                     raise TrainingCancelled("Training was cancelled; nothing was saved.")
                 pre_t, post_t = torch.from_numpy(pre).to(cfg.device), torch.from_numpy(post).to(cfg.device)
-                loss = _loss(model.step(pre_t), post_t, self.scale.to(cfg.device), cfg)
+                pred = model.step(pre_t)
+                loss = _loss(pred, post_t, self.scale.to(cfg.device), cfg)
+                if shrink_weight is not None:
+                    loss = loss + _shrink_penalty(pred, pre_t, shrink_weight[epoch_pairs.pert[rows]],
+                                                  self.scale.to(cfg.device))
                 if not torch.isfinite(loss):
                     retries = self._nan_guard(model, opt, best[1], replica, epoch, retries)
                     continue

@@ -221,7 +221,8 @@ def test_train_page_widgets_and_job_to_completion(runs_dir):
     at = _with_demo()
     _goto(at, "2_Train")
     labels = [n.label for n in at.number_input]
-    assert labels == ["Replicas", "Hidden width (0 = auto)", "Epochs", "Time budget (s)", "Seed"]
+    assert labels == ["Replicas", "Hidden width (0 = auto)", "Epochs", "Time budget (s)", "Seed",
+                      "Shrink (standard errors)"]
     assert [s.label for s in at.selectbox][:2] == ["Pairing", "Held-out split"]
     _train(at, replicas=1, epochs=2, name="poll-me")
     job_id = at.session_state["job_id"]
