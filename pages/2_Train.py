@@ -147,7 +147,7 @@ with st.form("train_form"):
         "anchored need one hidden unit per gene (hidden width 0 and at most 1024 genes). "
         "How each compares with its baselines: README, Results.",
     )
-    shrink = st.number_input(
+    shrink = st.columns(4)[0].number_input(
         "Shrink (standard errors)", 0.0, 10.0, 0.0, step=0.5,
         help="L1 prior on each perturbation's predicted change: changes smaller than this many standard "
         "errors of the perturbation's mean are set to 0 (most genes of a knock-down do not move). 0 is "

@@ -237,6 +237,26 @@ def test_train_page_widgets_and_job_to_completion(runs_dir):
     assert job_registry().get(job_id).progress().status == "done"
 
 
+def test_train_page_shrink_reaches_the_run(runs_dir):
+    import json
+
+    at = _with_demo()
+    _goto(at, "2_Train")
+    at.radio[0].set_value("anchored")
+    at.number_input[0].set_value(1)
+    at.number_input[2].set_value(1)
+    shrink = next(n for n in at.number_input if n.label == "Shrink (standard errors)")
+    assert shrink.value == 0.0  # off by default: the method as published
+    shrink.set_value(2.0)
+    at.text_input[0].set_value("shrunk")
+    at.button(key="start_training").click().run()
+    _ok(at)
+    _poll(at, lambda a: a.session_state["run_path"])
+    manifest = json.loads((runs_dir / "shrunk" / "config.json").read_text())
+    assert manifest["train_config"]["shrink"] == 2.0 and manifest["model_config"]["anchor"] is True
+    assert any("recipe: anchored · shrink 2 SE" in m.value for m in at.markdown)
+
+
 def test_train_page_covariance_recipe_reaches_the_run(runs_dir):
     import json
 
