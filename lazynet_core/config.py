@@ -296,7 +296,8 @@ class TrainConfig(_Config):
     shrink: float = 0.0
 
     def __post_init__(self) -> None:
-        _check(self.shrink >= 0, f"shrink is in standard errors and must be >= 0 (0 = off, the published method; 2 measured best on doubles), got {self.shrink}.")
+        _check(self.shrink >= 0, f"shrink is in standard errors and must be >= 0 (0 = off, the published "
+                                 f"method; 2 measured best on doubles), got {self.shrink}.")
         _check(self.replicas >= 1, f"replicas must be >= 1, got {self.replicas}.")
         _check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}.")
         _check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}.")
