@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--recipe", default=None, choices=sorted(RECIPES),
                         help="a named recipe (config.RECIPES); overrides --start")
     parser.add_argument("--shrink", type=float, default=0.0,
-                        help="TrainConfig.shrink: L1 pull of each fitted change toward the start, in SEs")
+                        help="TrainConfig.shrink: L1 pull of each fitted change toward no change, in SEs")
     args = parser.parse_args(argv)
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
     train = TrainConfig(shrink=args.shrink, **({"epochs": 3} if args.quick else {}))

@@ -466,8 +466,7 @@ def _mean_variance(rows) -> np.ndarray:
     """Squared standard error of the column means of a sparse block of cells."""
     mean = np.asarray(rows.mean(axis=0), dtype=np.float64).ravel()
     sq = np.asarray(rows.multiply(rows).mean(axis=0), dtype=np.float64).ravel()
-    n = rows.shape[0]
-    return np.clip(sq - mean**2, 0.0, None) * n / (n - 1) / n
+    return np.clip(sq - mean**2, 0.0, None) / (rows.shape[0] - 1)  # sample variance / n
 
 
 def _clamp_targets(pred: np.ndarray, pre: np.ndarray, targets: Sequence[np.ndarray]) -> None:
