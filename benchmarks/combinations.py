@@ -26,47 +26,73 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
 from benchmarks.accuracy import report
 from benchmarks.common import machine_info, write_json
+from lazynet_core.metrics import summarize
 
 METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk", "control_covariance", "null",
            "linear")
 
 
-def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int):
+def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int, redundant: bool = False):
     """A Hill screen with doubles, read as a user would (``read_screen``)."""
     from lazynet_core import datasets
     from lazynet_core.data import read_screen
 
     return read_screen(datasets.hill_screen(n_genes=n_genes, n_cells=n_cells, seed=seed,
-                                            n_combinations=n_combinations))
+                                            n_combinations=n_combinations, redundant=redundant))
 
 
 def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, model,
-                 k: int | None = None, pair=None) -> pd.DataFrame:
-    """Train with every double held out; evaluate the ``combinations`` set for each training seed."""
+                 k: int | None = None, pair=None, test_fraction: float = 0.2) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train with every double held out; score the ``combinations`` set and the doubles'
+    interactions (``interactions.interaction_frame``) for each training seed."""
     from lazynet_core.config import PairConfig
+    from lazynet_core.interactions import interaction_frame
     from lazynet_core.metrics import evaluate
     from lazynet_core.pairs import make_pairs
     from lazynet_core.train import train_ensemble
 
     doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
-    frames = []
+    frames, interactions = [], []
     for seed in seeds:
         base = pair if pair is not None else PairConfig()
         pairs = make_pairs(adata, base.replace(split="perturbations", held_out=doubles, seed=seed,
-                                               **({"k": k} if k else {})))
+                                               test_fraction=test_fraction, **({"k": k} if k else {})))
         ensemble = train_ensemble(pairs, model_config=model, train_config=train.replace(seed=seed))
         frame = evaluate(pairs, ensemble.predict, methods=METHODS)
         frame = frame[frame["set"] == "combinations"].copy()
-        frame["seed"] = seed
-        frame["perturbation"] = f"s{screen_seed}:" + frame["perturbation"].astype(str)
+        inter = interaction_frame(pairs, ensemble.predict, seed=seed)
+        for f in (frame, inter):
+            f["seed"] = seed
+            f["perturbation"] = f"s{screen_seed}:" + f["perturbation"].astype(str)
         frames.append(frame)
+        interactions.append(inter)
         print(f"[screen {screen_seed}] seed {seed}: {len(doubles)} doubles scored", flush=True)
-    return pd.concat(frames, ignore_index=True)
+    return pd.concat(frames, ignore_index=True), pd.concat(interactions, ignore_index=True)
+
+
+def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
+    """Print and return the interaction figures (``interactions.interaction_summary``)."""
+    from lazynet_core.interactions import interaction_summary
+
+    out = interaction_summary(frame)
+    r, ex, ceil = out["pearson_interaction"], out["interaction_explained"], out["ceiling"]
+    print(f"\ninteraction I = Δ(A+B) − Δ(A) − Δ(B), independent cells, {r['n']} doubles:")
+    print(f"  pearson_interaction   {r['mean']:.3f} ± {r['sd']:.3f}  (> 0 on {r['above_zero']}/{r['n']}, "
+          f"p vs 0 = {r['p_wilcoxon_vs_zero']:.2g}; the additive model's r is undefined: it predicts I = 0)")
+    print(f"  interaction_explained {ex['mean']:.3f} ± {ex['sd']:.3f}  (> 0 on {ex['above_zero']}/{ex['n']}, "
+          f"p vs additive (0) = {ex['p_wilcoxon_vs_zero']:.2g})")
+    print(f"  noise ceiling of pearson_interaction: {ceil['mean']:.3f} ({ceil['n']} doubles defined)")
+    out["records"] = [
+        {k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in row.items()}
+        for row in summarize(frame).to_dict("records")
+    ]
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,6 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     parser.add_argument("--recipe", default=None, choices=sorted(RECIPES),
                         help="a named recipe (config.RECIPES); overrides --start")
+    parser.add_argument("--redundant", action="store_true",
+                        help="hill_screen(redundant=True): each double's targets are redundant activators of a hub")
+    parser.add_argument("--test-fraction", type=float, default=0.2,
+                        help="share of each single arm's cells held out (the interaction's independent side)")
     parser.add_argument("--shrink", type=float, default=0.0,
                         help="TrainConfig.shrink: L1 pull of each fitted change toward no change, in SEs")
     args = parser.parse_args(argv)
@@ -93,18 +123,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.recipe:
         model, pair = recipe_configs(args.recipe)
     t0 = time.perf_counter()
-    frames = []
+    frames, interactions = [], []
     for screen_seed in screens:
         adata = screen_with_doubles(screen_seed, n_genes=args.genes, n_cells=args.cells,
-                                    n_combinations=args.combinations)
-        frames.append(score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model,
-                                   k=args.k, pair=pair))
-    frame = pd.concat(frames, ignore_index=True)
-    payload: dict[str, Any] = report("hill doubles", frame)
+                                    n_combinations=args.combinations, redundant=args.redundant)
+        frame, inter = score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model,
+                                    k=args.k, pair=pair, test_fraction=args.test_fraction)
+        frames.append(frame)
+        interactions.append(inter)
+    frame, inter = pd.concat(frames, ignore_index=True), pd.concat(interactions, ignore_index=True)
+    payload: dict[str, Any] = report("hill doubles" + (" (redundant hubs)" if args.redundant else ""), frame)
+    payload["interaction"] = print_interaction(inter)
     payload.update(
         benchmark="combinations",
         design={"screen_seeds": list(screens), "training_seeds": list(seeds), "n_genes": args.genes,
-                "n_cells": args.cells, "n_combinations": args.combinations,
+                "n_cells": args.cells, "n_combinations": args.combinations, "redundant": args.redundant,
+                "test_fraction": args.test_fraction,
                 "train_config": train.to_dict(), "model_config": model.to_dict(), "k": args.k,
                 "recipe": args.recipe, "pair_config": pair.to_dict()},
         wall_s=time.perf_counter() - t0, lazynet_version=__version__, machine=machine_info(),
@@ -115,6 +149,10 @@ def main(argv: list[str] | None = None) -> int:
         suffix = ("_quick" if args.quick else "") + f"_{args.recipe}"
     if args.shrink:
         suffix += f"_shrink{args.shrink:g}"
+    if args.redundant:
+        suffix += "_redundant"
+    if args.cells != 5000 or args.test_fraction != 0.2:
+        suffix += f"_{args.cells}cells_tf{args.test_fraction:g}"
     write_json(f"combinations{suffix}", payload)
     return 0
 

@@ -528,8 +528,32 @@ def _pairs_within(members: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for i, a in enumerate(members) for b in members[i + 1:]]
 
 
+def _make_redundant(rng: np.random.Generator, doubles: list[tuple[str, str]], genes: np.ndarray, taken: set,
+                    basal: np.ndarray, parents: list, k: list) -> list[str]:
+    """Rewire the network in place so that each double's two targets are the only, redundant,
+    activators of one fresh later gene (an OR gate: either arm keeps it on), which in turn regulates
+    up to four later genes. Returns the hub genes (one per double that found a free later gene)."""
+    index = {g: i for i, g in enumerate(genes)}
+    hubs = []
+    for label, _ in doubles:
+        a, b = sorted(index[g] for g in label.split("+"))
+        free = [i for i in range(b + 1, len(genes)) if i not in taken]
+        if not free:
+            continue
+        hub = int(rng.choice(free))
+        taken.add(hub)
+        parents[hub], k[hub] = np.array([a, b]), np.full(2, 3.0)
+        basal[hub] = 0.02
+        later = [i for i in range(hub + 1, len(genes)) if i not in taken]
+        for child in rng.choice(later, min(4, len(later)), replace=False) if later else []:
+            parents[child] = np.r_[parents[child], hub].astype(int)
+            k[child] = np.r_[k[child], rng.uniform(1.0, 4.0) * rng.choice([-1.0, 1.0])]
+        hubs.append(str(genes[hub]))
+    return hubs
+
+
 def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
-                n_combinations: int = 0) -> ad.AnnData:
+                n_combinations: int = 0, redundant: bool = False) -> ad.AnnData:
     """A screen whose dynamics are not the model's form: SERGIO-style Hill kinetics.
 
     Genes are in topological order; the first 15 % are master regulators (basal production
@@ -552,6 +576,13 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
         are unchanged); pairs that share a regulated gene come first, so that their effects meet
         in one production term (where Hill kinetics are not additive in log space). 0 (default)
         gives exactly the screen without combinations.
+    redundant
+        Give every double a genuine interaction (needs ``n_combinations``): its two targets become
+        the only activators of one further gene (``K = 3`` each, basal 0.02: an OR gate, so either
+        arm alone keeps it half on and the double shuts it off), and that gene regulates up to four
+        later genes. In log space the double then moves the hub and its targets far more than the
+        sum of its arms: the synergy an additive model cannot predict. The hubs are listed, comma-separated,
+        in ``uns["synthetic"]["redundant_hubs"]``. False (default) leaves the screen unchanged.
 
     Returns
     -------
@@ -571,13 +602,23 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
     h = np.full(n_genes, np.nan)
     _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)))  # fills h with noiseless levels
     regs = np.unique(np.concatenate(parents))
+    if redundant and not n_combinations:
+        msg = "redundant=True rewires the doubles' shared gene; ask for doubles too (n_combinations > 0)."
+        raise ValueError(msg)
     n_pert = round(0.4 * n_genes)
     targets = np.r_[rng.permutation(regs)[: int(0.7 * len(regs))]]
     rest = np.setdiff1d(np.arange(n_genes), targets)
     targets = np.r_[targets, rng.choice(rest, max(n_pert - len(targets), 0), replace=False)][:n_pert]
     perts = [(str(genes[t]), "CRISPRi" if i % 3 else "CRISPRa") for i, t in enumerate(targets)]
     if n_combinations:
-        perts += _hill_combinations(np.random.default_rng([seed, 1]), perts, genes, parents, n_combinations)
+        doubles = _hill_combinations(np.random.default_rng([seed, 1]), perts, genes, parents, n_combinations)
+        perts += doubles
+    hubs: list[str] = []
+    if redundant:
+        taken = {int(t) for t in targets}
+        hubs = _make_redundant(np.random.default_rng([seed, 2]), doubles, genes, taken, basal, parents, k)
+        h = np.full(n_genes, np.nan)
+        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)))  # the rewired noiseless levels
     n_controls = int(0.12 * n_cells)
     cells_per = np.full(len(perts), (n_cells - n_controls) // len(perts))
     cells_per[: (n_cells - n_controls) % len(perts)] += 1
@@ -592,7 +633,9 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
     src = np.concatenate(parents)
     tgt = np.concatenate([np.full(len(p), i) for i, p in enumerate(parents)])
     net = PlantedNetwork(genes, src.astype(int), tgt.astype(int), np.concatenate(k).astype(float))
-    return _anndata(counts, obs, net, _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0))
+    extra = {"redundant_hubs": ",".join(hubs)} if redundant else {}
+    synthetic = _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0, **extra)
+    return _anndata(counts, obs, net, synthetic)
 
 
 # ----------------------------------------------------------------------------- paper scale

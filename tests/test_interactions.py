@@ -1,0 +1,145 @@
+"""Known answers for the interaction of double perturbations (``lazynet_core.interactions``) and for
+the Hill screen whose doubles truly interact (``hill_screen(redundant=True)``; issue 11, goal 2)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from numpy.testing import assert_allclose
+
+from lazynet_core import datasets
+from lazynet_core.config import PairConfig
+from lazynet_core.data import read_screen
+from lazynet_core.interactions import (
+    double_arms,
+    interaction_frame,
+    interaction_scores,
+    interaction_summary,
+)
+from lazynet_core.pairs import make_pairs
+
+
+def test_interaction_scores_by_hand():
+    observed = np.array([1.0, -2.0, 0.0, 0.5])
+    half = interaction_scores(observed / 2, observed)
+    assert_allclose([half["pearson_interaction"], half["interaction_explained"]], [1.0, 0.75])
+    none = interaction_scores(np.zeros(4), observed)
+    assert np.isnan(none["pearson_interaction"]) and none["interaction_explained"] == 0.0
+    wrong = interaction_scores(-observed, observed)
+    assert_allclose([wrong["pearson_interaction"], wrong["interaction_explained"]], [-1.0, -3.0])
+
+
+@pytest.fixture(scope="module")
+def redundant_pairs():
+    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True)
+    adata = read_screen(raw)
+    doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
+    pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, test_fraction=0.5, seed=0))
+    return raw, pairs
+
+
+def test_redundant_screen_wires_each_double_to_a_hub(redundant_pairs):
+    raw, _ = redundant_pairs
+    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
+    doubles = sorted({p for p in raw.obs["perturbation"].unique() if "+" in p})
+    assert len(hubs) == len(doubles) == 3
+    planted = raw.uns["planted_network"]
+    src, tgt, w = (np.asarray(planted[k]) for k in ("source", "target", "weight"))
+    parents_of = {h: sorted(src[tgt == h]) for h in hubs}
+    assert sorted(parents_of.values()) == sorted(sorted(d.split("+")) for d in doubles)  # the targets only
+    assert all(w[tgt == h].min() > 0 for h in hubs)  # both activate
+    assert not any(h in {g for d in doubles for g in d.split("+")} for h in hubs)  # a hub is never a target
+
+
+def test_redundant_doubles_are_synergistic_on_the_hub(redundant_pairs):
+    # An OR gate: each arm alone leaves the hub half on, the double shuts it off, so in log space the
+    # double moves the hub further than the sum of its arms (negative interaction), seen on cells
+    # that never reached training.
+    raw, pairs = redundant_pairs
+    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
+    labels = [str(p) for p in pairs.perturbations]
+    ref = pairs.control_mean("reference").astype(np.float64)
+    gene = {g: i for i, g in enumerate(pairs.genes)}
+    found = {}
+    for p, arms in double_arms(pairs):
+        means = [pairs.pert_mean(s, "test").astype(np.float64) - ref for s in (p, *arms)]
+        interaction = means[0] - means[1] - means[2]
+        hub_values = {h: interaction[gene[h]] for h in hubs}
+        found[labels[p]] = min(hub_values.values())
+    assert len(found) == 3
+    assert all(v < -0.15 for v in found.values()), found
+
+
+def _lookup_predictor(pairs, table):
+    """Predicts the post state whose pre-state matches a row of ``table`` (pre, post) exactly."""
+
+    def predict(x):
+        out = np.empty_like(x)
+        for i, row in enumerate(x):
+            match = [post for pre, post in table if np.array_equal(pre, row)]
+            assert match, "unexpected pre-state"
+            out[i] = match[0]
+        return out
+
+    return predict
+
+
+def test_an_oracle_of_the_held_out_cells_scores_one_and_identity_scores_zero(redundant_pairs):
+    _, pairs = redundant_pairs
+    ref = pairs.control_mean("reference")
+    base = pairs.control_mean("train").astype(np.float32)
+    table = [(base, ref.astype(np.float32))]
+    for p, arms in double_arms(pairs):
+        for s in (p, *arms):
+            table.append((pairs.pre_state(s, "test").astype(np.float32), pairs.pert_mean(s, "test")))
+    frame = interaction_frame(pairs, _lookup_predictor(pairs, table), name="oracle")
+    oracle = frame[frame["method"] == "oracle"].pivot(index="perturbation", columns="metric", values="value")
+    assert len(oracle) == 3
+    assert_allclose(oracle["pearson_interaction"], 1.0, atol=1e-6)
+    assert_allclose(oracle["interaction_explained"], 1.0, atol=1e-6)
+
+    ident = interaction_frame(pairs, lambda x: x.copy(), name="identity", ceiling=False)
+    ident = ident[ident["method"] == "identity"].pivot(index="perturbation", columns="metric", values="value")
+    assert ident["pearson_interaction"].isna().all()  # predicts no interaction: r undefined, as additive
+    assert_allclose(ident["interaction_explained"], 0.0, atol=1e-6)
+    additive = frame[(frame["method"] == "additive") & (frame["metric"] == "interaction_explained")]
+    assert_allclose(additive["value"], 0.0)
+    ceiling = frame[frame["method"] == "observed"]["value"]
+    assert len(ceiling) == 3 and (ceiling.dropna() <= 1).all()
+
+
+def test_a_double_whose_arm_has_no_held_out_cells_is_not_scored(redundant_pairs):
+    _, pairs = redundant_pairs
+    arms = double_arms(pairs)
+    first_arm = arms[0][1][0]
+    role = pairs.cell_role.copy()
+    role[pairs.cell_pert == first_arm] = "train"
+    assert len(double_arms(dataclasses.replace(pairs, cell_role=role, _cache={}))) == len(arms) - 1
+
+
+def test_interaction_summary_tests_against_zero():
+    rows = []
+    for i, v in enumerate([0.2, 0.3, 0.1, 0.4, 0.25, 0.35, -0.05]):
+        rows += [("combinations", "independent", "lazynet", f"d{i}", "pearson_interaction", v),
+                 ("combinations", "independent", "lazynet", f"d{i}", "interaction_explained", v / 10),
+                 ("combinations", "independent", "observed", f"d{i}", "ceiling", 0.5)]
+    frame = pd.DataFrame(rows, columns=["set", "reference", "method", "perturbation", "metric", "value"])
+    out = interaction_summary(frame)
+    r = out["pearson_interaction"]
+    assert r["n"] == 7 and r["above_zero"] == 6
+    assert_allclose(r["mean"], np.mean([0.2, 0.3, 0.1, 0.4, 0.25, 0.35, -0.05]))
+    assert r["p_wilcoxon_vs_zero"] < 0.05
+    assert out["ceiling"] == {"mean": 0.5, "n": 7}
+
+
+def test_redundant_needs_doubles_and_leaves_other_screens_alone():
+    with pytest.raises(ValueError, match="n_combinations"):
+        datasets.hill_screen(n_genes=30, n_cells=400, redundant=True)
+    plain = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2)
+    again = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2, redundant=False)
+    assert (plain.X != again.X).nnz == 0 and "redundant_hubs" not in plain.uns["synthetic"]
+    rewired = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2, redundant=True)
+    assert (plain.X != rewired.X).nnz > 0
