@@ -45,7 +45,8 @@ DESIGNS = {
     "demo": {"folds": 5, "seeds": (0, 1, 2, 3, 4)},
     "hill": {"folds": 5, "seeds": (0, 1, 2, 3, 4)},
 }
-SHOWN = ("lazynet", "perturbed_mean", "perturbed_mean_ex", "linear", "control_covariance", "additive", "null")
+SHOWN = ("lazynet", "perturbed_mean", "perturbed_mean_ex", "linear", "control_covariance", "additive",
+         "additive_shrunk", "null")
 METRICS = ("pearson_delta", "pearson_delta_top20", "slope", "norm_ratio", "intervention_response",
            "pearson_delta_specific")
 
@@ -84,7 +85,7 @@ def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
         n = int(block[(block.method == "lazynet") & (block.metric == "pearson_delta")]["n"].max())
         print(f"\n{screen} · {set_name} · reference {ref} · {n} perturbations (mean ± sd over perturbations)")
         rows = []
-        for method in [*SHOWN, "own_training_mean", "observed"]:
+        for method in [*SHOWN, "own_training_mean", "own_training_mean_shrunk", "observed"]:
             sub = block[block.method == method].set_index("metric")
             if sub.empty or (method != "observed" and not np.isfinite(sub["mean"].get("pearson_delta", np.nan))):
                 continue

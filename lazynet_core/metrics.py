@@ -73,6 +73,7 @@ BASELINES = (
     "additive_shrunk",
     "null",
     "own_training_mean",
+    "own_training_mean_shrunk",
 )
 REFERENCES = ("independent", "training")
 SETS = ("held_out_perturbations", "validation_perturbations", "combinations", "held_out_cells")
@@ -374,6 +375,10 @@ def baseline_predictions(
         ``own_training_mean``
             the perturbation's own training-cell mean (held-out cells only). A baseline, not a
             ceiling: a noisy mean of few cells can be beaten.
+        ``own_training_mean_shrunk``
+            that mean's delta soft-thresholded at ``SHRINK_SE`` standard errors, like an arm of
+            ``additive_shrunk``: the fair comparison for a model trained with ``TrainConfig.shrink``,
+            whose edge over the raw mean may be denoising alone.
 
         Every prediction has its target gene(s) set to the pre-state value.
     """
@@ -430,10 +435,21 @@ def baseline_predictions(
         "additive_shrunk": additive_shrunk,
         "null": null,
         "own_training_mean": means[evals].copy(),
+        "own_training_mean_shrunk": _own_shrunk(pairs, evals, base, counts),
     }
     for pred in preds.values():
         _clamp_targets(pred, pre, targets)
     return preds
+
+
+def _own_shrunk(pairs: Any, evals: np.ndarray, base: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """``own_training_mean_shrunk`` rows: NaN where a perturbation has no training cells."""
+    out = np.full((len(evals), pairs.n_genes), np.nan)
+    for row, p in enumerate(evals):
+        shrunk = _shrunk_training_delta(pairs, int(p), base) if counts[p] > 0 else None
+        if shrunk is not None:
+            out[row] = base + shrunk
+    return out
 
 
 #: Threshold of the ``additive_shrunk`` baseline, in standard errors (the shrunk recipe's ``shrink``).

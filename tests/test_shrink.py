@@ -96,6 +96,26 @@ def test_additive_shrunk_by_hand(doubles_pairs):
     assert checked == 3
 
 
+def test_own_training_mean_shrunk_by_hand(doubles_pairs):
+    pairs = doubles_pairs
+    preds = baseline_predictions(pairs)
+    evals = pairs.evaluation_perturbations("test")
+    base = pairs.control_mean("train").astype(np.float64)
+    X = pairs.X.toarray().astype(np.float64)
+    checked = 0
+    for row, p in enumerate(evals):
+        own, ctrl = X[pairs.cells(p, "train")], X[pairs.cells(-1, "train")]
+        if len(own) == 0:
+            assert np.isnan(preds["own_training_mean_shrunk"][row]).all()  # never trained on
+            continue
+        se = np.sqrt(own.var(0, ddof=1) / len(own) + ctrl.var(0, ddof=1) / len(ctrl))
+        keep = np.setdiff1d(np.arange(pairs.n_genes), pairs.pert_targets[p])
+        expected = base + soft_threshold_delta(own.mean(0) - base, se, SHRINK_SE)
+        assert_allclose(preds["own_training_mean_shrunk"][row, keep], expected[keep], rtol=1e-4, atol=1e-5)
+        checked += 1
+    assert checked >= 5
+
+
 def test_shrink_sets_small_changes_of_trained_perturbations_to_zero(doubles_pairs):
     pairs = doubles_pairs
     model_config, _ = recipe_configs("anchored")

@@ -33,7 +33,9 @@ METHOD_LABELS = {
     "linear": "linear (Ahlmann-Eltze)",
     "control_covariance": "control covariance",
     "additive": "additive (sum of single arms)",
+    "additive_shrunk": "additive, arms soft-thresholded at 2 SE",
     "own_training_mean": "own training-cell mean",
+    "own_training_mean_shrunk": "own training-cell mean, soft-thresholded at 2 SE",
     "null": "null (random control cells)",
 }
 SET_LABELS = {
@@ -251,7 +253,7 @@ def effects_frame(
     if baselines:
         preds = baseline_predictions(pairs, role=role, perturbations=[int(p_idx)])
         for method, post in preds.items():
-            if method == "own_training_mean" and role != "test":
+            if method.startswith("own_training_mean") and role != "test":
                 continue  # the training fit's own mean, or undefined for a never-trained perturbation
             delta = np.asarray(post[0], dtype=float) - control
             if np.isfinite(delta).all():
