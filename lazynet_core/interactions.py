@@ -104,32 +104,58 @@ def interaction_frame(
         ``reference`` (``"independent"``), ``method``, ``perturbation``, ``metric``, ``value``.
         Empty when no double qualifies.
     """
-    ref = np.asarray(reference_mean(pairs, "independent"), dtype=np.float64)
-    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     records = []
     for p, arms in double_arms(pairs, role=role):
-        keep = np.ones(pairs.n_genes, dtype=bool)
-        keep[pairs.pert_targets[p]] = False
-        sides = (p, *arms)
-        pre = np.stack([np.asarray(pairs.pre_state(s, role), dtype=np.float32) for s in sides])
-        out = np.asarray(predict(np.vstack([pre, base[None, :].astype(np.float32)])), dtype=np.float64)
-        out = out.reshape(len(sides) + 1, -1)
-        for row, s in enumerate(sides):  # the do-intervention: targets stay at their input level
-            out[row, pairs.pert_targets[s]] = pre[row, pairs.pert_targets[s]]
-        predicted = _interaction(out[0], list(out[1:-1]), out[-1])[keep]
-        means = [np.asarray(pairs.pert_mean(s, role), dtype=np.float64) for s in sides]
-        observed = _interaction(means[0], means[1:], ref)[keep]
+        genes = double_interaction(pairs, predict, p, arms, role=role)
+        genes = genes[~genes["is_target"]]
+        predicted, observed = genes["predicted"].to_numpy(), genes["observed"].to_numpy()
         label = str(pairs.perturbations[p])
         for method, pred in ((name, predicted), ("additive", np.zeros_like(observed))):
             for metric, value in interaction_scores(pred, observed).items():
                 records.append((method, label, metric, value))
         if ceiling:
-            records.append(("observed", label, "ceiling", interaction_ceiling(pairs, sides, role, seed=seed)))
+            ceil = interaction_ceiling(pairs, (p, *arms), role, seed=seed)
+            records.append(("observed", label, "ceiling", ceil))
     frame = pd.DataFrame.from_records(records, columns=["method", "perturbation", "metric", "value"])
     frame.insert(0, "set", "combinations")
     frame.insert(1, "role", role)
     frame.insert(2, "reference", "independent")
     return frame
+
+
+def double_interaction(
+    pairs: Any,
+    predict: Callable[[np.ndarray], np.ndarray],
+    p_idx: int,
+    arms: tuple[int, ...],
+    *,
+    role: str = "test",
+) -> pd.DataFrame:
+    """Predicted and observed interaction of one double, gene by gene.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``gene``, ``observed``, ``predicted`` (``I`` of the module docstring) and ``is_target`` (the
+        double's targets: their levels are inputs, so they are left out of every score).
+    """
+    ref = np.asarray(reference_mean(pairs, "independent"), dtype=np.float64)
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    sides = (int(p_idx), *(int(a) for a in arms))
+    pre = np.stack([np.asarray(pairs.pre_state(s, role), dtype=np.float32) for s in sides])
+    out = np.asarray(predict(np.vstack([pre, base[None, :].astype(np.float32)])), dtype=np.float64)
+    out = out.reshape(len(sides) + 1, -1)
+    for row, s in enumerate(sides):  # the do-intervention: targets stay at their input level
+        out[row, pairs.pert_targets[s]] = pre[row, pairs.pert_targets[s]]
+    means = [np.asarray(pairs.pert_mean(s, role), dtype=np.float64) for s in sides]
+    is_target = np.zeros(pairs.n_genes, dtype=bool)
+    is_target[pairs.pert_targets[sides[0]]] = True
+    return pd.DataFrame({
+        "gene": np.asarray(pairs.genes, dtype=str),
+        "observed": _interaction(means[0], means[1:], ref),
+        "predicted": _interaction(out[0], list(out[1:-1]), out[-1]),
+        "is_target": is_target,
+    })
 
 
 def interaction_scores(predicted: np.ndarray, observed: np.ndarray) -> dict[str, float]:

@@ -266,7 +266,12 @@ def _slope_words(slope: float) -> str:
 
 
 def effects_scatter(
-    frame: pd.DataFrame, *, title: str = "", n_labels: int = 10, highlight: str | None = None
+    frame: pd.DataFrame,
+    *,
+    title: str = "",
+    n_labels: int = 10,
+    highlight: str | None = None,
+    quantity: str = "Δ",
 ) -> go.Figure:
     """Predicted vs observed Δ (log scale) per gene: identity line, least-squares fit and its slope.
 
@@ -274,9 +279,12 @@ def effects_scatter(
     (targets are drawn as hollow diamonds: their level is the model's input, not a prediction, and
     they are left out of the fit). The slope (1 = effects of the right size, 0.1 = ten times too
     small) is in the fit line's legend entry and in a corner annotation. ``highlight`` names a gene
-    to ring and label (e.g. from a search box); unknown names are ignored.
+    to ring and label (e.g. from a search box); unknown names are ignored. ``quantity`` names what
+    is plotted in hovers and axis titles (``"interaction"`` for a double's genetic interaction).
     """
     data = frame.copy()
+    hover = (f"<b>%{{text}}</b><br>observed {quantity} %{{x:.3f}}<br>"
+             f"predicted {quantity} %{{y:.3f}}<extra></extra>")
     if "is_target" not in data:
         data["is_target"] = False
     data["is_target"] = data["is_target"].astype(bool)
@@ -289,7 +297,7 @@ def effects_scatter(
         name="genes",
         text=_plot_texts(rest["gene"]),
         marker={"size": 6, "color": PALETTE["primary"], "opacity": 0.6},
-        hovertemplate="<b>%{text}</b><br>observed Δ %{x:.3f}<br>predicted Δ %{y:.3f}<extra></extra>",
+        hovertemplate=hover,
     )
     if len(targets):
         fig.add_scatter(
@@ -299,7 +307,7 @@ def effects_scatter(
             name="target (input)",
             text=_plot_texts(targets["gene"]),
             marker={"size": 11, "symbol": "diamond-open", "color": PALETTE["accent"]},
-            hovertemplate="<b>%{text}</b> (target)<br>observed Δ %{x:.3f}<extra></extra>",
+            hovertemplate=f"<b>%{{text}}</b> (target)<br>observed {quantity} %{{x:.3f}}<extra></extra>",
         )
     finite = data[["observed", "predicted"]].to_numpy(dtype=float)
     finite = finite[np.isfinite(finite).all(axis=1)]
@@ -352,7 +360,7 @@ def effects_scatter(
                 name=f"{plot_text(highlight, max_len=30)} (searched)",
                 text=[plot_text(highlight)],
                 marker={"size": 18, "symbol": "circle-open", "color": PALETTE["bad"], "line": {"width": 3}},
-                hovertemplate="<b>%{text}</b><br>observed Δ %{x:.3f}<br>predicted Δ %{y:.3f}<extra></extra>",
+                hovertemplate=hover,
             )
             fig.add_annotation(
                 x=row["observed"],
@@ -383,8 +391,10 @@ def effects_scatter(
         **_LAYOUT,
         height=500,
         title=plot_text(title, max_len=120) if title else "Predicted vs observed effect",
-        xaxis_title="observed Δ log expression (vs reference controls)",
-        yaxis_title="predicted Δ log expression (vs training controls)",
+        xaxis_title="observed Δ log expression (vs reference controls)" if quantity == "Δ"
+        else f"observed {quantity} (held-out cells)",
+        yaxis_title="predicted Δ log expression (vs training controls)" if quantity == "Δ"
+        else f"predicted {quantity}",
         legend={"orientation": "h", "y": -0.18},
     )
     fig.update_yaxes(scaleanchor="x", scaleratio=1)

@@ -378,6 +378,25 @@ def test_effects_page(trained_run):
     assert not at.error
 
 
+def test_effects_combination_shows_its_interaction(trained_run):
+    at = _goto(_app(run=trained_run), "3_Effects")
+    options = [o.split(" · ")[0] for o in at.selectbox(key="eff_pert").options]
+    assert {"ADCY10+MFN2", "ATF4+TP53"} <= set(options)  # demo doubles: held out / trained on
+    at.selectbox(key="eff_pert").set_value("ADCY10+MFN2").run()
+    _ok(at)
+    labels = [m.label for m in at.metric]
+    assert {"Interaction Pearson", "Interaction explained"} <= set(labels)
+    value = next(m.value for m in at.metric if m.label == "Interaction explained")
+    assert value == "n/a" or -10 < float(value) <= 1
+    specs = [c.proto.spec for c in at.get("plotly_chart")]
+    assert any("predicted vs observed interaction" in s and "observed interaction" in s for s in specs)
+    assert "additive model predicts no interaction" in " ".join(c.value for c in at.caption)
+    at.selectbox(key="eff_pert").set_value("ATF4+TP53").run()  # trained on: held-out cells, no panel
+    _ok(at)
+    assert "Interaction Pearson" not in [m.label for m in at.metric]
+    assert not any("Genetic interaction" in m.value for m in at.markdown)
+
+
 def _gene_tables(at: AppTest) -> list:
     """The Effects page's per-gene tables (the searched gene's row, if any, then the full table)."""
     return [d.value for d in at.dataframe if "observed Δ" in getattr(d.value, "columns", [])]

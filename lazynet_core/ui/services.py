@@ -218,6 +218,36 @@ def de_test(pairs: Any, p_idx: int, role: str, *, reference: str = "independent"
     return pd.DataFrame({"p_value": p, "q_value": q})
 
 
+def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | None:
+    """The genetic-interaction panel of a held-out double, or None when ``p_idx`` is not one whose
+    single arms all have held-out cells (:mod:`lazynet_core.interactions`).
+
+    Returns
+    -------
+    dict
+        ``frame`` (per gene: ``gene``, ``observed``, ``predicted``, ``is_target``), ``arms`` (the
+        single arms' labels), ``pearson_interaction``, ``interaction_explained`` and ``ceiling``.
+    """
+    from lazynet_core.interactions import (
+        double_arms,
+        double_interaction,
+        interaction_ceiling,
+        interaction_scores,
+    )
+
+    arms = dict(double_arms(pairs)).get(int(p_idx))
+    if arms is None:
+        return None
+    frame = double_interaction(pairs, ensemble.predict, int(p_idx), arms)
+    rest = frame[~frame["is_target"]]
+    return {
+        "frame": frame,
+        "arms": [str(pairs.perturbations[a]) for a in arms],
+        **interaction_scores(rest["predicted"].to_numpy(), rest["observed"].to_numpy()),
+        "ceiling": interaction_ceiling(pairs, (int(p_idx), *arms), "test"),
+    }
+
+
 def effects_frame(
     ensemble: Any, pairs: Any, p_idx: int, role: str, *, reference: str = "independent",
     baselines: bool = True,
