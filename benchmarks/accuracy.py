@@ -46,7 +46,7 @@ DESIGNS = {
     "hill": {"folds": 5, "seeds": (0, 1, 2, 3, 4)},
 }
 SHOWN = ("lazynet", "perturbed_mean", "perturbed_mean_ex", "linear", "control_covariance", "additive",
-         "additive_shrunk", "null")
+         "additive_shrunk", "additive_counts", "null")
 METRICS = ("pearson_delta", "pearson_delta_top20", "slope", "norm_ratio", "intervention_response",
            "pearson_delta_specific")
 

@@ -23,6 +23,11 @@ Metrics per double (target genes excluded):
 ``interaction_explained``
     ``1 − ||I_obs − I_pred||² / ||I_obs||²``: the share of the observed interaction the prediction
     explains. Exactly 0 for the additive model, negative for an interaction that is not there.
+Methods: the model; ``additive`` (``I = 0``); ``additive_counts``, the arms' training changes added
+in expression (count) space instead of log space, ``log1p(Σ expm1(arm) − (n − 1)·expm1(control))``:
+no model, but it does predict an interaction (an OR gate that each arm halves, the double shuts), so
+it says whether a simple principle already gets the interaction that a model should.
+
 ``ceiling`` (method ``observed``)
     Split-half reliability of the observed ``I`` (every side halved, Spearman–Brown corrected),
     square-rooted: the noise ceiling of ``pearson_interaction``.
@@ -36,7 +41,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lazynet_core.metrics import _pearson, reference_mean, spearman_brown
+from lazynet_core.metrics import _pearson, additive_counts_post, reference_mean, spearman_brown
 
 INTERACTION_METRICS = ("pearson_interaction", "interaction_explained")
 
@@ -89,7 +94,8 @@ def interaction_frame(
     predict
         Maps pre states (n, G) float32 to predicted post states, e.g. ``Ensemble.predict``.
     name
-        Method label of ``predict``. The additive model (``I = 0``) is added as ``"additive"``.
+        Method label of ``predict``. The additive model (``I = 0``) is added as ``"additive"`` and
+        the count-space additive model as ``"additive_counts"``.
     role
         Role of the evaluated cells of the double and of its arms.
     ceiling
@@ -107,10 +113,14 @@ def interaction_frame(
     records = []
     for p, arms in double_arms(pairs, role=role):
         genes = double_interaction(pairs, predict, p, arms, role=role)
-        genes = genes[~genes["is_target"]]
-        predicted, observed = genes["predicted"].to_numpy(), genes["observed"].to_numpy()
+        keep = ~genes["is_target"].to_numpy()
+        predicted, observed = genes["predicted"].to_numpy()[keep], genes["observed"].to_numpy()[keep]
         label = str(pairs.perturbations[p])
-        for method, pred in ((name, predicted), ("additive", np.zeros_like(observed))):
+        counts = additive_counts_interaction(pairs, arms)
+        methods = [(name, predicted), ("additive", np.zeros_like(observed))]
+        if counts is not None:
+            methods.append(("additive_counts", counts[keep]))
+        for method, pred in methods:
             for metric, value in interaction_scores(pred, observed).items():
                 records.append((method, label, metric, value))
         if ceiling:
@@ -156,6 +166,20 @@ def double_interaction(
         "predicted": _interaction(out[0], list(out[1:-1]), out[-1]),
         "is_target": is_target,
     })
+
+
+def additive_counts_interaction(pairs: Any, arms: tuple[int, ...]) -> np.ndarray | None:
+    """Interaction predicted by adding the arms' training changes in count space (all genes).
+
+    ``log1p(Σ expm1(m_a) − (n − 1)·expm1(c)) − Σ m_a + (n − 1)·c`` with ``m_a`` the arms' training
+    means and ``c`` the training control mean (log space), clipped at no expression. None when an
+    arm has no training cells.
+    """
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    means = [np.asarray(pairs.pert_mean(int(a), "train"), dtype=np.float64) for a in arms]
+    if not all(np.isfinite(m).all() for m in means):
+        return None
+    return _interaction(additive_counts_post(means, base), means, base)
 
 
 def interaction_scores(predicted: np.ndarray, observed: np.ndarray) -> dict[str, float]:

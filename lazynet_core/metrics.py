@@ -71,6 +71,7 @@ BASELINES = (
     "control_covariance",
     "additive",
     "additive_shrunk",
+    "additive_counts",
     "null",
     "own_training_mean",
     "own_training_mean_shrunk",
@@ -367,6 +368,10 @@ def baseline_predictions(
             the additive model with each arm's training delta soft-thresholded at
             ``SHRINK_SE`` standard errors per gene (:func:`soft_threshold_delta`): the denoising
             that ``TrainConfig.shrink`` gives a model, without a model.
+        ``additive_counts``
+            combinations only: the arms' training changes added in expression (count) space,
+            ``log1p(Σ expm1(arm mean) − (n − 1)·expm1(base))`` (:func:`additive_counts_post`): right
+            for redundant regulators (an OR gate), where log-space addition is not.
         ``null``
             the mean of a random half (redrawn per perturbation) of the control cells outside
             training and the reference: knows nothing about the perturbation, so its score is
@@ -416,11 +421,12 @@ def baseline_predictions(
     else:
         linear = nan.copy()
     single_of = {int(pairs.pert_targets[q][0]): q for q in singles}
-    additive, additive_shrunk = nan.copy(), nan.copy()
+    additive, additive_shrunk, additive_counts = nan.copy(), nan.copy(), nan.copy()
     for row, t in enumerate(targets):
         if len(t) > 1 and all(int(g) in single_of for g in t):
             arms = [single_of[int(g)] for g in t]
             additive[row] = base + sum(means[q] - base for q in arms)
+            additive_counts[row] = additive_counts_post([means[q] for q in arms], base)
             shrunk = [_shrunk_training_delta(pairs, q, base) for q in arms]
             if all(d is not None for d in shrunk):
                 additive_shrunk[row] = base + sum(shrunk)
@@ -433,6 +439,7 @@ def baseline_predictions(
         "control_covariance": _control_covariance_deltas(pairs, targets, pre - base, base),
         "additive": additive,
         "additive_shrunk": additive_shrunk,
+        "additive_counts": additive_counts,
         "null": null,
         "own_training_mean": means[evals].copy(),
         "own_training_mean_shrunk": _own_shrunk(pairs, evals, base, counts),
@@ -450,6 +457,16 @@ def _own_shrunk(pairs: Any, evals: np.ndarray, base: np.ndarray, counts: np.ndar
         if shrunk is not None:
             out[row] = base + shrunk
     return out
+
+
+def additive_counts_post(arm_means: Sequence[np.ndarray], base: np.ndarray) -> np.ndarray:
+    """Arms' changes added in count space: ``log1p(Σ expm1(m_a) − (n − 1)·expm1(base))``.
+
+    ``arm_means`` and ``base`` are mean log1p expression; the sum is clipped at no expression.
+    """
+    n = len(arm_means)
+    summed = sum(np.expm1(np.asarray(m, dtype=np.float64)) for m in arm_means) - (n - 1) * np.expm1(base)
+    return np.log1p(np.clip(summed, 0.0, None))
 
 
 #: Threshold of the ``additive_shrunk`` baseline, in standard errors (the shrunk recipe's ``shrink``).

@@ -143,3 +143,32 @@ def test_redundant_needs_doubles_and_leaves_other_screens_alone():
     assert (plain.X != again.X).nnz == 0 and "redundant_hubs" not in plain.uns["synthetic"]
     rewired = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2, redundant=True)
     assert (plain.X != rewired.X).nnz > 0
+
+
+def test_additive_counts_by_hand():
+    from lazynet_core.metrics import additive_counts_post
+
+    base = np.log1p(np.array([4.0, 4.0, 1.0]))
+    halves = [np.log1p(np.array([2.0, 8.0, 1.0])), np.log1p(np.array([2.0, 4.0, 3.0]))]
+    # gene 0: each arm halves 4 -> 2, the two together shut it off (an OR gate); gene 1: only A moves;
+    # gene 2: only B moves
+    assert_allclose(additive_counts_post(halves, base), np.log1p([0.0, 8.0, 3.0]))
+    over = [np.log1p(np.array([0.5, 4.0, 1.0]))] * 2  # the sum would go below no expression: clipped
+    assert_allclose(additive_counts_post(over, base)[0], 0.0)
+
+
+def test_additive_counts_baseline_uses_the_arms_training_means(redundant_pairs):
+    from lazynet_core.metrics import additive_counts_post, baseline_predictions
+
+    _, pairs = redundant_pairs
+    evals = pairs.evaluation_perturbations("test")
+    preds = baseline_predictions(pairs)["additive_counts"]
+    base = pairs.control_mean("train").astype(np.float64)
+    arms = dict(double_arms(pairs))
+    for row, p in enumerate(evals):
+        if p not in arms:
+            assert len(pairs.pert_targets[p]) > 1 or np.isnan(preds[row]).all()  # singles: not defined
+            continue
+        keep = np.setdiff1d(np.arange(pairs.n_genes), pairs.pert_targets[p])
+        expected = additive_counts_post([pairs.pert_mean(a, "train") for a in arms[p]], base)
+        assert_allclose(preds[row, keep], expected[keep], rtol=1e-6)

@@ -34,6 +34,7 @@ METHOD_LABELS = {
     "control_covariance": "control covariance",
     "additive": "additive (sum of single arms)",
     "additive_shrunk": "additive, arms soft-thresholded at 2 SE",
+    "additive_counts": "additive in counts (not log)",
     "own_training_mean": "own training-cell mean",
     "own_training_mean_shrunk": "own training-cell mean, soft-thresholded at 2 SE",
     "null": "null (random control cells)",
