@@ -75,6 +75,15 @@ class ModelConfig(_Config):
         With ``start="control_covariance"``: ``f(x) = W_out · (h(x) − h(x_ref))`` with ``x_ref`` the
         training control mean, so the control state is a fixed point (``F(x_ref) = x_ref``) for any
         weights and a prediction carries no learned offset; ``b_out`` is unused.
+    output
+        Where the output layer's change is added (our addition, issue 11): ``"log"`` (default, the
+        method as published: ``F(x) = x + g(x)`` in log expression) or ``"counts"``: ``g`` is a change
+        in expression, ``F(x) = log1p(expm1(x) + g(x))``, written ``x + log1p(g · e^(−x))`` so that
+        ``g = 0`` is exactly no change (clamped at no expression, ``F(x) >= 0``). Inputs are still log
+        expression and units still products of their linear combinations; only the sum over units
+        moves to counts,
+        where the contributions of redundant regulators add (an OR gate), so the model can predict a
+        double's interaction that log-space addition cannot. Jacobians stay log-space elasticities.
     """
 
     hidden: int | None = None
@@ -90,8 +99,12 @@ class ModelConfig(_Config):
     exp_clamp: float = 20.0
     auto_full_width_max: int = 1024
     auto_bottleneck: int = 256
+    output: str = "log"
 
     def __post_init__(self) -> None:
+        _check(
+            self.output in ("log", "counts"), f"output must be 'log' or 'counts', got {self.output!r}."
+        )
         _check(self.hidden is None or self.hidden >= 1, f"hidden must be >= 1 or None, got {self.hidden}.")
         _check(self.depth >= 1, f"depth must be >= 1, got {self.depth}.")
         _check(
@@ -375,12 +388,19 @@ class NetworkConfig(_Config):
 #: elasticities of never-perturbed genes stay at the start, logs are centred on the control state and
 #: the control state is a fixed point — so an unseen target's prediction is the control cells'
 #: regression and a trained perturbation's is fitted to its measured change (README, Results).
+#: ``anchored_counts``: anchored, with the output change added in expression rather than log space
+#: (``ModelConfig.output="counts"``), where redundant regulators' effects add (README, Combinations).
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "published": {"model": {"start": "zero"}, "pair": {"k": 16}},
     "covariance": {"model": {"start": "control_covariance"}, "pair": {"k": 256}},
     "anchored": {
         "model": {"start": "control_covariance", "init_noise": 0.0, "centre_log": True,
                   "freeze_unperturbed": True, "anchor": True},
+        "pair": {"pairing": "control_mean", "control_pairs": 0.0},
+    },
+    "anchored_counts": {
+        "model": {"start": "control_covariance", "init_noise": 0.0, "centre_log": True,
+                  "freeze_unperturbed": True, "anchor": True, "output": "counts"},
         "pair": {"pairing": "control_mean", "control_pairs": 0.0},
     },
 }

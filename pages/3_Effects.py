@@ -224,7 +224,7 @@ if row["set"] == "combinations":
             "training). Predicted: LazyNet's own predictions for the combination and its arms. The additive "
             "model predicts no interaction (0 everywhere), so anything LazyNet gets right here is beyond it."
         )
-        m = st.columns(3)
+        m = st.columns(4)
         m[0].metric("Interaction Pearson", fmt(view["pearson_interaction"], 3),
                     help="Pearson r of predicted vs observed interaction over non-target genes.")
         m[1].metric("Interaction explained", fmt(view["interaction_explained"], 3),
@@ -233,6 +233,9 @@ if row["set"] == "combinations":
         m[2].metric("Noise ceiling", fmt(view["ceiling"], 3),
                     help="Split-half ceiling of the interaction Pearson; n/a when two halves of the cells "
                     "do not reproduce the observed interaction (it is then mostly noise).")
+        m[3].metric("Count-space additive", fmt(view["counts_pearson"], 3),
+                    help="Baseline: the arms' changes added in counts rather than in log space, which "
+                    "predicts an interaction for redundant regulators. Its interaction Pearson.")
         fig = plotting.effects_scatter(view["frame"], title=f"{pert}: predicted vs observed interaction",
                                        highlight=gene, quantity="interaction")
         ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig")

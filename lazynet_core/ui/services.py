@@ -227,9 +227,12 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
     -------
     dict
         ``frame`` (per gene: ``gene``, ``observed``, ``predicted``, ``is_target``), ``arms`` (the
-        single arms' labels), ``pearson_interaction``, ``interaction_explained`` and ``ceiling``.
+        single arms' labels), ``pearson_interaction``, ``interaction_explained``, ``ceiling`` and
+        ``counts_pearson`` (the count-space additive model's r: a baseline that does predict an
+        interaction; NaN when it cannot be computed).
     """
     from lazynet_core.interactions import (
+        additive_counts_interaction,
         double_arms,
         double_interaction,
         interaction_ceiling,
@@ -240,12 +243,17 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
     if arms is None:
         return None
     frame = double_interaction(pairs, ensemble.predict, int(p_idx), arms)
-    rest = frame[~frame["is_target"]]
+    keep = ~frame["is_target"].to_numpy()
+    rest = frame[keep]
+    counts = additive_counts_interaction(pairs, arms)
+    counts_r = np.nan if counts is None else interaction_scores(counts[keep], rest["observed"].to_numpy())[
+        "pearson_interaction"]
     return {
         "frame": frame,
         "arms": [str(pairs.perturbations[a]) for a in arms],
         **interaction_scores(rest["predicted"].to_numpy(), rest["observed"].to_numpy()),
         "ceiling": interaction_ceiling(pairs, (int(p_idx), *arms), "test"),
+        "counts_pearson": counts_r,
     }
 
 
