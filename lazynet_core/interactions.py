@@ -112,7 +112,7 @@ def interaction_frame(
     """
     records = []
     for p, arms in double_arms(pairs, role=role):
-        genes = double_interaction(pairs, predict, p, arms, role=role)
+        genes = double_interaction(pairs, predict, p, arms=arms, role=role)
         keep = ~genes["is_target"].to_numpy()
         predicted, observed = genes["predicted"].to_numpy()[keep], genes["observed"].to_numpy()[keep]
         label = str(pairs.perturbations[p])
@@ -137,11 +137,13 @@ def double_interaction(
     pairs: Any,
     predict: Callable[[np.ndarray], np.ndarray],
     p_idx: int,
-    arms: tuple[int, ...],
     *,
+    arms: tuple[int, ...],
     role: str = "test",
 ) -> pd.DataFrame:
     """Predicted and observed interaction of one double, gene by gene.
+
+    ``arms`` are the indices of its single arms (:func:`double_arms`).
 
     Returns
     -------

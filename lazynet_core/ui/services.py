@@ -242,7 +242,7 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
     arms = dict(double_arms(pairs)).get(int(p_idx))
     if arms is None:
         return None
-    frame = double_interaction(pairs, ensemble.predict, int(p_idx), arms)
+    frame = double_interaction(pairs, ensemble.predict, int(p_idx), arms=arms)
     keep = ~frame["is_target"].to_numpy()
     rest = frame[keep]
     counts = additive_counts_interaction(pairs, arms)
