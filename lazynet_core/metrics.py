@@ -383,7 +383,8 @@ def baseline_predictions(
         ``own_training_mean_shrunk``
             that mean's delta soft-thresholded at ``SHRINK_SE`` standard errors, like an arm of
             ``additive_shrunk``: the fair comparison for a model trained with ``TrainConfig.shrink``,
-            whose edge over the raw mean may be denoising alone.
+            whose edge over the raw mean may be denoising alone. NaN on pairs streamed from disk,
+            which keep the means but not the rows the standard errors need (as ``additive_shrunk``).
 
         Every prediction has its target gene(s) set to the pre-state value.
     """
@@ -481,8 +482,8 @@ def soft_threshold_delta(delta: np.ndarray, se: np.ndarray, n_se: float = SHRINK
 def _shrunk_training_delta(pairs: Any, p_idx: int, base: np.ndarray) -> np.ndarray | None:
     """Perturbation ``p_idx``'s training delta soft-thresholded at ``SHRINK_SE`` standard errors of
     its own training cells (per gene; the SE of the training control mean added in quadrature).
-    None for pairs that hold no perturbed rows (streamed from disk)."""
-    if not hasattr(pairs, "X"):
+    None for pairs that hold no perturbed rows (streamed from disk: their ``X`` keeps only control rows)."""
+    if not hasattr(pairs, "X") or getattr(pairs, "streamed", False):
         return None
     cache, key = getattr(pairs, "_cache", {}), ("shrunk_delta", int(p_idx))
     if key not in cache:
