@@ -9,7 +9,8 @@ where the additive model is the null of no interaction)::
     I = Δ(A+B) − Δ(A) − Δ(B)
 
 - **observed** ``I``: the held-out cells of ``A+B``, of ``A`` and of ``B`` (role ``"test"``: held-out
-  cells of single arms that were trained on) and the independent control reference. No cell on
+  cells of single arms that were trained on, or all cells of an arm held out as an unseen target)
+  and the independent control reference. No cell on
   this side ever reached training, so nothing the model fitted can correlate with its noise.
 - **predicted** ``I``: the model's own predictions at the three pre-states (training control mean
   with the targets set to their level in those held-out cells), so that the model's error on the

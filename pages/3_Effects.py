@@ -235,7 +235,8 @@ if row["set"] == "combinations":
                     "do not reproduce the observed interaction (it is then mostly noise).")
         m[3].metric("Count-space additive", fmt(view["counts_pearson"], 3),
                     help="Baseline: the arms' changes added in counts rather than in log space, which "
-                    "predicts an interaction for redundant regulators. Its interaction Pearson.")
+                    "predicts an interaction for redundant regulators. Its interaction Pearson; n/a "
+                    "when an arm has no training cells (it was held out as an unseen target).")
         fig = plotting.effects_scatter(view["frame"], title=f"{pert}: predicted vs observed interaction",
                                        highlight=gene, quantity="interaction")
         ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig")
