@@ -48,7 +48,8 @@ INTERACTION_METRICS = ("pearson_interaction", "interaction_explained")
 
 
 def double_arms(pairs: Any, *, role: str = "test") -> list[tuple[int, tuple[int, ...]]]:
-    """Doubles held out entirely (no training cell) whose every single arm has ``role`` cells.
+    """Doubles held out entirely (no training or validation cell: validation cells choose the
+    early-stopping checkpoint) whose every single arm has ``role`` cells.
 
     Returns
     -------
@@ -58,11 +59,12 @@ def double_arms(pairs: Any, *, role: str = "test") -> list[tuple[int, tuple[int,
     """
     labels = [str(p) for p in pairs.perturbations]
     index = {label: i for i, label in enumerate(labels)}
-    trained = set(np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_role) == "train"].tolist())
+    roles = np.asarray(pairs.cell_role)
+    seen = set(np.asarray(pairs.cell_pert)[(roles == "train") | (roles == "val")].tolist())
     out = []
     for p, label in enumerate(labels):
         parts = label.split("+")
-        if len(parts) < 2 or p in trained or len(pairs.cells(p, role)) < 2:
+        if len(parts) < 2 or p in seen or len(pairs.cells(p, role)) < 2:
             continue
         arms = tuple(index.get(part, -1) for part in parts)
         if all(a >= 0 and len(pairs.cells(a, role)) >= 2 for a in arms):
@@ -199,8 +201,10 @@ def interaction_ceiling(pairs: Any, sides: tuple[int, ...], role: str, *, seed: 
     """√ of the split-half reliability of the observed interaction of ``sides = (double, *arms)``.
 
     The cells of each side and the independent control reference are each split into two random
-    disjoint halves; NaN when the halves do not agree (reliability ≤ 0).
+    disjoint halves; NaN when the halves do not agree (reliability ≤ 0) or on pairs streamed from disk.
     """
+    if getattr(pairs, "streamed", False):
+        return float("nan")  # streamed pairs keep perturbation means, not the rows to halve
     rng = np.random.default_rng([seed, *sides])
     keep = np.ones(pairs.n_genes, dtype=bool)
     keep[pairs.pert_targets[sides[0]]] = False

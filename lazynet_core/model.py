@@ -225,8 +225,10 @@ class LazyNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self._output_change(x)
         if self.config.output == "counts":  # g is a change in expression: log1p(expm1(x) + g) - x,
-            inv = torch.exp(-x)  # clamped so that the predicted expression expm1(x) + g is >= 0
-            return torch.log1p(torch.maximum(g * inv, inv - 1.0))
+            # clamped so that the predicted expression expm1(x) + g is >= 0 (F = 0, f = -x); a tie
+            # (x = 0 and g = 0, a gene silent at the anchored start) takes the unclamped branch
+            rel = g * torch.exp(-x)
+            return torch.where(rel >= torch.exp(-x) - 1.0, torch.log1p(rel), -x)
         return g
 
     def _output_change(self, x: torch.Tensor) -> torch.Tensor:

@@ -47,13 +47,16 @@ def test_counts_jacobian_closed_form():
     torch.testing.assert_close(J, closed, rtol=1e-8, atol=1e-10)
 
 
-def test_counts_jacobian_start_has_the_requested_jacobian():
+@pytest.mark.parametrize("anchored", [False, True])
+def test_counts_jacobian_start_has_the_requested_jacobian(anchored):
     torch.manual_seed(0)
     n = 10
-    model = LazyNet(n, ModelConfig(start="control_covariance", output="counts"), seed=2).double()
+    config = ModelConfig(start="control_covariance", output="counts", centre_log=anchored, anchor=anchored)
+    model = LazyNet(n, config, seed=2).double()
     target = torch.randn(n, n, dtype=torch.float64) * 0.2
     target.fill_diagonal_(0.0)
     ref = torch.rand(n, dtype=torch.float64) * 3 + 0.5
+    ref[0] = 0.0  # a gene silent in the controls: the clamp's tie must not halve its row
     model.start_at_jacobian(target, ref)
     J = torch.autograd.functional.jacobian(model.forward, ref)
     torch.testing.assert_close(J, target, atol=1e-8, rtol=1e-6)

@@ -4,6 +4,7 @@ the Hill screen whose doubles truly interact (``hill_screen(redundant=True)``; i
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 import pandas as pd
@@ -141,6 +142,11 @@ def test_redundant_needs_doubles_and_leaves_other_screens_alone():
     plain = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2)
     again = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2, redundant=False)
     assert (plain.X != again.X).nnz == 0 and "redundant_hubs" not in plain.uns["synthetic"]
+    X = plain.X.tocsr()  # pinned from the screen before redundant existed (commit 20b6a01)
+    digest = hashlib.sha1()
+    for part in (X.indptr.astype("int32"), X.indices.astype("int32"), X.data.astype("float32")):
+        digest.update(part.tobytes())
+    assert digest.hexdigest() == "3f73f0d673a9883c4a30bd62b43e306ce5ac6171"
     rewired = datasets.hill_screen(n_genes=30, n_cells=600, seed=1, n_combinations=2, redundant=True)
     assert (plain.X != rewired.X).nnz > 0
 
@@ -165,6 +171,7 @@ def test_additive_counts_baseline_uses_the_arms_training_means(redundant_pairs):
     preds = baseline_predictions(pairs)["additive_counts"]
     base = pairs.control_mean("train").astype(np.float64)
     arms = dict(double_arms(pairs))
+    checked = 0
     for row, p in enumerate(evals):
         if p not in arms:
             assert len(pairs.pert_targets[p]) > 1 or np.isnan(preds[row]).all()  # singles: not defined
@@ -172,3 +179,15 @@ def test_additive_counts_baseline_uses_the_arms_training_means(redundant_pairs):
         keep = np.setdiff1d(np.arange(pairs.n_genes), pairs.pert_targets[p])
         expected = additive_counts_post([pairs.pert_mean(a, "train") for a in arms[p]], base)
         assert_allclose(preds[row, keep], expected[keep], rtol=1e-6)
+        checked += 1
+    assert checked == 3
+
+
+def test_a_double_with_validation_cells_is_not_scored(redundant_pairs):
+    # validation cells choose the early-stopping checkpoint: such a double is not independent
+    _, pairs = redundant_pairs
+    first = double_arms(pairs)[0][0]
+    role = pairs.cell_role.copy()
+    role[np.flatnonzero(pairs.cell_pert == first)[:3]] = "val"
+    scored = [p for p, _ in double_arms(dataclasses.replace(pairs, cell_role=role, _cache={}))]
+    assert first not in scored and len(scored) == 2
