@@ -69,18 +69,25 @@ def doubles_pairs():
     return make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=0))
 
 
+def _shrunk_by_hand(pairs, p, base):
+    """Perturbation ``p``'s training delta soft-thresholded at SHRINK_SE, dense; None untrained."""
+    X = pairs.X.toarray().astype(np.float64)
+    own, ctrl = X[pairs.cells(p, "train")], X[pairs.cells(-1, "train")]
+    if len(own) == 0:
+        return None
+    se = np.sqrt(own.var(0, ddof=1) / len(own) + ctrl.var(0, ddof=1) / len(ctrl))
+    return soft_threshold_delta(own.mean(0) - base, se, SHRINK_SE)
+
+
 def test_additive_shrunk_by_hand(doubles_pairs):
     pairs = doubles_pairs
     preds = baseline_predictions(pairs)
     evals = pairs.evaluation_perturbations("test")
     base = pairs.control_mean("train").astype(np.float64)
-    X = pairs.X.toarray().astype(np.float64)
 
     def shrunk_arm(gene):
         q = next(i for i, t in enumerate(pairs.pert_targets) if list(t) == [gene])
-        own, ctrl = X[pairs.cells(q, "train")], X[pairs.cells(-1, "train")]
-        se = np.sqrt(own.var(0, ddof=1) / len(own) + ctrl.var(0, ddof=1) / len(ctrl))
-        return soft_threshold_delta(own.mean(0) - base, se, SHRINK_SE)
+        return _shrunk_by_hand(pairs, q, base)
 
     checked = 0
     for row, p in enumerate(evals):
@@ -101,16 +108,14 @@ def test_own_training_mean_shrunk_by_hand(doubles_pairs):
     preds = baseline_predictions(pairs)
     evals = pairs.evaluation_perturbations("test")
     base = pairs.control_mean("train").astype(np.float64)
-    X = pairs.X.toarray().astype(np.float64)
     checked = 0
     for row, p in enumerate(evals):
-        own, ctrl = X[pairs.cells(p, "train")], X[pairs.cells(-1, "train")]
-        if len(own) == 0:
+        shrunk = _shrunk_by_hand(pairs, p, base)
+        if shrunk is None:
             assert np.isnan(preds["own_training_mean_shrunk"][row]).all()  # never trained on
             continue
-        se = np.sqrt(own.var(0, ddof=1) / len(own) + ctrl.var(0, ddof=1) / len(ctrl))
         keep = np.setdiff1d(np.arange(pairs.n_genes), pairs.pert_targets[p])
-        expected = base + soft_threshold_delta(own.mean(0) - base, se, SHRINK_SE)
+        expected = base + shrunk
         assert_allclose(preds["own_training_mean_shrunk"][row, keep], expected[keep], rtol=1e-4, atol=1e-5)
         checked += 1
     assert checked >= 5
