@@ -77,8 +77,9 @@ def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, mode
 
 
 def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
-    """Print and return the interaction figures (``interactions.interaction_summary``) of LazyNet
-    and of the count-space additive model, and LazyNet paired against the latter."""
+    """Print and return the interaction figures (``interactions.interaction_summary``) of LazyNet,
+    of its own dose-only null and of the count-space additive model, and LazyNet paired against
+    both."""
     from lazynet_core.interactions import interaction_summary
     from lazynet_core.metrics import compare
 
@@ -86,7 +87,7 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     n = frame[frame["method"] == "lazynet"]["perturbation"].nunique()
     print(f"\ninteraction I = Δ(A+B) − Δ(A) − Δ(B), independent cells, {n} doubles "
           "(the additive model predicts I = 0: r undefined, explained 0):")
-    for model in ("lazynet", "additive_counts"):
+    for model in ("lazynet", "dose_only", "additive_counts"):
         one = interaction_summary(frame, model=model)
         r, ex = one["pearson_interaction"], one["interaction_explained"]
         print(f"  {model:16s} r {r['mean']:.3f} ± {r['sd']:.3f} (> 0 on {r['above_zero']}/{r['n']}, "
@@ -96,8 +97,8 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     print(f"  noise ceiling of r: {out['lazynet']['ceiling']['mean']:.3f} "
           f"({out['lazynet']['ceiling']['n']} doubles defined)")
     paired = pd.concat([compare(frame, metric=m) for m in ("pearson_interaction", "interaction_explained")])
-    for row in paired[paired["baseline"] == "additive_counts"].to_dict("records"):
-        print(f"  lazynet − additive_counts on {row['metric']}: {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
+    for row in paired[paired["baseline"].isin(["dose_only", "additive_counts"])].to_dict("records"):
+        print(f"  lazynet − {row['baseline']} on {row['metric']}: {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
               f"{row['wins']}/{row['n']}, p = {row['p_wilcoxon']:.2g}")
     out["paired"] = paired.to_dict("records")
     out["records"] = [

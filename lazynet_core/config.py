@@ -84,6 +84,9 @@ class ModelConfig(_Config):
         moves to counts,
         where the contributions of redundant regulators add (an OR gate), so the model can predict a
         double's interaction that log-space addition cannot. Jacobians stay log-space elasticities.
+        The change is scaled per gene, ``g = e^x_ref ⊙ W_out (h − h_ref)``, with ``x_ref`` set by the
+        Jacobian start (1 otherwise), so a step of ``W_out`` moves every gene's ``f`` by about as much
+        near the control state, as with ``"log"``.
     """
 
     hidden: int | None = None

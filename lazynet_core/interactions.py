@@ -29,6 +29,12 @@ in expression (count) space instead of log space, ``log1p(Σ expm1(arm) − (n �
 no model, but it does predict an interaction (an OR gate that each arm halves, the double shuts), so
 it says whether a simple principle already gets the interaction that a model should.
 
+``dose_only`` is the model's own no-interaction null on the same inputs: the double's predicted
+change replaced by the sum of its arms' predicted changes, each arm taken alone at its level in the
+double's cells, ``I_dose = F(A@AB) + F(B@AB) − F(A) − F(B)``. It is not 0 when the knock-downs are
+stronger or weaker in the double's cells than in the arms', so a model's ``I`` counts as learned
+only where it beats ``dose_only`` (paired), not just 0.
+
 ``ceiling`` (method ``observed``)
     Split-half reliability of the observed ``I`` (every side halved, Spearman–Brown corrected),
     square-rooted: the noise ceiling of ``pearson_interaction``.
@@ -97,8 +103,9 @@ def interaction_frame(
     predict
         Maps pre states (n, G) float32 to predicted post states, e.g. ``Ensemble.predict``.
     name
-        Method label of ``predict``. The additive model (``I = 0``) is added as ``"additive"`` and
-        the count-space additive model as ``"additive_counts"``.
+        Method label of ``predict``. The additive model (``I = 0``) is added as ``"additive"``, the
+        count-space additive model as ``"additive_counts"`` and ``predict``'s own arms at the
+        double's doses as ``"dose_only"`` (module docstring).
     role
         Role of the evaluated cells of the double and of its arms.
     ceiling
@@ -120,7 +127,8 @@ def interaction_frame(
         predicted, observed = genes["predicted"].to_numpy()[keep], genes["observed"].to_numpy()[keep]
         label = str(pairs.perturbations[p])
         counts = additive_counts_interaction(pairs, arms)
-        methods = [(name, predicted), ("additive", np.zeros_like(observed))]
+        methods = [(name, predicted), ("additive", np.zeros_like(observed)),
+                   ("dose_only", genes["dose_only"].to_numpy()[keep])]
         if counts is not None:
             methods.append(("additive_counts", counts[keep]))
         for method, pred in methods:
@@ -151,24 +159,32 @@ def double_interaction(
     Returns
     -------
     pandas.DataFrame
-        ``gene``, ``observed``, ``predicted`` (``I`` of the module docstring) and ``is_target`` (the
-        double's targets: their levels are inputs, so they are left out of every score).
+        ``gene``, ``observed``, ``predicted`` (``I`` of the module docstring), ``dose_only`` (the
+        same model's no-interaction null on the same inputs) and ``is_target`` (the double's
+        targets: their levels are inputs, so they are left out of every score).
     """
     ref = np.asarray(reference_mean(pairs, "independent"), dtype=np.float64)
     base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     sides = (int(p_idx), *(int(a) for a in arms))
     pre = np.stack([np.asarray(pairs.pre_state(s, role), dtype=np.float32) for s in sides])
-    out = np.asarray(predict(np.vstack([pre, base[None, :].astype(np.float32)])), dtype=np.float64)
-    out = out.reshape(len(sides) + 1, -1)
-    for row, s in enumerate(sides):  # the do-intervention: targets stay at their input level
-        out[row, pairs.pert_targets[s]] = pre[row, pairs.pert_targets[s]]
+    at_double = np.repeat(base[None, :].astype(np.float32), len(arms), axis=0)  # each arm alone,
+    for row, a in enumerate(arms):  # at its level in the double's cells
+        at_double[row, pairs.pert_targets[a]] = pre[0, pairs.pert_targets[a]]
+    inputs = np.vstack([pre, base[None, :].astype(np.float32), at_double])
+    out = np.asarray(predict(inputs), dtype=np.float64).reshape(len(inputs), -1)
+    n_sides = len(sides)
+    rows = [*sides, None, *arms]  # the perturbation whose targets each input row sets
+    for row, s in enumerate(rows):  # the do-intervention: targets stay at their input level
+        if s is not None:
+            out[row, pairs.pert_targets[s]] = inputs[row, pairs.pert_targets[s]]
     means = [np.asarray(pairs.pert_mean(s, role), dtype=np.float64) for s in sides]
     is_target = np.zeros(pairs.n_genes, dtype=bool)
     is_target[pairs.pert_targets[sides[0]]] = True
     return pd.DataFrame({
         "gene": np.asarray(pairs.genes, dtype=str),
         "observed": _interaction(means[0], means[1:], ref),
-        "predicted": _interaction(out[0], list(out[1:-1]), out[-1]),
+        "predicted": _interaction(out[0], list(out[1:n_sides]), out[n_sides]),
+        "dose_only": sum(out[n_sides + 1:]) - sum(out[1:n_sides]),
         "is_target": is_target,
     })
 

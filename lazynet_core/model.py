@@ -156,6 +156,10 @@ class LazyNet(nn.Module):
             self.register_buffer("x_ref", torch.zeros(self.n_genes))
         else:
             self.x_ref = None
+        if config.output == "counts":  # per-gene scale of the change, e^x_ref once started
+            self.register_buffer("out_scale", torch.ones(self.n_genes))
+        else:
+            self.out_scale = None
         self.reset_parameters(seed=seed)
 
     @torch.no_grad()
@@ -201,8 +205,11 @@ class LazyNet(nn.Module):
                 block.set_log_reference(h)
                 h = block(h)
         dh = torch.func.jacrev(self._hidden)(ref)  # (H, G)
-        if self.config.output == "counts":  # at g(ref) = 0, ∂f/∂x = e^(-x_ref) ∂g/∂x, row by row
-            target = target.to(dh.dtype) * torch.exp(ref.to(dh.dtype))[:, None]
+        if self.out_scale is not None:
+            # g = e^x_ref ⊙ W_out (h - h_ref): at x_ref, ∂f/∂x = e^(-x_ref) ∂g/∂x = W_out ∂h/∂x, so the
+            # start is the log-output one, and a unit of W_out moves every gene's f by about as much
+            # (without the scale, Adam fitted a highly expressed gene e^x times slower)
+            self.out_scale.copy_(torch.exp(ref))
         weight = torch.linalg.solve(dh.T, target.to(dh.dtype).T).T  # W_out · dh = target
         self.out.weight.copy_(weight)
         self.out.bias.zero_()
@@ -224,7 +231,8 @@ class LazyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self._output_change(x)
-        if self.config.output == "counts":  # g is a change in expression: log1p(expm1(x) + g) - x,
+        if self.out_scale is not None:
+            g = g * self.out_scale  # g is a change in expression: log1p(expm1(x) + g) - x,
             # clamped so that the predicted expression expm1(x) + g is >= 0 (F = 0, f = -x); a tie
             # (x = 0 and g = 0, a gene silent at the anchored start) takes the unclamped branch
             rel = g * torch.exp(-x)
@@ -265,7 +273,16 @@ class LazyNet(nn.Module):
             clone.h_ref.copy_(self.h_ref)
         if self.x_ref is not None:
             clone.x_ref.copy_(self.x_ref)
+        if self.out_scale is not None:
+            clone.out_scale.copy_(self.out_scale)
         return clone.eval()
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # noqa: ANN001
+        # runs saved before the per-gene output scale (2026-12-03) had none: a scale of 1 is
+        # exactly the function they were trained as
+        if self.out_scale is not None and prefix + "out_scale" not in state_dict:
+            state_dict[prefix + "out_scale"] = torch.ones_like(self.out_scale)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def n_parameters(self) -> int:
         """Number of trainable parameters."""

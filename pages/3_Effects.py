@@ -224,7 +224,7 @@ if row["set"] == "combinations":
             "training). Predicted: LazyNet's own predictions for the combination and its arms. The additive "
             "model predicts no interaction (0 everywhere), so anything LazyNet gets right here is beyond it."
         )
-        m = st.columns(4)
+        m = st.columns(5)
         m[0].metric("Interaction Pearson", fmt(view["pearson_interaction"], 3),
                     help="Pearson r of predicted vs observed interaction over non-target genes.")
         m[1].metric("Interaction explained", fmt(view["interaction_explained"], 3),
@@ -237,6 +237,10 @@ if row["set"] == "combinations":
                     help="Baseline: the arms' changes added in counts rather than in log space, which "
                     "predicts an interaction for redundant regulators. Its interaction Pearson; n/a "
                     "when an arm has no training cells (it was held out as an unseen target).")
+        m[4].metric("Dose-only null", fmt(view["dose_only_pearson"], 3),
+                    help="LazyNet's own arms, each alone at its knock-down level in the combination's "
+                    "cells, added: no interaction by construction, yet not 0 when the knock-downs differ. "
+                    "LazyNet's interaction counts as learned only where it beats this.")
         fig = plotting.effects_scatter(view["frame"], title=f"{pert}: predicted vs observed interaction",
                                        highlight=gene, quantity="interaction")
         ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig")

@@ -385,7 +385,7 @@ def test_effects_combination_shows_its_interaction(trained_run):
     at.selectbox(key="eff_pert").set_value("ADCY10+MFN2").run()
     _ok(at)
     labels = [m.label for m in at.metric]
-    assert {"Interaction Pearson", "Interaction explained"} <= set(labels)
+    assert {"Interaction Pearson", "Interaction explained", "Dose-only null"} <= set(labels)
     value = next(m.value for m in at.metric if m.label == "Interaction explained")
     assert value == "n/a" or -10 < float(value) <= 1
     specs = [c.proto.spec for c in at.get("plotly_chart")]

@@ -99,3 +99,48 @@ def test_anchored_counts_recipe_is_named_and_reproducible():
     assert set(RECIPES) >= {"published", "anchored", "anchored_counts"}
     with pytest.raises(ValueError, match="output must be"):
         ModelConfig(output="linear")
+
+
+def _started(output: str, ref: torch.Tensor, target: torch.Tensor) -> LazyNet:
+    config = ModelConfig(start="control_covariance", anchor=True, centre_log=True, output=output)
+    model = LazyNet(len(ref), config, seed=3).double()
+    model.start_at_jacobian(target, ref)
+    return model
+
+
+def test_counts_output_scale_moves_every_gene_as_the_log_output_does():
+    # Near the control state a step of W_out must move f_i alike whatever gene i's expression, as
+    # with the log output; without the per-gene scale it moved f_i e^-x_i times as much (Adam then
+    # fitted a gene at x = 5 150x slower than one at x = 0).
+    n = 6
+    ref = torch.tensor([0.2, 0.8, 1.5, 2.5, 4.0, 5.0], dtype=torch.float64)
+    target = torch.randn(n, n, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 0.1
+    target.fill_diagonal_(0.0)
+    x = ref + 1e-4 * torch.linspace(-1.0, 1.0, n, dtype=torch.float64)
+    grads = {}
+    for output in ("log", "counts"):
+        model = _started(output, ref, target)
+        rows = []
+        for i in range(n):
+            model.zero_grad()
+            model.forward(x)[i].backward()
+            rows.append(model.out.weight.grad[i].norm())
+        grads[output] = torch.stack(rows)
+    assert (grads["log"] > 0).all()
+    torch.testing.assert_close(grads["counts"], grads["log"], rtol=1e-3, atol=0.0)
+    torch.testing.assert_close(_started("counts", ref, target).out_scale, torch.exp(ref))
+
+
+def test_counts_run_saved_before_the_scale_loads_with_scale_one():
+    ref = torch.tensor([0.5, 1.0, 3.0, 2.0], dtype=torch.float64)
+    target = torch.full((4, 4), 0.1, dtype=torch.float64)
+    model = _started("counts", ref, target)
+    state = {k: v for k, v in model.state_dict().items() if k != "out_scale"}
+    old = LazyNet(4, model.config, seed=0).double()
+    old.load_state_dict(state)  # strict: the missing scale is filled, not an error
+    torch.testing.assert_close(old.out_scale, torch.ones(4, dtype=torch.float64))
+    x = ref.repeat(2, 1) * torch.tensor([[1.0], [0.7]], dtype=torch.float64)
+    with torch.no_grad():
+        g_old = old._output_change(x)
+        expected = torch.log1p((torch.expm1(x) + g_old).clamp_min(0.0)) - x
+        torch.testing.assert_close(old.forward(x), expected, rtol=1e-10, atol=1e-12)

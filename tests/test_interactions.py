@@ -16,6 +16,7 @@ from lazynet_core.config import PairConfig
 from lazynet_core.data import read_screen
 from lazynet_core.interactions import (
     double_arms,
+    double_interaction,
     interaction_frame,
     interaction_scores,
     interaction_summary,
@@ -96,6 +97,10 @@ def test_an_oracle_of_the_held_out_cells_scores_one_and_identity_scores_zero(red
     for p, arms in double_arms(pairs):
         for s in (p, *arms):
             table.append((pairs.pre_state(s, "test").astype(np.float32), pairs.pert_mean(s, "test")))
+        for a in arms:  # the dose-only null's inputs (each arm alone at the double's level): unchanged
+            alone = base.copy()
+            alone[pairs.pert_targets[a]] = pairs.pre_state(p, "test")[pairs.pert_targets[a]]
+            table.append((alone, alone))
     frame = interaction_frame(pairs, _lookup_predictor(pairs, table), name="oracle")
     oracle = frame[frame["method"] == "oracle"].pivot(index="perturbation", columns="metric", values="value")
     assert len(oracle) == 3
@@ -110,6 +115,43 @@ def test_an_oracle_of_the_held_out_cells_scores_one_and_identity_scores_zero(red
     assert_allclose(additive["value"], 0.0)
     ceiling = frame[frame["method"] == "observed"]["value"]
     assert len(ceiling) == 3 and (ceiling.dropna() <= 1).all()
+
+
+def test_a_linear_model_scores_its_dose_differences_and_exactly_its_dose_only_null(redundant_pairs):
+    # F(x) = x + M (x - base) has no interaction, yet its I is not 0: the knock-downs differ between
+    # the double's cells and the arms'. The dose-only null reproduces that I exactly; a product term
+    # of the two targets (a true interaction) is what sets a model apart from it.
+    _, pairs = redundant_pairs
+    base = pairs.control_mean("train").astype(np.float64)
+    M = np.random.default_rng(0).normal(0.0, 0.3, (pairs.n_genes, pairs.n_genes))
+
+    def linear(x):
+        return (x + (x - base) @ M.T).astype(np.float32)
+
+    p, arms = double_arms(pairs)[0]
+    genes = double_interaction(pairs, linear, p, arms=arms)
+    rest = genes[~genes["is_target"]]
+    assert np.abs(rest["predicted"]).max() > 1e-3  # the dose differences alone move I
+    assert_allclose(rest["dose_only"], rest["predicted"], atol=1e-4)
+
+    a, b = (pairs.pert_targets[arm][0] for arm in arms)
+    hub = int(np.flatnonzero(~genes["is_target"].to_numpy())[0])
+
+    def interacting(x):
+        out = linear(x).astype(np.float64)
+        out[:, hub] += 2.0 * (x[:, a] - base[a]) * (x[:, b] - base[b])
+        return out.astype(np.float32)
+
+    inter = double_interaction(pairs, interacting, p, arms=arms)
+    pre = pairs.pre_state(p, "test")
+    expected = 2.0 * (pre[a] - base[a]) * (pre[b] - base[b])
+    assert abs(expected) > 1e-3
+    assert_allclose(inter["predicted"][hub] - inter["dose_only"][hub], expected, rtol=1e-3)
+    frame = interaction_frame(pairs, linear, name="linear", ceiling=False)
+    assert set(frame["method"]) >= {"linear", "additive", "dose_only"}
+    mine = frame[(frame["method"] == "linear") & (frame["metric"] == "pearson_interaction")]
+    null = frame[(frame["method"] == "dose_only") & (frame["metric"] == "pearson_interaction")]
+    assert_allclose(mine["value"].to_numpy(), null["value"].to_numpy(), atol=1e-3)
 
 
 def test_a_double_whose_arm_has_no_held_out_cells_is_not_scored(redundant_pairs):

@@ -229,7 +229,8 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
         ``frame`` (per gene: ``gene``, ``observed``, ``predicted``, ``is_target``), ``arms`` (the
         single arms' labels), ``pearson_interaction``, ``interaction_explained``, ``ceiling`` and
         ``counts_pearson`` (the count-space additive model's r: a baseline that does predict an
-        interaction; NaN when it cannot be computed).
+        interaction; NaN when it cannot be computed) and ``dose_only_pearson`` (the r of the model's
+        own no-interaction null on the same inputs, ``interactions.double_interaction``).
     """
     from lazynet_core.interactions import (
         additive_counts_interaction,
@@ -254,6 +255,8 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
         **interaction_scores(rest["predicted"].to_numpy(), rest["observed"].to_numpy()),
         "ceiling": interaction_ceiling(pairs, (int(p_idx), *arms), "test"),
         "counts_pearson": counts_r,
+        "dose_only_pearson": interaction_scores(rest["dose_only"].to_numpy(), rest["observed"].to_numpy())[
+            "pearson_interaction"],
     }
 
 
