@@ -35,7 +35,7 @@ from benchmarks.common import machine_info, write_json
 from lazynet_core.metrics import summarize
 
 METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk", "additive_counts",
-           "control_covariance", "null", "linear")
+           "additive_counts_shrunk", "control_covariance", "null", "linear")
 
 
 def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int, redundant: bool = False):

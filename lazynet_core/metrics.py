@@ -72,6 +72,7 @@ BASELINES = (
     "additive",
     "additive_shrunk",
     "additive_counts",
+    "additive_counts_shrunk",
     "null",
     "own_training_mean",
     "own_training_mean_shrunk",
@@ -372,6 +373,9 @@ def baseline_predictions(
             combinations only: the arms' training changes added in expression (count) space,
             ``log1p(Σ expm1(arm mean) − (n − 1)·expm1(base))`` (:func:`additive_counts_post`): right
             for redundant regulators (an OR gate), where log-space addition is not.
+        ``additive_counts_shrunk``
+            ``additive_counts`` on the arms soft-thresholded as in ``additive_shrunk``: both
+            principles together, still no model (NaN on pairs streamed from disk).
         ``null``
             the mean of a random half (redrawn per perturbation) of the control cells outside
             training and the reference: knows nothing about the perturbation, so its score is
@@ -423,6 +427,7 @@ def baseline_predictions(
         linear = nan.copy()
     single_of = {int(pairs.pert_targets[q][0]): q for q in singles}
     additive, additive_shrunk, additive_counts = nan.copy(), nan.copy(), nan.copy()
+    additive_counts_shrunk = nan.copy()
     for row, t in enumerate(targets):
         if len(t) > 1 and all(int(g) in single_of for g in t):
             arms = [single_of[int(g)] for g in t]
@@ -431,6 +436,7 @@ def baseline_predictions(
             shrunk = [_shrunk_training_delta(pairs, q, base) for q in arms]
             if all(d is not None for d in shrunk):
                 additive_shrunk[row] = base + sum(shrunk)
+                additive_counts_shrunk[row] = additive_counts_post([base + d for d in shrunk], base)
     null = _null_posts(pairs, evals)
     preds = {
         "identity": pre.copy(),
@@ -441,6 +447,7 @@ def baseline_predictions(
         "additive": additive,
         "additive_shrunk": additive_shrunk,
         "additive_counts": additive_counts,
+        "additive_counts_shrunk": additive_counts_shrunk,
         "null": null,
         "own_training_mean": means[evals].copy(),
         "own_training_mean_shrunk": _own_shrunk(pairs, evals, base, counts),

@@ -97,6 +97,10 @@ def test_additive_shrunk_by_hand(doubles_pairs):
         keep = np.setdiff1d(np.arange(pairs.n_genes), targets)
         expected = base + sum(shrunk_arm(g) for g in targets)
         assert_allclose(preds["additive_shrunk"][row, keep], expected[keep], rtol=1e-4, atol=1e-5)
+        # the same shrunk arms added in counts: log1p(Σ expm1(base + d_a) − (n − 1)·expm1(base))
+        summed = sum(np.expm1(base + shrunk_arm(g)) for g in targets) - (len(targets) - 1) * np.expm1(base)
+        counts = np.log1p(np.clip(summed, 0.0, None))
+        assert_allclose(preds["additive_counts_shrunk"][row, keep], counts[keep], rtol=1e-4, atol=1e-5)
         moved = preds["additive"][row, keep] - base[keep]
         assert np.abs(expected[keep] - base[keep]).sum() < np.abs(moved).sum()  # shrunk toward no change
         checked += 1
