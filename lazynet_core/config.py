@@ -470,4 +470,5 @@ def recipe_name(model_config: ModelConfig, pair_config: PairConfig) -> str:
         same_model = all(model[k] == v for k, v in model_fields.items())
         if same_model and all(pair[k] == v for k, v in pair_fields.items()):
             return name
-    return f"custom (start {model_config.start}, k {pair_config.k}, pairing {pair_config.pairing})"
+    output = "" if model_config.output == "log" else f", output {model_config.output}"
+    return f"custom (start {model_config.start}, k {pair_config.k}, pairing {pair_config.pairing}{output})"

@@ -95,6 +95,7 @@ def test_anchored_counts_recipe_is_named_and_reproducible():
     assert model.output == "counts" and model.anchor and pair.pairing == "control_mean"
     assert recipe_name(model, pair) == "anchored_counts"
     assert recipe_name(*recipe_configs("anchored")) == "anchored"
+    assert recipe_name(model.replace(anchor=False), pair).endswith("output counts)")  # a custom run says so
     assert recipe_configs("published")[0].output == "log"
     assert set(RECIPES) >= {"published", "anchored", "anchored_counts"}
     with pytest.raises(ValueError, match="output must be"):
