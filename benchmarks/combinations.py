@@ -21,6 +21,7 @@ Writes ``benchmarks/results/combinations[_<start>].json``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
 from benchmarks.accuracy import report
-from benchmarks.common import machine_info, write_json
+from benchmarks.common import RESULTS, machine_info, write_json
 from lazynet_core.metrics import summarize
 
 METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk", "additive_counts",
@@ -108,6 +109,49 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+INTERACTION_RUNS = (("published", ""), ("anchored", ""), ("anchored", "_shrink2"), ("anchored_counts", ""),
+                    ("anchored_counts", "_shrink2"))
+
+
+def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
+    """Markdown table of the interaction and combination figures of every recipe from the JSON of
+    ``--cells 10000 --test-fraction 0.5`` runs (``--redundant`` and standard screens)."""
+
+    def p(x):
+        return f"{x:.0e}" if x < 1e-3 else f"{x:.2g}"
+
+    lines = ["| screen | recipe | interaction r (> 0, p vs 0) | − own dose-only null (wins, p) "
+             "| `additive_counts` r | ceiling | combination Δ-Pearson | − additive (p) "
+             "| − `additive_counts_shrunk` (wins, p) |", "|" + "---|" * 9]
+    for screen, redundant in (("redundant hubs", "_redundant"), ("standard", "")):
+        for recipe, shrink in INTERACTION_RUNS:
+            path = RESULTS / f"combinations_{recipe}{shrink}{redundant}{tag}.json"
+            if not path.exists():
+                continue
+            data = json.loads(path.read_text())
+            inter = data["interaction"]
+            r = inter["lazynet"]["pearson_interaction"]
+            ipaired = {(row["baseline"], row["metric"]): row for row in inter["paired"]}
+            null = ipaired.get(("dose_only", "pearson_interaction"))
+            paired = {row["baseline"]: row for row in data["paired"] if row["reference"] == "independent"}
+            rec = {(row["method"], row["metric"]): row for row in data["records"]
+                   if row["reference"] == "independent"}
+            add, acs = paired["additive"], paired.get("additive_counts_shrunk")
+            label = recipe + (", shrink 2" if shrink else "")
+            lines.append(
+                f"| {screen} | {label} | {r['mean']:.3f} ({r['above_zero']}/{r['n']}, p = {p(r['p_wilcoxon_vs_zero'])}) "
+                + (f"| {null['mean_diff']:+.3f} ({null['wins']}/{null['n']}, p = {p(null['p_wilcoxon'])}) "
+                   if null else "| – ")
+                + f"| {inter['additive_counts']['pearson_interaction']['mean']:.3f} "
+                f"| {inter['lazynet']['ceiling']['mean']:.3f} "
+                f"| {rec[('lazynet', 'pearson_delta')]['mean']:.3f} "
+                f"| {add['mean_diff']:+.3f} (p = {p(add['p_wilcoxon'])}) "
+                + (f"| {acs['mean_diff']:+.3f} ({acs['wins']}/{acs['n']}, p = {p(acs['p_wilcoxon'])}) |"
+                   if acs else "| – |")
+            )
+    return "\n".join(lines).replace(" -0", " −0")
+
+
 def main(argv: list[str] | None = None) -> int:
     from lazynet_core import __version__
     from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, recipe_configs
@@ -129,7 +173,12 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of each single arm's cells held out (the interaction's independent side)")
     parser.add_argument("--shrink", type=float, default=0.0,
                         help="TrainConfig.shrink: L1 pull of each fitted change toward no change, in SEs")
+    parser.add_argument("--table", action="store_true",
+                        help="print the README interaction table from existing JSON and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print(interaction_table())
+        return 0
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
     train = TrainConfig(shrink=args.shrink, **({"epochs": 3} if args.quick else {}))
     model, pair = ModelConfig(start=args.start), PairConfig()
