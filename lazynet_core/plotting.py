@@ -393,7 +393,7 @@ def effects_scatter(
         title=plot_text(title, max_len=120) if title else "Predicted vs observed effect",
         xaxis_title="observed Δ log expression (vs reference controls)" if quantity == "Δ"
         else f"observed {quantity} (held-out cells)",
-        yaxis_title="predicted Δ log expression (vs training controls)" if quantity == "Δ"
+        yaxis_title="predicted Δ log expression<br>(vs training controls)" if quantity == "Δ"
         else f"predicted {quantity}",
         legend={"orientation": "h", "y": -0.18},
     )

@@ -222,7 +222,8 @@ if row["set"] == "combinations":
             f"Interaction = Δ({md(pert)}) − Σ Δ(single arm), arms {arms}. Observed: held-out cells of the "
             "combination and of each arm, against the independent control reference (none reached "
             "training). Predicted: LazyNet's own predictions for the combination and its arms. The additive "
-            "model predicts no interaction (0 everywhere), so anything LazyNet gets right here is beyond it."
+            "model predicts no interaction (0 everywhere); the stricter reference is LazyNet's own "
+            "dose-only null, which scores the knock-down levels alone."
         )
         m = st.columns(5)
         m[0].metric("Interaction Pearson", fmt(view["pearson_interaction"], 3),
@@ -241,6 +242,7 @@ if row["set"] == "combinations":
                     help="LazyNet's own arms, each alone at its knock-down level in the combination's "
                     "cells, added: no interaction by construction, yet not 0 when the knock-downs differ. "
                     "LazyNet's interaction counts as learned only where it beats this.")
+        st.caption(view["verdict"])
         fig = plotting.effects_scatter(view["frame"], title=f"{pert}: predicted vs observed interaction",
                                        highlight=gene, quantity="interaction")
         ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig")

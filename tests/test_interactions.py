@@ -233,3 +233,13 @@ def test_a_double_with_validation_cells_is_not_scored(redundant_pairs):
     role[np.flatnonzero(pairs.cell_pert == first)[:3]] = "val"
     scored = [p for p, _ in double_arms(dataclasses.replace(pairs, cell_role=role, _cache={}))]
     assert first not in scored and len(scored) == 2
+
+
+def test_the_app_verdict_never_calls_a_dose_effect_learned():
+    from lazynet_core.ui.services import _interaction_verdict
+
+    assert _interaction_verdict(0.06, 0.087).startswith("Not beyond the dose-only null")
+    assert _interaction_verdict(0.2, 0.2).startswith("Not beyond")  # a tie is not a win
+    assert _interaction_verdict(0.2, float("nan")).startswith("Not beyond")
+    assert _interaction_verdict(0.25, 0.02).startswith("Beyond the dose-only null here (r 0.250 vs 0.020)")
+    assert "undefined" in _interaction_verdict(float("nan"), 0.1)

@@ -229,6 +229,7 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
     dict
         ``frame`` (per gene: ``gene``, ``observed``, ``predicted``, ``is_target``), ``arms`` (the
         single arms' labels), ``pearson_interaction``, ``interaction_explained``, ``ceiling`` and
+        ``verdict`` (a sentence comparing the model's r with its dose-only null),
         ``counts_pearson`` (the count-space additive model's r: a baseline that does predict an
         interaction; NaN when it cannot be computed) and ``dose_only_pearson`` (the r of the model's
         own no-interaction null on the same inputs, ``interactions.double_interaction``).
@@ -250,15 +251,29 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
     counts = additive_counts_interaction(pairs, arms)
     counts_r = np.nan if counts is None else interaction_scores(counts[keep], rest["observed"].to_numpy())[
         "pearson_interaction"]
+    scores = interaction_scores(rest["predicted"].to_numpy(), rest["observed"].to_numpy())
+    observed = rest["observed"].to_numpy()
+    null_r = interaction_scores(rest["dose_only"].to_numpy(), observed)["pearson_interaction"]
     return {
         "frame": frame,
         "arms": [str(pairs.perturbations[a]) for a in arms],
-        **interaction_scores(rest["predicted"].to_numpy(), rest["observed"].to_numpy()),
+        "verdict": _interaction_verdict(scores["pearson_interaction"], null_r),
+        **scores,
         "ceiling": interaction_ceiling(pairs, (int(p_idx), *arms), "test"),
         "counts_pearson": counts_r,
-        "dose_only_pearson": interaction_scores(rest["dose_only"].to_numpy(), rest["observed"].to_numpy())[
-            "pearson_interaction"],
+        "dose_only_pearson": null_r,
     }
+
+
+def _interaction_verdict(r: float, null_r: float) -> str:
+    """One honest sentence on a double's predicted interaction against the model's dose-only null."""
+    if not np.isfinite(r):
+        return "LazyNet predicts no interaction for this combination (its r is undefined)."
+    if not np.isfinite(null_r) or r <= null_r:
+        return ("Not beyond the dose-only null here: what LazyNet predicts for this combination's "
+                "interaction comes from the arms' knock-down levels, not from a learned interaction.")
+    return (f"Beyond the dose-only null here (r {r:.3f} vs {null_r:.3f}): one combination; judge a "
+            "recipe by the benchmark over many (below).")
 
 
 def effects_frame(
