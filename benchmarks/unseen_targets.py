@@ -5,7 +5,9 @@ LazyNet has not beaten control covariance on targets it never trained on (``accu
 script asks whether the *data* allow it: it scores control covariance, PM-ex, the linear model and
 the estimators of :mod:`lazynet_core.unseen` — control covariance plus the shared perturbation
 component (cross-fitted weights) and control covariance adjusted for the target's measured
-ancestors (backdoor adjustment) — by the same cross-validation as ``accuracy.py`` (LOPO × 3 seeds on
+ancestors (backdoor adjustment) — and control covariance plus PM-ex with unit weights (no fit: a
+model fed only the target's level cannot respond to "being perturbed" at all; this asks whether such
+a response would help), by the same cross-validation as ``accuracy.py`` (LOPO × 3 seeds on
 the real screen; 5-fold × 5 seeds on the demo and Hill screens), against the independent control
 reference, with paired Wilcoxon tests over perturbations. No model is trained (under 20 s a screen
 on a quiet 2-core VM), so LazyNet's figures are read from ``results/accuracy_*.json`` and shown
@@ -36,9 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plai
 from benchmarks.accuracy import DESIGNS, load_screen
 from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
 
-METHODS = ("control_covariance", "ccov_adjusted", "ccov_shared", "perturbed_mean_ex", "linear", "null")
+METHODS = ("control_covariance", "ccov_adjusted", "ccov_shared", "ccov_plus_pm_ex", "perturbed_mean_ex", "linear",
+           "null")
 LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_control_covariance",
-                "covariance recipe (k = 256)": "_control_covariance_k256", "anchored": "_anchored"}
+                "covariance recipe (k = 256)": "_control_covariance_k256", "anchored": "_anchored",
+                "anchored, shrink 2": "_anchored_shrink2", "anchored_counts": "_anchored_counts",
+                "anchored_counts, shrink 2": "_anchored_counts_shrink2"}
 
 
 def score_fold(pairs) -> list[tuple]:
@@ -51,6 +56,8 @@ def score_fold(pairs) -> list[tuple]:
     base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     ref = reference_mean(pairs, "independent")
     preds = {**baseline_predictions(pairs, perturbations=evals), **unseen_target_estimates(pairs, perturbations=evals)}
+    # unit weights, no fit: would a response to "being perturbed" at all add to control covariance?
+    preds["ccov_plus_pm_ex"] = preds["control_covariance"] + preds["perturbed_mean_ex"] - base
     rows = []
     for row, p in enumerate(evals):
         targets = np.asarray(pairs.pert_targets[p], dtype=int)
@@ -107,7 +114,8 @@ def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
     scored = frame[frame.method != "target_change"]
     summary = summarize(scored)
     paired = pd.concat([compare(scored, model=m, metric="pearson_delta").assign(model=m)
-                        for m in ("ccov_adjusted", "ccov_shared", "control_covariance")], ignore_index=True)
+                        for m in ("ccov_adjusted", "ccov_shared", "ccov_plus_pm_ex", "control_covariance")],
+                       ignore_index=True)
     rows = []
     for method in METHODS:
         sub = summary[(summary.method == method)].set_index("metric")
