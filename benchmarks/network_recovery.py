@@ -20,6 +20,12 @@ Scorers:
 ``fold_change``
     ``|mean(train cells of s) - mean(train controls)|`` (NaN off the perturbed regulators, so it is
     compared on the perturbed set only).
+``fold_change_z``
+    the same change over its Welch standard error, ``|Δ| / sqrt(var_s/n_s + var_c/n_c + 0.01²)``
+    (the floor keeps a gene silent in controls, or a one-cell perturbation, from a near-infinite z):
+    fold change with each gene's noise taken into account, a second bar for a model trained with
+    ``TrainConfig.shrink``. Dense over the training cells: a benchmark for screens of ≤ a few
+    thousand genes, not for paper scale.
 ``correlation``
     ``|Pearson r|`` across training control cells (0 for a gene constant across them).
 ``regulator_expression``
@@ -34,6 +40,7 @@ Scorers:
 Run on its own (trains a default ensemble per screen)::
 
     PYTHONPATH=. python benchmarks/network_recovery.py --screens demo hill --seeds 0
+    PYTHONPATH=. python benchmarks/network_recovery.py --recipe anchored --shrink 2 --seeds 0 1 2
 
 ``accuracy.py`` calls :func:`recovery_for_ensemble` on the ensembles it trains.
 """
@@ -54,6 +61,7 @@ from benchmarks.common import fmt_table, machine_info, write_json
 
 RIDGE_ALPHA = 0.1
 RIDGE_EPOCHS = 2
+SE_FLOOR = 0.01  # log units: the smallest standard error fold_change_z divides by
 
 
 def truth_frame(raw_uns: dict) -> pd.DataFrame:
@@ -71,6 +79,21 @@ def training_singles(pairs: Any) -> dict[str, int]:
         if len(pairs.pert_targets[p]) == 1 and len(pairs.cells(p, "train")):
             out[str(pairs.genes[pairs.pert_targets[p][0]])] = p
     return out
+
+
+def fold_change_z(pairs: Any, singles: dict[str, int]) -> pd.DataFrame:
+    """|Welch z| of each trained single's change against the training controls (targets × sources)."""
+    from lazynet_core import enrichment
+
+    genes = list(pairs.genes.astype(str))
+    ctrl = np.asarray(pairs.X[pairs.cells(-1, "train")].todense(), dtype=np.float64)
+    var_c = ctrl.var(axis=0, ddof=1) / len(ctrl)
+    z = {}
+    for gene, p in singles.items():
+        own = np.asarray(pairs.X[pairs.cells(p, "train")].todense(), dtype=np.float64)
+        var_p = own.var(axis=0, ddof=1) / len(own) if len(own) > 1 else np.zeros(len(genes))
+        z[gene] = (own.mean(axis=0) - ctrl.mean(axis=0)) / np.sqrt(var_p + var_c + SE_FLOOR**2)
+    return enrichment.fold_change_scores(np.zeros(len(genes)), z, genes)
 
 
 def ridge_one_step(pairs: Any, *, alpha: float = RIDGE_ALPHA, epochs: int = RIDGE_EPOCHS, seed: int = 0,
@@ -128,6 +151,9 @@ def score_frames(ensemble: Any, pairs: Any, *, seed: int = 0, jacobian_result: A
     fc = enrichment.fold_change_scores(cm, {g: pairs.pert_mean(p, "train") for g, p in singles.items()}, genes)
     secs["fold_change"] = time.perf_counter() - t0
     t0 = time.perf_counter()
+    fcz = fold_change_z(pairs, singles)
+    secs["fold_change_z"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     corr = enrichment.correlation_scores(pairs.X[pairs.cells(-1, "train")], genes)
     # A gene constant across control cells (never detected) has no correlation: r = 0, not NaN
     # (NaN would make the whole pair set unscorable under recovery_table's missing="nan").
@@ -138,7 +164,7 @@ def score_frames(ensemble: Any, pairs: Any, *, seed: int = 0, jacobian_result: A
     t0 = time.perf_counter()
     ridge = ridge_one_step(pairs, seed=seed)
     secs["ridge_linear"] = time.perf_counter() - t0
-    frames = {"lazynet_jacobian": jframe, "fold_change": fc, "correlation": corr,
+    frames = {"lazynet_jacobian": jframe, "fold_change": fc, "fold_change_z": fcz, "correlation": corr,
               "regulator_expression": reg, "ridge_linear": ridge}
     return frames, secs
 
@@ -213,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="ModelConfig.start of the trained ensembles")
     parser.add_argument("--k", type=int, default=None, help="PairConfig.k (control cells per pre-state)")
     parser.add_argument("--recipe", default=None, help="a named recipe (config.RECIPES); overrides --start")
+    parser.add_argument("--shrink", type=float, default=0.0, help="TrainConfig.shrink (standard errors)")
     args = parser.parse_args(argv)
     import torch
 
@@ -232,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
         truth = truth_frame({"planted_network": dict(raw.uns["planted_network"])})
         for seed in args.seeds:
             pairs = make_pairs(adata, pair.replace(seed=seed, **({"k": args.k} if args.k else {})))
-            tc = TrainConfig(seed=seed, threads=args.threads)
+            tc = TrainConfig(seed=seed, threads=args.threads, shrink=args.shrink)
             if args.epochs:
                 tc = tc.replace(epochs=args.epochs)
             ens = train_ensemble(pairs, model, tc)
@@ -244,7 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     suffix = ("" if args.start == "zero" else f"_{args.start}") + (f"_k{args.k}" if args.k else "")
     if args.recipe:
         suffix = f"_{args.recipe}"
+    suffix += f"_shrink{args.shrink:g}" if args.shrink else ""
     write_json("network_recovery" + suffix, {"start": args.start, "k": args.k, "recipe": args.recipe,
+                                            "shrink": args.shrink,
                                             "benchmark": "network_recovery",
                                             "per_seed": all_tables.to_dict("records"),
                                             "summary": agg.to_dict("records"), "machine": machine_info()})

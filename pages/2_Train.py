@@ -24,8 +24,9 @@ RECIPE_RESULTS = (
     "0.061 · 0.101 (a tie with it), with anchored's fit of held-out cells (real 0.285). On held-out "
     "doubles no recipe beats the additive model (anchored 0.582 vs 0.587); anchored with Shrink 2 "
     "does (0.722), but by denoising: the additive model with its arms shrunk the same way scores "
-    "0.715. Where doubles truly interact (redundant regulators), only anchored_counts learns the "
-    "interaction (r 0.21; anchored's 0.02 is all knock-down dose), and with Shrink 2 it is narrowly "
+    "0.715. Where doubles truly interact (redundant regulators), only anchored_counts predicts part of "
+    "the interaction (r 0.21, largely because its output adds the arms in counts; anchored's 0.02 is "
+    "all knock-down dose), and with Shrink 2 it is narrowly "
     "ahead of every baseline (0.833 vs 0.824); the arms summed in counts with no model still predict "
     "the interaction better (0.25)."
 )

@@ -392,7 +392,7 @@ def test_effects_combination_shows_its_interaction(trained_run):
     assert any("predicted vs observed interaction" in s and "observed interaction" in s for s in specs)
     captions = " ".join(c.value for c in at.caption)
     assert "additive model predicts no interaction" in captions
-    assert "dose-only null here" in captions or "predicts no interaction for this combination" in captions
+    assert "dose-only null" in captions or "predicts no interaction for this combination" in captions
     at.selectbox(key="eff_pert").set_value("ATF4+TP53").run()  # trained on: held-out cells, no panel
     _ok(at)
     assert "Interaction Pearson" not in [m.label for m in at.metric]

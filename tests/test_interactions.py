@@ -238,8 +238,12 @@ def test_a_double_with_validation_cells_is_not_scored(redundant_pairs):
 def test_the_app_verdict_never_calls_a_dose_effect_learned():
     from lazynet_core.ui.services import _interaction_verdict
 
-    assert _interaction_verdict(0.06, 0.087).startswith("Not beyond the dose-only null")
-    assert _interaction_verdict(0.2, 0.2).startswith("Not beyond")  # a tie is not a win
-    assert _interaction_verdict(0.2, float("nan")).startswith("Not beyond")
+    assert _interaction_verdict(0.06, 0.087).startswith("No better than the dose-only null")
+    assert _interaction_verdict(0.2, 0.2).startswith("No better")  # a tie is not a win
+    assert _interaction_verdict(0.2001, 0.2).startswith("No better")  # nor is a near-tie on one double
+    assert _interaction_verdict(-0.1, -0.3).startswith("No better")  # a negative r never wins
+    assert _interaction_verdict(0.05, 0.6).startswith("No better")  # and a loss claims no cause
+    assert "knock-down levels match" in _interaction_verdict(0.2, float("nan"))  # undefined null: no dose
+    assert "does not follow" in _interaction_verdict(-0.2, float("nan"))
     assert _interaction_verdict(0.25, 0.02).startswith("Beyond the dose-only null here (r 0.250 vs 0.020)")
     assert "undefined" in _interaction_verdict(float("nan"), 0.1)

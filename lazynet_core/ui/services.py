@@ -265,15 +265,30 @@ def interaction_view(ensemble: Any, pairs: Any, p_idx: int) -> dict[str, Any] | 
     }
 
 
+VERDICT_MARGIN = 0.05  # r must clear the null by this much on one double before it reads as "beyond"
+
+
 def _interaction_verdict(r: float, null_r: float) -> str:
-    """One honest sentence on a double's predicted interaction against the model's dose-only null."""
+    """One honest sentence on a double's predicted interaction against the model's dose-only null.
+
+    "Beyond" needs r > 0 and r ≥ null + ``VERDICT_MARGIN``: one combination has no uncertainty to
+    test, so a near-tie is reported as a tie. An undefined null (the arms' knock-down levels are
+    the same in the double's cells as alone, so the null predicts no interaction) gets its own
+    sentence rather than being read as a dose effect.
+    """
     if not np.isfinite(r):
         return "LazyNet predicts no interaction for this combination (its r is undefined)."
-    if not np.isfinite(null_r) or r <= null_r:
-        return ("Not beyond the dose-only null here: what LazyNet predicts for this combination's "
-                "interaction comes from the arms' knock-down levels, not from a learned interaction.")
-    return (f"Beyond the dose-only null here (r {r:.3f} vs {null_r:.3f}): one combination; judge a "
-            "recipe by the benchmark over many (below).")
+    if not np.isfinite(null_r):
+        if r > 0:
+            return (f"The dose-only null predicts no interaction here (the arms' knock-down levels match), "
+                    f"so LazyNet's r {r:.3f} is its own; one combination: judge a recipe by the benchmark "
+                    "over many (below).")
+        return f"LazyNet's predicted interaction does not follow the observed one here (r {r:.3f})."
+    if r > 0 and r >= null_r + VERDICT_MARGIN:
+        return (f"Beyond the dose-only null here (r {r:.3f} vs {null_r:.3f}): one combination; judge a "
+                "recipe by the benchmark over many (below).")
+    return (f"No better than the dose-only null here (r {r:.3f} vs {null_r:.3f}, which scores the arms' "
+            "knock-down levels alone): no sign of a learned interaction in this combination.")
 
 
 def effects_frame(
