@@ -88,7 +88,9 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     n = frame[frame["method"] == "lazynet"]["perturbation"].nunique()
     print(f"\ninteraction I = Δ(A+B) − Δ(A) − Δ(B), independent cells, {n} doubles "
           "(the additive model predicts I = 0: r undefined, explained 0):")
-    for model in ("lazynet", "dose_only", "additive_counts"):
+    for model in ("lazynet", "dose_only", "dose_only_counts", "additive_counts"):
+        if model not in set(frame["method"]):
+            continue
         one = interaction_summary(frame, model=model)
         r, ex = one["pearson_interaction"], one["interaction_explained"]
         print(f"  {model:16s} r {r['mean']:.3f} ± {r['sd']:.3f} (> 0 on {r['above_zero']}/{r['n']}, "
@@ -98,7 +100,7 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     print(f"  noise ceiling of r: {out['lazynet']['ceiling']['mean']:.3f} "
           f"({out['lazynet']['ceiling']['n']} doubles defined)")
     paired = pd.concat([compare(frame, metric=m) for m in ("pearson_interaction", "interaction_explained")])
-    for row in paired[paired["baseline"].isin(["dose_only", "additive_counts"])].to_dict("records"):
+    for row in paired[paired["baseline"].isin(["dose_only", "dose_only_counts", "additive_counts"])].to_dict("records"):
         print(f"  lazynet − {row['baseline']} on {row['metric']}: {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
               f"{row['wins']}/{row['n']}, p = {row['p_wilcoxon']:.2g}")
     out["paired"] = paired.to_dict("records")
@@ -121,8 +123,8 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
         return f"{x:.0e}" if x < 1e-3 else f"{x:.2g}"
 
     lines = ["| screen | recipe | interaction r (> 0, p vs 0) | − own dose-only null (wins, p) "
-             "| `additive_counts` r | ceiling | combination Δ-Pearson | − additive (p) "
-             "| − `additive_counts_shrunk` (wins, p) |", "|" + "---|" * 9]
+             "| − own count-space null (wins, p) | `additive_counts` r | ceiling | combination Δ-Pearson | − additive (p) "
+             "| − `additive_counts_shrunk` (wins, p) |", "|" + "---|" * 10]
     for screen, redundant in (("redundant hubs", "_redundant"), ("standard", "")):
         for recipe, shrink in INTERACTION_RUNS:
             path = RESULTS / f"combinations_{recipe}{shrink}{redundant}{tag}.json"
@@ -133,6 +135,7 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
             r = inter["lazynet"]["pearson_interaction"]
             ipaired = {(row["baseline"], row["metric"]): row for row in inter["paired"]}
             null = ipaired.get(("dose_only", "pearson_interaction"))
+            cnull = ipaired.get(("dose_only_counts", "pearson_interaction"))
             paired = {row["baseline"]: row for row in data["paired"] if row["reference"] == "independent"}
             rec = {(row["method"], row["metric"]): row for row in data["records"]
                    if row["reference"] == "independent"}
@@ -142,6 +145,8 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
                 f"| {screen} | {label} | {r['mean']:.3f} ({r['above_zero']}/{r['n']}, p = {p(r['p_wilcoxon_vs_zero'])}) "
                 + (f"| {null['mean_diff']:+.3f} ({null['wins']}/{null['n']}, p = {p(null['p_wilcoxon'])}) "
                    if null else "| – ")
+                + (f"| {cnull['mean_diff']:+.3f} ({cnull['wins']}/{cnull['n']}, p = {p(cnull['p_wilcoxon'])}) "
+                   if cnull else "| not run ")
                 + f"| {inter['additive_counts']['pearson_interaction']['mean']:.3f} "
                 f"| {inter['lazynet']['ceiling']['mean']:.3f} "
                 f"| {rec[('lazynet', 'pearson_delta')]['mean']:.3f} "

@@ -35,6 +35,11 @@ double's cells, ``I_dose = F(A@AB) + F(B@AB) − F(A) − F(B)``. It is not 0 wh
 stronger or weaker in the double's cells than in the arms', so a model's ``I`` counts as learned
 only where it beats ``dose_only`` (paired), not just 0.
 
+``dose_only_counts`` is the same null with the arms' predicted changes added in count space,
+``log1p(Σ expm1 F(a@AB) − (n − 1)·expm1 F(0))`` in place of the double's prediction. A model whose
+output adds its inputs' effects in expression (``ModelConfig(output="counts")``, near the control
+state) matches it by construction; only what it predicts beyond it is learned beyond that form.
+
 ``ceiling`` (method ``observed``)
     Split-half reliability of the observed ``I`` (every side halved, Spearman–Brown corrected),
     square-rooted: the noise ceiling of ``pearson_interaction``.
@@ -105,7 +110,8 @@ def interaction_frame(
     name
         Method label of ``predict``. The additive model (``I = 0``) is added as ``"additive"``, the
         count-space additive model as ``"additive_counts"`` and ``predict``'s own arms at the
-        double's doses as ``"dose_only"`` (module docstring).
+        double's doses as ``"dose_only"`` (added in log space) and ``"dose_only_counts"`` (added in
+        count space; module docstring).
     role
         Role of the evaluated cells of the double and of its arms.
     ceiling
@@ -128,7 +134,8 @@ def interaction_frame(
         label = str(pairs.perturbations[p])
         counts = additive_counts_interaction(pairs, arms)
         methods = [(name, predicted), ("additive", np.zeros_like(observed)),
-                   ("dose_only", genes["dose_only"].to_numpy()[keep])]
+                   ("dose_only", genes["dose_only"].to_numpy()[keep]),
+                   ("dose_only_counts", genes["dose_only_counts"].to_numpy()[keep])]
         if counts is not None:
             methods.append(("additive_counts", counts[keep]))
         for method, pred in methods:
@@ -159,8 +166,9 @@ def double_interaction(
     Returns
     -------
     pandas.DataFrame
-        ``gene``, ``observed``, ``predicted`` (``I`` of the module docstring), ``dose_only`` (the
-        same model's no-interaction null on the same inputs) and ``is_target`` (the double's
+        ``gene``, ``observed``, ``predicted`` (``I`` of the module docstring), ``dose_only`` and
+        ``dose_only_counts`` (the same model's no-interaction nulls on the same inputs, its arms
+        added in log and in count space) and ``is_target`` (the double's
         targets: their levels are inputs, so they are left out of every score).
     """
     ref = np.asarray(reference_mean(pairs, "independent"), dtype=np.float64)
@@ -178,13 +186,17 @@ def double_interaction(
         if s is not None:
             out[row, pairs.pert_targets[s]] = inputs[row, pairs.pert_targets[s]]
     means = [np.asarray(pairs.pert_mean(s, role), dtype=np.float64) for s in sides]
+    control_out, alone, at_dose = out[n_sides], out[1:n_sides], out[n_sides + 1:]
+    extra = len(arms) - 1
+    counts_post = np.log1p(np.maximum(np.expm1(at_dose).sum(axis=0) - extra * np.expm1(control_out), 0.0))
     is_target = np.zeros(pairs.n_genes, dtype=bool)
     is_target[pairs.pert_targets[sides[0]]] = True
     return pd.DataFrame({
         "gene": np.asarray(pairs.genes, dtype=str),
         "observed": _interaction(means[0], means[1:], ref),
         "predicted": _interaction(out[0], list(out[1:n_sides]), out[n_sides]),
-        "dose_only": sum(out[n_sides + 1:]) - sum(out[1:n_sides]),
+        "dose_only": at_dose.sum(axis=0) - alone.sum(axis=0),
+        "dose_only_counts": counts_post - alone.sum(axis=0) + extra * control_out,
         "is_target": is_target,
     })
 

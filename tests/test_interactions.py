@@ -154,6 +154,32 @@ def test_a_linear_model_scores_its_dose_differences_and_exactly_its_dose_only_nu
     assert_allclose(mine["value"].to_numpy(), null["value"].to_numpy(), atol=1e-3)
 
 
+def test_a_count_additive_model_scores_exactly_its_count_space_dose_only_null(redundant_pairs):
+    # expm1 F(x) = expm1(base) + (x − base) B: effects add in expression, no interaction beyond that
+    # form. Its I is far from the log-space null but equals the count-space null gene by gene.
+    _, pairs = redundant_pairs
+    base = pairs.control_mean("train").astype(np.float64)
+    B = np.abs(np.random.default_rng(1).normal(0.0, 0.5, (pairs.n_genes, pairs.n_genes)))
+
+    def count_additive(x):
+        counts = np.expm1(base) + (x.astype(np.float64) - base) @ B.T
+        return np.log1p(np.maximum(counts, 0.0)).astype(np.float32)
+
+    p, arms = double_arms(pairs)[0]
+    genes = double_interaction(pairs, count_additive, p, arms=arms)
+    rest = genes[~genes["is_target"]]
+    assert np.abs(rest["predicted"] - rest["dose_only"]).max() > 1e-2  # not additive in log space
+    assert_allclose(rest["dose_only_counts"], rest["predicted"], atol=1e-4)
+    # a log-additive model is, in turn, apart from its count-space null
+    M = np.random.default_rng(0).normal(0.0, 0.3, (pairs.n_genes, pairs.n_genes))
+    linear = double_interaction(pairs, lambda x: (x + (x - base) @ M.T).astype(np.float32), p, arms=arms)
+    lin = linear[~linear["is_target"]]
+    assert_allclose(lin["dose_only"], lin["predicted"], atol=1e-4)
+    assert np.abs(lin["predicted"] - lin["dose_only_counts"]).max() > 1e-2
+    frame = interaction_frame(pairs, count_additive, name="counts", ceiling=False)
+    assert "dose_only_counts" in set(frame["method"])
+
+
 def test_a_double_whose_arm_has_no_held_out_cells_is_not_scored(redundant_pairs):
     _, pairs = redundant_pairs
     arms = double_arms(pairs)
