@@ -250,8 +250,8 @@ if row["set"] == "combinations":
             "Measured on Hill screens with planted redundant regulators (benchmarks/combinations.py "
             "--redundant, 60 doubles): the published recipe's predicted interaction correlates 0.03 with the "
             "observed one, its dose-only null's score in the mean (noise ceiling 0.41); anchored_counts "
-            "0.21 (its log-space null 0.02), largely because its output adds the arms in counts by "
-            "construction; the count-space sum of the arms, no model, 0.25. LazyNet predicts "
+            "0.21 (its log-space null 0.02), all of it because its output adds the arms in counts (its "
+            "count-space null 0.22); the count-space sum of the arms, no model, 0.25. LazyNet predicts "
             "combinations as additive in log space unless its output adds in counts."
         )
 
