@@ -4,14 +4,17 @@ the trained perturbations to it (issue 11).
 LazyNet has not beaten control covariance on targets it never trained on (``accuracy.py``). This
 script asks whether the *data* allow it: it scores control covariance, PM-ex, the linear model and
 the estimators of :mod:`lazynet_core.unseen` — control covariance plus the shared perturbation
-component (cross-fitted weights) and control covariance adjusted for the target's measured
-ancestors (backdoor adjustment) — and control covariance plus PM-ex with unit weights (no fit: a
+component (cross-fitted weights), control covariance adjusted for the target's measured
+ancestors (backdoor adjustment) and control covariance plus what those ancestors' knock-downs did
+through the target — and control covariance plus PM-ex with unit weights (no fit: a
 model fed only the target's level cannot respond to "being perturbed" at all; this asks whether such
 a response would help), by the same cross-validation as ``accuracy.py`` (LOPO × 3 seeds on
 the real screen; 5-fold × 5 seeds on the demo and Hill screens), against the independent control
 reference, with paired Wilcoxon tests over perturbations. No model is trained (under 20 s a screen
 on a quiet 2-core VM), so LazyNet's figures are read from ``results/accuracy_*.json`` and shown
-beside them. It also lists, per real target, how far the knock-down moved the target itself (log
+beside them. On the demo (log-linear, planted network known) it also scores the oracle
+``planted_total_effect``, the network's noise-free total effect of each target: the ceiling no
+predictor can reach from the screen. It also lists, per real target, how far the knock-down moved the target itself (log
 units), which bounds what any predictor of the form "effect ∝ the target's change" can show.
 
 Usage (from the repo root)::
@@ -38,16 +41,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plai
 from benchmarks.accuracy import DESIGNS, load_screen
 from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
 
-METHODS = ("control_covariance", "ccov_adjusted", "ccov_shared", "ccov_plus_pm_ex", "perturbed_mean_ex", "linear",
-           "null")
+# planted_total_effect (an oracle: the planted network's noise-free total effect) is added on the demo
+METHODS = ("control_covariance", "ccov_adjusted", "ccov_ancestors", "ccov_shared", "ccov_plus_pm_ex",
+           "perturbed_mean_ex", "linear", "null")
 LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_control_covariance",
                 "covariance recipe (k = 256)": "_control_covariance_k256", "anchored": "_anchored",
                 "anchored, shrink 2": "_anchored_shrink2", "anchored_counts": "_anchored_counts",
                 "anchored_counts, shrink 2": "_anchored_counts_shrink2"}
 
 
-def score_fold(pairs) -> list[tuple]:
-    """Tidy rows (method, perturbation, metric, value) of one fold's held-out single targets."""
+def planted_total_effects(name: str, genes) -> np.ndarray | None:
+    """The planted network's total effects over ``genes`` on a log-linear synthetic screen, else None."""
+    from lazynet_core import datasets
+
+    if name != "demo":  # Hill dynamics have no constant total effect; the real screen has no truth
+        return None
+    return datasets.planted_total_effects(datasets.load_demo(), genes=genes)
+
+
+def score_fold(pairs, total: np.ndarray | None = None) -> list[tuple]:
+    """Tidy rows (method, perturbation, metric, value) of one fold's held-out single targets.
+
+    With ``total`` (the planted network's total effects, genes x genes) the oracle
+    ``planted_total_effect`` (each target's row of ``total`` times its measured change) is scored too:
+    the noise-free ceiling, which no predictor can reach from the screen.
+    """
     from lazynet_core.metrics import baseline_predictions, delta_metrics, reference_mean
     from lazynet_core.unseen import unseen_target_estimates
 
@@ -58,16 +76,25 @@ def score_fold(pairs) -> list[tuple]:
     preds = {**baseline_predictions(pairs, perturbations=evals), **unseen_target_estimates(pairs, perturbations=evals)}
     # unit weights, no fit: would a response to "being perturbed" at all add to control covariance?
     preds["ccov_plus_pm_ex"] = preds["control_covariance"] + preds["perturbed_mean_ex"] - base
+    if total is not None:
+        preds["planted_total_effect"] = np.array(
+            [base + _target_change(pairs, p, base) * total[pairs.pert_targets[p][0]] for p in evals])
     rows = []
     for row, p in enumerate(evals):
         targets = np.asarray(pairs.pert_targets[p], dtype=int)
         obs = np.asarray(pairs.pert_mean(int(p), "test"), dtype=np.float64) - ref
         label = str(pairs.perturbations[p])
-        rows.append(("target_change", label, "log_units", float(pairs.pre_state(int(p))[targets[0]] - base[targets[0]])))
-        for method in METHODS:
+        rows.append(("target_change", label, "log_units", _target_change(pairs, p, base)))
+        for method in [m for m in (*METHODS, "planted_total_effect") if m in preds]:
             scores = delta_metrics(preds[method][row] - base, obs, exclude=targets)
             rows += [(method, label, m, scores[m]) for m in ("pearson_delta", "norm_ratio", "slope")]
     return rows
+
+
+def _target_change(pairs, p: int, base: np.ndarray) -> float:
+    """How far perturbation ``p``'s knock-down moved its (first) target, log units."""
+    target = int(pairs.pert_targets[p][0])
+    return float(pairs.pre_state(int(p))[target] - base[target])
 
 
 def run_screen(name: str, seeds: tuple[int, ...]) -> pd.DataFrame:
@@ -77,11 +104,12 @@ def run_screen(name: str, seeds: tuple[int, ...]) -> pd.DataFrame:
 
     adata = load_screen(name)
     labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    total = planted_total_effects(name, adata.var_names)
     frames = []
     for seed in seeds:
         for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
             pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
-            rows = score_fold(pairs)
+            rows = score_fold(pairs, total)
             frames.append(pd.DataFrame(rows, columns=["method", "perturbation", "metric", "value"])
                           .assign(seed=seed, fold=fold))
         print(f"[{name}] seed {seed} done", flush=True)
@@ -113,11 +141,13 @@ def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
 
     scored = frame[frame.method != "target_change"]
     summary = summarize(scored)
+    methods = [m for m in (*METHODS, "planted_total_effect") if m in set(scored.method)]
     paired = pd.concat([compare(scored, model=m, metric="pearson_delta").assign(model=m)
-                        for m in ("ccov_adjusted", "ccov_shared", "ccov_plus_pm_ex", "control_covariance")],
+                        for m in ("ccov_adjusted", "ccov_ancestors", "ccov_shared", "ccov_plus_pm_ex",
+                                  "control_covariance", "planted_total_effect") if m in methods],
                        ignore_index=True)
     rows = []
-    for method in METHODS:
+    for method in methods:
         sub = summary[(summary.method == method)].set_index("metric")
         row = {"method": method, "pearson_delta": f"{sub.at['pearson_delta', 'mean']:.3f} ± "
                                                   f"{sub.at['pearson_delta', 'sd']:.3f}",

@@ -175,6 +175,57 @@ class PlantedNetwork:
         }
 
 
+MAX_TOTAL_EFFECT_GENES = 2000  # a dense genes x genes inverse; paper scale is far beyond it
+
+
+def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
+    """The planted network's total effect of each gene on every other (an oracle, for ceilings).
+
+    On a log-linear screen ``d = d W + eps`` (``W[s, t]``: source on target), so a do-intervention
+    that moves gene s by ``δ`` moves every gene t by ``δ · T[s, t]`` in log space, with
+    ``T = (I − W)⁻¹`` (direct and indirect paths; ``T[s, s] = 1``). No predictor can know ``T``:
+    benchmarks use it as the noise-free ceiling of an unseen target's effect.
+
+    Parameters
+    ----------
+    adata
+        A screen made by :func:`demo_screen`, :func:`toy_screen` or :func:`write_paper_screen`
+        (``uns["planted_network"]``, ``uns["synthetic"]["kind"] == "log-linear"``).
+    genes
+        Gene symbols to order rows and columns by (e.g. a ``read_screen`` result's ``var_names``);
+        default ``adata.var_names``. Genes outside the planted network get no effect (identity row).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, n) float64 ``T`` over ``genes``.
+
+    Raises
+    ------
+    ValueError
+        If ``adata`` has no planted network, is not log-linear (Hill screens have no constant total
+        effect) or ``genes`` is longer than ``MAX_TOTAL_EFFECT_GENES``.
+    """
+    synthetic = adata.uns.get("synthetic", {})
+    if "planted_network" not in adata.uns or synthetic.get("kind") != "log-linear":
+        msg = (f"planted_total_effects needs a log-linear synthetic screen with uns['planted_network']; "
+               f"this one has kind {synthetic.get('kind')!r}. Use demo_screen, toy_screen or "
+               "write_paper_screen.")
+        raise ValueError(msg)
+    genes = np.asarray(adata.var_names if genes is None else genes).astype(str)
+    if len(genes) > MAX_TOTAL_EFFECT_GENES:
+        msg = (f"planted_total_effects inverts a dense {len(genes)} x {len(genes)} matrix; at most "
+               f"{MAX_TOTAL_EFFECT_GENES} genes are allowed. Pass genes= with a subset.")
+        raise ValueError(msg)
+    index = {g: i for i, g in enumerate(genes)}
+    net = adata.uns["planted_network"]
+    w = np.zeros((len(genes), len(genes)))
+    for source, target, weight in zip(net["source"], net["target"], net["weight"], strict=True):
+        if str(source) in index and str(target) in index:
+            w[index[str(source)], index[str(target)]] = float(weight)
+    return np.linalg.inv(np.eye(len(genes)) - w)
+
+
 # ----------------------------------------------------------------------------- design and clamps
 def _design(
     rng: np.random.Generator, perts: list[tuple[str, str]], cells_per: np.ndarray, n_controls: int

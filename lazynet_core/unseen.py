@@ -14,6 +14,12 @@ cells beats it, so that a model's failure to beat it can be read against what th
     own knock-down moved u (|Welch z| > ``z_ancestor``). Conditioning on u alone credits u with
     what its upstream regulators do (ancestors co-vary with u but do not follow it under a
     do-intervention); the backdoor adjustment removes that, as IDA does (Maathuis et al. 2009).
+``ccov_ancestors``
+    control covariance plus what u's measured ancestors' knock-downs did *through* u: each ancestor's
+    training delta rescaled to u's change (Δ_s · Δu / Δ_s[u]), averaged over ancestors, given control
+    covariance's norm and added to it (two directions, no weight fitted); the ancestors themselves
+    and u's level as in ``ccov_adjusted``. Without ancestors it is control covariance. An ancestor's
+    response also holds its other children's effects (u's siblings), which this credits to u.
 All of them read only training cells (training controls and training perturbation means), never the
 held-out perturbation's cells or the reference controls, so they are scored like every baseline.
 """
@@ -28,7 +34,7 @@ import numpy as np
 from .errors import ScreenError
 from .metrics import _control_covariance_deltas, _train_pert_means, pm_ex_delta
 
-ESTIMATORS = ("ccov_shared", "ccov_adjusted")
+ESTIMATORS = ("ccov_shared", "ccov_adjusted", "ccov_ancestors")
 
 
 def _trained_singles(pairs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -102,7 +108,7 @@ def unseen_target_estimates(
     Returns
     -------
     dict
-        ``ccov_shared``, ``ccov_adjusted`` -> (n, G) float64 post states, the
+        ``ccov_shared``, ``ccov_adjusted``, ``ccov_ancestors`` -> (n, G) float64 post states, the
         targets set to their pre-state level (as every baseline of ``metrics.baseline_predictions``).
     """
     from .streaming import StreamedPairs
@@ -149,8 +155,10 @@ def unseen_target_estimates(
         if not np.isfinite(cc).all():
             continue
         out["ccov_shared"][row] = base + w_shared[0] * cc + w_shared[1] * pm_ex
-        ancestors = targets[(np.abs(z[:, u]) > z_ancestor) & (targets != u)]
+        moved_u = (np.abs(z[:, u]) > z_ancestor) & (targets != u)
+        ancestors = targets[moved_u]
         out["ccov_adjusted"][row] = base + _adjusted(xc, u, ancestors, du)
+        out["ccov_ancestors"][row] = base + _through_ancestors(cc, deltas[moved_u], ancestors, u, du)
         for pred in out.values():
             pred[row, u] = pre[u]
     return out
@@ -165,4 +173,23 @@ def _adjusted(xc: np.ndarray, u: int, ancestors: np.ndarray, du: float) -> np.nd
     coef = np.linalg.solve(gram + 1e-9 * np.trace(gram) * np.eye(len(gram)), design.T @ xc)
     delta = coef[0] * du
     delta[ancestors] = 0.0  # a do-intervention on u leaves its upstream regulators where they were
+    return delta
+
+
+def _through_ancestors(
+    cc: np.ndarray, anc_deltas: np.ndarray, ancestors: np.ndarray, u: int, du: float
+) -> np.ndarray:
+    """Control covariance's Δ plus the ancestors' deltas rescaled to u's change, at control covariance's
+    norm (both without u's entry); the ancestors' entries 0 (a do-intervention on u leaves them)."""
+    delta = cc.copy()
+    if len(ancestors):
+        through = anc_deltas.copy()
+        through[np.arange(len(ancestors)), ancestors] = 0.0  # each ancestor's own knock-down
+        through = (through * (du / anc_deltas[:, u])[:, None]).mean(axis=0)
+        through[u] = 0.0
+        others = np.arange(len(cc)) != u
+        norm = np.linalg.norm(through[others])
+        if norm > 0:
+            delta[others] += through[others] * np.linalg.norm(cc[others]) / norm
+        delta[ancestors] = 0.0
     return delta

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
@@ -151,3 +152,41 @@ def test_write_paper_screen_tiny(tmp_path):
 def test_paper_spec_rejects_impossible_sizes():
     with pytest.raises(ValueError, match="n_perturbations"):
         datasets.paper_screen_spec(n_cells=100, n_genes=50, n_perturbations=40)
+
+
+def _chain_screen(kind: str = "log-linear") -> ad.AnnData:
+    """a → b (0.5), b → c (0.4), a → c (−0.1), d alone."""
+    net = {"source": np.array(["a", "b", "a"]), "target": np.array(["b", "c", "c"]),
+           "weight": np.array([0.5, 0.4, -0.1])}
+    return ad.AnnData(np.zeros((1, 4), np.float32), var=pd.DataFrame(index=["a", "b", "c", "d"]),
+                      uns={"planted_network": net, "synthetic": {"kind": kind}})
+
+
+def test_planted_total_effects_sums_paths():
+    total = datasets.planted_total_effects(_chain_screen())
+    np.testing.assert_allclose(total[0], [1.0, 0.5, 0.5 * 0.4 - 0.1, 0.0], atol=1e-12)
+    np.testing.assert_allclose(total[:, 0], [1.0, 0.0, 0.0, 0.0], atol=1e-12)  # nothing acts on a
+    reordered = datasets.planted_total_effects(_chain_screen(), genes=["c", "a", "x"])
+    np.testing.assert_allclose(reordered, [[1, 0, 0], [-0.1, 1, 0], [0, 0, 1]], atol=1e-12)  # b not kept
+
+
+def test_planted_total_effects_match_the_simulator(screens):
+    """Clamping one gene with no noise moves the others by exactly its row of T (the demo network)."""
+    adata = screens["demo_screen"]
+    total = datasets.planted_total_effects(adata)
+    net = datasets.PlantedNetwork(np.asarray(adata.var_names), *(
+        np.array([list(adata.var_names).index(g) for g in adata.uns["planted_network"][k]])
+        for k in ("source", "target")), np.asarray(adata.uns["planted_network"]["weight"], float))
+    source = int(np.argmax(np.abs(total).sum(axis=1)))  # the gene with most downstream effect
+    eps = np.zeros((1, adata.n_vars))
+    clamp = (np.array([0]), np.array([source]), np.array([-1.3]))
+    d = datasets._propagate(eps, net.matrix(), net.levels(), clamp, base=eps)
+    np.testing.assert_allclose(d[0], -1.3 * total[source], atol=1e-9)
+    assert (np.abs(total[source]) > 1e-6).sum() > 3
+
+
+def test_planted_total_effects_refuse_hill_and_unplanted():
+    with pytest.raises(ValueError, match="log-linear"):
+        datasets.planted_total_effects(_chain_screen(kind="hill"))
+    with pytest.raises(ValueError, match="planted_network"):
+        datasets.planted_total_effects(ad.AnnData(np.zeros((1, 2), np.float32)))

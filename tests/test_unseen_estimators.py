@@ -88,6 +88,35 @@ def test_shared_component_is_carried_to_the_unseen_target():
     assert np.corrcoef(est["ccov_shared"][keep], shared[keep])[0, 1] > 0.9
 
 
+def _chain_hidden_among_controls(log_mean, labels, idx):
+    """A -> U among all cells, U -> D only in perturbed cells: the control cells cannot show U -> D."""
+    _knock(log_mean, labels, idx, "A")
+    log_mean[:, idx["U"]] += 0.9 * (log_mean[:, idx["A"]] - 3.0)
+    _knock(log_mean, labels, idx, "U")
+    perturbed = labels != "control"
+    log_mean[perturbed, idx["D"]] += 0.8 * (log_mean[perturbed, idx["U"]] - 3.0)
+    for f in ("F0", "F1", "F2"):
+        _knock(log_mean, labels, idx, f)
+
+
+def test_ancestor_response_carries_the_unseen_target_effect_that_controls_hide():
+    adata = _screen(_chain_hidden_among_controls, ["A", "U", "F0", "F1", "F2"])
+    _, est, ccov, du = _predict_u(adata)
+    assert du < -0.8
+    assert abs(ccov[3]) < 0.15 * abs(du), ccov[:4]  # D is independent of U among controls
+    delta = est["ccov_ancestors"]
+    assert delta[0] == 0.0  # the ancestor A stays where it was under do(U)
+    assert delta[1] == du
+    others = np.abs(np.delete(delta, [0, 1]))
+    assert np.argmax(others) == 1 and delta[3] < 0, delta[:6]  # D, down with U, is the largest change
+
+
+def test_without_a_measured_ancestor_it_is_control_covariance():
+    adata = _screen(_chain_a_u_d, ["U", "F0", "F1", "F2"])  # no trained target moves U
+    _, est, ccov, _ = _predict_u(adata)
+    np.testing.assert_allclose(est["ccov_ancestors"], ccov, rtol=0, atol=1e-12)
+
+
 def test_trained_singles_are_predicted_and_combinations_get_nan_rows():
     adata = _screen(_chain_a_u_d, ["A", "U", "F0", "F1", "F2", "F0+F1"])
     pairs = make_pairs(adata, PairConfig(held_out=("U",)))
