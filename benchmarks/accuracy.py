@@ -64,7 +64,15 @@ def load_screen(name: str):
         return read_screen(datasets.hill_screen())
     if name == "toy":
         return read_screen(datasets.toy_screen())
-    raise ValueError(f"Unknown screen {name!r}; choose real, demo, hill or toy.")
+    if name.startswith("demo_controls") and name.removeprefix("demo_controls").isdigit():
+        return read_screen(datasets.demo_screen(n_controls=int(name.removeprefix("demo_controls"))))
+    raise ValueError(f"Unknown screen {name!r}; choose real, demo, hill, toy or demo_controls<N> "
+                     "(the demo regenerated with N control cells).")
+
+
+def design_of(name: str) -> dict[str, Any]:
+    """Folds and seeds of screen ``name`` (``demo_controls<N>`` follows the demo's)."""
+    return DESIGNS["demo" if name.startswith("demo_controls") else name]
 
 
 def _cell(mean: float, sd: float, n: int) -> str:
@@ -107,7 +115,8 @@ def report(screen: str, frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zero",
-               k: int | None = None, recipe: str | None = None, shrink: float = 0.0) -> dict[str, Any]:
+               k: int | None = None, recipe: str | None = None, shrink: float = 0.0,
+               seeds: tuple[int, ...] | None = None) -> dict[str, Any]:
     from lazynet_core import __version__
     from lazynet_core.config import ModelConfig, PairConfig, TrainConfig, recipe_configs
     from lazynet_core.validation import cross_validate
@@ -117,7 +126,9 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
         model_config, pair_config = recipe_configs(recipe, pair_config=pair_config)
 
     adata = load_screen(name)
-    design = {"folds": 3, "seeds": (0,)} if quick else DESIGNS[name]
+    design = {"folds": 3, "seeds": (0,)} if quick else dict(design_of(name))
+    if seeds:
+        design["seeds"] = tuple(seeds)
     train = TrainConfig(threads=threads, shrink=shrink, **({"epochs": 3} if quick else {}))
     t0 = time.perf_counter()
     frame = cross_validate(
@@ -236,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--compare", nargs=2, metavar=("FIRST", "SECOND"), default=None,
                         help="paired test of recipe SECOND against FIRST from existing JSON (--recipe runs)")
     parser.add_argument("--shrink", type=float, default=0.0, help="TrainConfig.shrink (standard errors)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="override the screen's seeds (the JSON name then ends in _seeds<...>)")
     args = parser.parse_args(argv)
     if args.compare:
         write_json(f"recipes_{args.compare[1]}_vs_{args.compare[0]}",
@@ -247,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     screens = ["toy"] if args.quick else args.screens
     for name in screens:
         payload = run_screen(name, quick=args.quick, threads=args.threads, start=args.start, k=args.k,
-                             recipe=args.recipe, shrink=args.shrink)
+                             recipe=args.recipe, shrink=args.shrink, seeds=args.seeds)
         suffix = ("_quick" if args.quick else "") + _suffix(args.start, args.k, args.recipe)
         suffix += f"_shrink{args.shrink:g}" if args.shrink else ""
+        suffix += f"_seeds{''.join(map(str, args.seeds))}" if args.seeds else ""
         write_json(f"accuracy_{name}{suffix}", payload)
     return 0
 

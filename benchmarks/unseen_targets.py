@@ -21,8 +21,11 @@ Usage (from the repo root)::
 
     PYTHONPATH=. python benchmarks/unseen_targets.py                 # real, demo, hill
     PYTHONPATH=. python benchmarks/unseen_targets.py --screens real --seeds 0
+    PYTHONPATH=. python benchmarks/unseen_targets.py --demo-controls 150 600 2400 9600   # ~2 min
 
-Writes ``benchmarks/results/unseen_targets.json``.
+Writes ``benchmarks/results/unseen_targets.json`` (``unseen_targets_controls.json`` with
+``--demo-controls``: the demo design regenerated with N control cells, to show how the ceiling of
+every control-cell estimator moves with the number of controls).
 """
 
 from __future__ import annotations
@@ -50,13 +53,13 @@ LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_contro
                 "anchored_counts, shrink 2": "_anchored_counts_shrink2"}
 
 
-def planted_total_effects(name: str, genes) -> np.ndarray | None:
+def planted_total_effects(raw, genes) -> np.ndarray | None:
     """The planted network's total effects over ``genes`` on a log-linear synthetic screen, else None."""
     from lazynet_core import datasets
 
-    if name != "demo":  # Hill dynamics have no constant total effect; the real screen has no truth
-        return None
-    return datasets.planted_total_effects(datasets.load_demo(), genes=genes)
+    if raw is None or raw.uns.get("synthetic", {}).get("kind") != "log-linear":
+        return None  # Hill dynamics have no constant total effect; the real screen has no truth
+    return datasets.planted_total_effects(raw, genes=genes)
 
 
 def score_fold(pairs, total: np.ndarray | None = None) -> list[tuple]:
@@ -97,14 +100,19 @@ def _target_change(pairs, p: int, base: np.ndarray) -> float:
     return float(pairs.pre_state(int(p))[target] - base[target])
 
 
-def run_screen(name: str, seeds: tuple[int, ...]) -> pd.DataFrame:
+def run_screen(name: str, seeds: tuple[int, ...], *, raw=None) -> pd.DataFrame:
+    """Score every fold of screen ``name`` (or of ``raw``, an unread synthetic screen, with name's design)."""
+    from lazynet_core import datasets
     from lazynet_core.config import PairConfig
+    from lazynet_core.data import read_screen
     from lazynet_core.pairs import make_pairs
     from lazynet_core.validation import fold_plan
 
-    adata = load_screen(name)
+    if raw is None and name == "demo":
+        raw = datasets.load_demo()
+    adata = load_screen(name) if raw is None else read_screen(raw)
     labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
-    total = planted_total_effects(name, adata.var_names)
+    total = planted_total_effects(raw, adata.var_names)
     frames = []
     for seed in seeds:
         for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
@@ -174,11 +182,30 @@ def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
             "per_target": per_target.reset_index().to_dict("records")}
 
 
+def control_sweep(counts: list[int], seeds: tuple[int, ...]) -> int:
+    """Unseen targets on the demo design with more (or fewer) control cells: does the ceiling move?"""
+    from lazynet_core import datasets
+
+    payload: dict[str, Any] = {"machine": machine_info(), "seeds": list(seeds), "folds": DESIGNS["demo"]["folds"],
+                               "n_controls": {}}
+    for n in counts:
+        t0 = time.perf_counter()
+        frame = run_screen("demo", seeds, raw=datasets.demo_screen(n_controls=n))
+        payload["n_controls"][str(n)] = {**report(f"demo, {n} controls", frame), "wall_s": time.perf_counter() - t0}
+    write_json("unseen_targets_controls", payload)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="default: accuracy.py's design")
+    parser.add_argument("--demo-controls", type=int, nargs="+", default=None, metavar="N",
+                        help="instead: the demo screen regenerated with N control cells each "
+                             "(writes unseen_targets_controls.json)")
     args = parser.parse_args(argv)
+    if args.demo_controls:
+        return control_sweep(args.demo_controls, tuple(args.seeds) if args.seeds else DESIGNS["demo"]["seeds"])
     payload: dict[str, Any] = {"machine": machine_info(), "screens": {}}
     for name in args.screens:
         seeds = tuple(args.seeds) if args.seeds else DESIGNS[name]["seeds"]

@@ -464,21 +464,27 @@ def demo_genes(n_genes: int = 300) -> np.ndarray:
     return np.array((module + background)[:n_genes])
 
 
-def demo_screen(*, seed: int = 0) -> ad.AnnData:
+def demo_screen(*, seed: int = 0, n_controls: int = 600) -> ad.AnnData:
     """The app's demo screen: ~300 real gene symbols, ~4,000 cells, a planted network.
 
     Parameters
     ----------
     seed
         Random seed (the shipped asset uses 0).
+    n_controls
+        Non-targeting cells (the shipped asset has 600). More controls sharpen what their covariance
+        says about never-perturbed genes (``benchmarks/unseen_targets.py --demo-controls``).
 
     Returns
     -------
     AnnData
-        60 single-gene targets (40 CRISPRi, 20 CRISPRa), 4 CRISPRi combinations, 600 controls
+        60 single-gene targets (40 CRISPRi, 20 CRISPRa), 4 CRISPRi combinations, ``n_controls`` controls
         split between both modalities, 48-59 cells per perturbation; log-linear dynamics with
         known ferroptosis / lysosomal biology planted (see ``DEMO_KNOWN_EDGES``).
     """
+    if n_controls < 20:
+        msg = f"demo_screen needs n_controls >= 20 (training and reference controls); got {n_controls}."
+        raise ValueError(msg)
     rng = np.random.default_rng(seed)
     genes = demo_genes()
     index = {g: i for i, g in enumerate(genes)}
@@ -487,7 +493,7 @@ def demo_screen(*, seed: int = 0) -> ad.AnnData:
     regulators = np.r_[sorted(index[g] for g in known_regs), rng.choice(others, 60, replace=False)]
     net = _demo_network(rng, genes, regulators)
     perts = _demo_perturbations(rng, genes, regulators)
-    obs = _design(rng, perts, rng.integers(48, 60, len(perts)), 600)
+    obs = _design(rng, perts, rng.integers(48, 60, len(perts)), n_controls)
     sim = _LogLinear(net, *_baseline(rng, len(genes), sd=1.0), library=3500.0)
     synthetic = _synthetic(
         "demo_screen", seed, obs, len(genes), "log-linear", noise_sd=sim.noise_sd, library=sim.library

@@ -190,3 +190,10 @@ def test_planted_total_effects_refuse_hill_and_unplanted():
         datasets.planted_total_effects(_chain_screen(kind="hill"))
     with pytest.raises(ValueError, match="planted_network"):
         datasets.planted_total_effects(ad.AnnData(np.zeros((1, 2), np.float32)))
+
+
+def test_demo_screen_control_count():
+    obs = datasets.demo_screen(n_controls=100).obs
+    assert (obs["perturbation"] == CONTROL).sum() == 100
+    with pytest.raises(ValueError, match="n_controls >= 20"):
+        datasets.demo_screen(n_controls=5)
