@@ -13,8 +13,8 @@ the real screen; 5-fold × 5 seeds on the demo and Hill screens), against the in
 reference, with paired Wilcoxon tests over perturbations. No model is trained (under 20 s a screen
 on a quiet 2-core VM), so LazyNet's figures are read from ``results/accuracy_*.json`` and shown
 beside them. On the demo (log-linear, planted network known) it also scores the oracle
-``planted_total_effect``, the network's noise-free total effect of each target: the ceiling no
-predictor can reach from the screen. It also lists, per real target, how far the knock-down moved the target itself (log
+``planted_total_effect``, the network's noise-free total effect of each target (an oracle reference,
+in log-mean space; leaves have none). It also lists, per real target, how far the knock-down moved the target itself (log
 units), which bounds what any predictor of the form "effect ∝ the target's change" can show.
 
 Usage (from the repo root)::
@@ -24,7 +24,8 @@ Usage (from the repo root)::
     PYTHONPATH=. python benchmarks/unseen_targets.py --demo-controls 150 600 2400 9600   # ~2 min
 
 Writes ``benchmarks/results/unseen_targets.json`` (``unseen_targets_controls.json`` with
-``--demo-controls``: the demo design regenerated with N control cells, to show how the ceiling of
+``--demo-controls``: one demo-design screen with the most controls asked for, its controls
+subsampled to N, to show how the ceiling of
 every control-cell estimator moves with the number of controls).
 """
 
@@ -53,7 +54,7 @@ LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_contro
                 "anchored_counts, shrink 2": "_anchored_counts_shrink2"}
 
 
-def planted_total_effects(raw, genes) -> np.ndarray | None:
+def _oracle_effects(raw, genes) -> np.ndarray | None:
     """The planted network's total effects over ``genes`` on a log-linear synthetic screen, else None."""
     from lazynet_core import datasets
 
@@ -67,7 +68,7 @@ def score_fold(pairs, total: np.ndarray | None = None) -> list[tuple]:
 
     With ``total`` (the planted network's total effects, genes x genes) the oracle
     ``planted_total_effect`` (each target's row of ``total`` times its measured change) is scored too:
-    the noise-free ceiling, which no predictor can reach from the screen.
+    an oracle reference (the true network effect in log-mean space; undefined for leaf targets).
     """
     from lazynet_core.metrics import baseline_predictions, delta_metrics, reference_mean
     from lazynet_core.unseen import unseen_target_estimates
@@ -112,7 +113,7 @@ def run_screen(name: str, seeds: tuple[int, ...], *, raw=None) -> pd.DataFrame:
         raw = datasets.load_demo()
     adata = load_screen(name) if raw is None else read_screen(raw)
     labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
-    total = planted_total_effects(raw, adata.var_names)
+    total = _oracle_effects(raw, adata.var_names)
     frames = []
     for seed in seeds:
         for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
@@ -144,7 +145,7 @@ def lazynet_rows(name: str) -> list[dict[str, Any]]:
     return out
 
 
-def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
+def report(name: str, frame: pd.DataFrame, *, label: str | None = None) -> dict[str, Any]:
     from lazynet_core.metrics import compare, records, summarize
 
     scored = frame[frame.method != "target_change"]
@@ -166,7 +167,7 @@ def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
                 h = hit.iloc[0]
                 row[f"− {versus}"] = f"{h.mean_diff:+.3f} ({h.wins}/{h.n}, p = {h.p_wilcoxon:.2g})"
         rows.append(row)
-    print(f"\n{name}: unseen targets, Δ-Pearson against the independent reference (mean ± sd over perturbations)")
+    print(f"\n{label or name}: unseen targets, Δ-Pearson against the independent reference (mean ± sd over perturbations)")
     print(fmt_table(rows, ["method", "pearson_delta", "norm_ratio", "n", "− control_covariance",
                            "− perturbed_mean_ex"]))
     lazynet = lazynet_rows(name)
@@ -183,15 +184,24 @@ def report(name: str, frame: pd.DataFrame) -> dict[str, Any]:
 
 
 def control_sweep(counts: list[int], seeds: tuple[int, ...]) -> int:
-    """Unseen targets on the demo design with more (or fewer) control cells: does the ceiling move?"""
+    """Unseen targets on the demo design with more (or fewer) control cells: does the ceiling move?
+
+    One screen with ``max(counts)`` controls is generated and its controls subsampled (they are in
+    random order), so network, gene means and perturbed cells are the same at every count.
+    """
     from lazynet_core import datasets
+
+    full = datasets.demo_screen(n_controls=max(counts))
+    is_control = (full.obs["perturbation"] == datasets.CONTROL).to_numpy()
 
     payload: dict[str, Any] = {"machine": machine_info(), "seeds": list(seeds), "folds": DESIGNS["demo"]["folds"],
                                "n_controls": {}}
     for n in counts:
         t0 = time.perf_counter()
-        frame = run_screen("demo", seeds, raw=datasets.demo_screen(n_controls=n))
-        payload["n_controls"][str(n)] = {**report(f"demo, {n} controls", frame), "wall_s": time.perf_counter() - t0}
+        keep = ~is_control | (np.cumsum(is_control) <= n)
+        frame = run_screen("demo", seeds, raw=full[keep].copy())
+        payload["n_controls"][str(n)] = {**report(f"demo_controls{n}", frame, label=f"demo, {n} controls"),
+                                         "wall_s": time.perf_counter() - t0}
     write_json("unseen_targets_controls", payload)
     return 0
 

@@ -184,7 +184,8 @@ def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
     On a log-linear screen ``d = d W + eps`` (``W[s, t]``: source on target), so a do-intervention
     that moves gene s by ``δ`` moves every gene t by ``δ · T[s, t]`` in log space, with
     ``T = (I − W)⁻¹`` (direct and indirect paths; ``T[s, s] = 1``). No predictor can know ``T``:
-    benchmarks use it as the noise-free ceiling of an unseen target's effect.
+    benchmarks use it as an oracle reference (the true network effect, in log-mean space, of an
+    unseen target).
 
     Parameters
     ----------
@@ -193,7 +194,8 @@ def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
         (``uns["planted_network"]``, ``uns["synthetic"]["kind"] == "log-linear"``).
     genes
         Gene symbols to order rows and columns by (e.g. a ``read_screen`` result's ``var_names``);
-        default ``adata.var_names``. Genes outside the planted network get no effect (identity row).
+        default ``adata.var_names``. Paths through genes left out still count; genes outside the
+        planted network get no effect (identity row).
 
     Returns
     -------
@@ -204,7 +206,7 @@ def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
     ------
     ValueError
         If ``adata`` has no planted network, is not log-linear (Hill screens have no constant total
-        effect) or ``genes`` is longer than ``MAX_TOTAL_EFFECT_GENES``.
+        effect) or the network and ``genes`` hold more than ``MAX_TOTAL_EFFECT_GENES`` genes.
     """
     synthetic = adata.uns.get("synthetic", {})
     if "planted_network" not in adata.uns or synthetic.get("kind") != "log-linear":
@@ -213,17 +215,21 @@ def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
                "write_paper_screen.")
         raise ValueError(msg)
     genes = np.asarray(adata.var_names if genes is None else genes).astype(str)
-    if len(genes) > MAX_TOTAL_EFFECT_GENES:
-        msg = (f"planted_total_effects inverts a dense {len(genes)} x {len(genes)} matrix; at most "
-               f"{MAX_TOTAL_EFFECT_GENES} genes are allowed. Pass genes= with a subset.")
-        raise ValueError(msg)
-    index = {g: i for i, g in enumerate(genes)}
     net = adata.uns["planted_network"]
-    w = np.zeros((len(genes), len(genes)))
+    # invert over every gene of the network (paths through genes not asked for still count), then subset
+    ends = [np.asarray(net[k]).astype(str) for k in ("source", "target")]
+    universe = np.unique(np.r_[ends[0], ends[1], genes])
+    if len(universe) > MAX_TOTAL_EFFECT_GENES:
+        msg = (f"planted_total_effects inverts a dense {len(universe)} x {len(universe)} matrix (the "
+               f"network's genes and those asked for); at most {MAX_TOTAL_EFFECT_GENES} are allowed.")
+        raise ValueError(msg)
+    index = {g: i for i, g in enumerate(universe)}
+    w = np.zeros((len(universe), len(universe)))
     for source, target, weight in zip(net["source"], net["target"], net["weight"], strict=True):
-        if str(source) in index and str(target) in index:
-            w[index[str(source)], index[str(target)]] = float(weight)
-    return np.linalg.inv(np.eye(len(genes)) - w)
+        w[index[str(source)], index[str(target)]] = float(weight)
+    total = np.linalg.inv(np.eye(len(universe)) - w)
+    keep = np.array([index[g] for g in genes], dtype=int)
+    return total[np.ix_(keep, keep)]
 
 
 # ----------------------------------------------------------------------------- design and clamps
@@ -270,7 +276,7 @@ def _propagate(
     clamps=None,
     base: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Solve ``d = W d + eps`` in topological order, vectorised over cells (rows of ``eps``).
+    """Solve ``d = d W + eps`` in topological order, vectorised over cells (rows of ``d`` and ``eps``).
 
     With ``clamps = (rows, cols, log_level)`` the clamped entries are fixed to
     ``base[rows, cols] + log_level`` (incoming edges cut) before their descendants are computed.
@@ -472,8 +478,9 @@ def demo_screen(*, seed: int = 0, n_controls: int = 600) -> ad.AnnData:
     seed
         Random seed (the shipped asset uses 0).
     n_controls
-        Non-targeting cells (the shipped asset has 600). More controls sharpen what their covariance
-        says about never-perturbed genes (``benchmarks/unseen_targets.py --demo-controls``).
+        Non-targeting cells (the shipped asset has 600). The other random draws (gene means,
+        perturbed cells) change with it; to compare control counts, subsample the controls of one
+        screen (``benchmarks/unseen_targets.py --demo-controls`` does).
 
     Returns
     -------

@@ -167,7 +167,8 @@ def test_planted_total_effects_sums_paths():
     np.testing.assert_allclose(total[0], [1.0, 0.5, 0.5 * 0.4 - 0.1, 0.0], atol=1e-12)
     np.testing.assert_allclose(total[:, 0], [1.0, 0.0, 0.0, 0.0], atol=1e-12)  # nothing acts on a
     reordered = datasets.planted_total_effects(_chain_screen(), genes=["c", "a", "x"])
-    np.testing.assert_allclose(reordered, [[1, 0, 0], [-0.1, 1, 0], [0, 0, 1]], atol=1e-12)  # b not kept
+    # b is not asked for, but a → b → c still counts: 0.5 · 0.4 − 0.1
+    np.testing.assert_allclose(reordered, [[1, 0, 0], [0.1, 1, 0], [0, 0, 1]], atol=1e-12)
 
 
 def test_planted_total_effects_match_the_simulator(screens):
