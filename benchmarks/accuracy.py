@@ -20,6 +20,7 @@ Usage (from the repo root)::
     PYTHONPATH=. python benchmarks/accuracy.py --quick                 # smoke: toy-sized, 1 seed, 3 epochs
     PYTHONPATH=. python benchmarks/accuracy.py --screens real          # one screen
     PYTHONPATH=. python benchmarks/accuracy.py                         # all three (about 40 min, 2 cores)
+    PYTHONPATH=. python benchmarks/accuracy.py --rehead                # re-judge stored JSON, no training
 
 Writes ``benchmarks/results/accuracy_<screen>.json`` (summary records, paired comparisons, machine).
 """
@@ -234,6 +235,32 @@ def compare_recipes(screens: list[str], first: str, second: str) -> dict[str, An
     return out
 
 
+def rehead(paths: list[Path]) -> list[tuple[str, str, str, str, str]]:
+    """Recompute the stored ``headlines`` of accuracy JSON files from their per-perturbation records.
+
+    A verdict rule changed after a run (``metrics.headline``'s ``min_margin``) is applied to the
+    figures already measured, without retraining. Returns ``(file, set, reference, old, new)`` for
+    every verdict that changed; files are rewritten in place.
+    """
+    from lazynet_core.metrics import headline, judge_paired
+
+    changed = []
+    for path in paths:
+        data = json.loads(path.read_text())
+        per = pd.DataFrame(data.get("per_perturbation", []))
+        for i, old in enumerate(data.get("headlines", [])):
+            if per.empty:  # runs before per-perturbation records were stored: re-judge the paired row
+                new = {**old, **judge_paired(old, baseline=old["baseline"])} if old.get("baseline") else old
+            else:
+                sub = per[(per["set"] == old["set"]) & (per["reference"] == old["reference"])]
+                new = {**headline(sub, set_name=old["set"]), "reference": old["reference"]}
+            data["headlines"][i] = new
+            if new["verdict"] != old["verdict"]:
+                changed.append((path.name, old["set"], old["reference"], old["verdict"], new["verdict"]))
+        write_json(path.stem, data)
+    return changed
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
@@ -249,7 +276,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shrink", type=float, default=0.0, help="TrainConfig.shrink (standard errors)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="override the screen's seeds (the JSON name then ends in _seeds<...>)")
+    parser.add_argument("--rehead", action="store_true",
+                        help="re-judge the headlines of every stored accuracy JSON (no training)")
     args = parser.parse_args(argv)
+    if args.rehead:
+        for change in rehead(sorted(RESULTS.glob("accuracy_*.json"))):
+            print("{} · {} · reference {}: {} -> {}".format(*change))
+        return 0
     if args.compare:
         write_json(f"recipes_{args.compare[1]}_vs_{args.compare[0]}",
                    compare_recipes(args.screens, *args.compare))

@@ -244,7 +244,7 @@ def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
             continue
         print(
             f"\nPaired over perturbations: {model} minus each baseline, pearson_delta "
-            "(ahead only where p < 0.05)",
+            "(a win needs p < 0.05 and a gain of at least 0.01)",
             file=stream,
         )
         print(

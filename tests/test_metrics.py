@@ -422,6 +422,14 @@ def test_paired_comparison_and_headline_do_not_overclaim():
     assert ahead["wins"] == 30 and ahead["p_wilcoxon"] < 1e-4
     behind = headline(frame_for(base - 0.1), set_name="held_out_perturbations")
     assert behind["verdict"] == "behind" and behind["text"].startswith("behind perturbed_mean_ex by 0.100")
+    tiny = headline(frame_for(base + 0.002 + rng.normal(0, 1e-4, size=30)), set_name="held_out_perturbations")
+    assert tiny["p_wilcoxon"] < 1e-4 and tiny["wins"] == 30  # significant, yet far below a useful margin
+    assert tiny["verdict"] == "tie" and "below the 0.01 margin" in tiny["text"]
+    assert headline(
+        frame_for(base + 0.002), set_name="held_out_perturbations", min_margin=0.001
+    )["verdict"] == "ahead"
+    tiny_loss = headline(frame_for(base - 0.002), set_name="held_out_perturbations")
+    assert tiny_loss["verdict"] == "behind"  # a significant deficit is never softened into a tie
 
 
 def test_records_carry_the_cli_contract(toy_pairs):
