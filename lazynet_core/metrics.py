@@ -787,20 +787,20 @@ def judge_paired(
     p = np.nan if p is None else p
     sd = np.nan if sd is None else sd
     significant = bool(np.isfinite(p) and p < alpha)
-    verdict = ("ahead" if diff > 0 else "behind") if significant else "tie"
-    if significant and 0 < diff < min_margin:
-        verdict = "tie"
-        caveat = f" (significant, but below the {min_margin:g} margin that counts as a win: a practical tie)"
-    elif significant:
-        caveat = ""
-    elif n < _MIN_TESTABLE:
-        verdict = "undecided"
-        caveat = (
+    if not significant and n < _MIN_TESTABLE:
+        verdict, caveat = "undecided", (
             f" (only {n} perturbations: too few for a paired test to reach p < {alpha:g}; "
             "undecided, not a win)"
         )
+    elif not significant:
+        verdict, caveat = "tie", " (not significant: a tie)"
+    elif diff < 0:
+        verdict, caveat = "behind", ""
+    elif diff < min_margin:
+        verdict = "tie"
+        caveat = f" (significant, but below the {min_margin:g} margin that counts as a win: a practical tie)"
     else:
-        caveat = " (not significant: a tie)"
+        verdict, caveat = "ahead", ""
     p_text = "n/a" if not np.isfinite(p) else f"{p:.2g}"
     text = (
         f"{'ahead of' if diff > 0 else 'behind'} {baseline} by {abs(diff):.3f}"
