@@ -46,8 +46,8 @@ from benchmarks.accuracy import DESIGNS, load_screen
 from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
 
 # planted_total_effect (an oracle: the planted network's noise-free total effect) is added on the demo
-METHODS = ("control_covariance", "ccov_adjusted", "ccov_ancestors", "ccov_shared", "ccov_plus_pm_ex",
-           "perturbed_mean_ex", "linear", "null")
+METHODS = ("control_covariance", "ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls", "ccov_shared",
+           "ccov_plus_pm_ex", "perturbed_mean_ex", "linear", "null")
 LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_control_covariance",
                 "covariance recipe (k = 256)": "_control_covariance_k256", "anchored": "_anchored",
                 "anchored, shrink 2": "_anchored_shrink2", "anchored_counts": "_anchored_counts",
@@ -152,7 +152,7 @@ def report(name: str, frame: pd.DataFrame, *, label: str | None = None) -> dict[
     summary = summarize(scored)
     methods = [m for m in (*METHODS, "planted_total_effect") if m in set(scored.method)]
     paired = pd.concat([compare(scored, model=m, metric="pearson_delta").assign(model=m)
-                        for m in ("ccov_adjusted", "ccov_ancestors", "ccov_shared", "ccov_plus_pm_ex",
+                        for m in ("ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls", "ccov_shared", "ccov_plus_pm_ex",
                                   "control_covariance", "planted_total_effect") if m in methods],
                        ignore_index=True)
     rows = []

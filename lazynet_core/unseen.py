@@ -20,6 +20,11 @@ cells beats it, so that a model's failure to beat it can be read against what th
     covariance's norm and added to it (two directions, no weight fitted); the ancestors themselves
     and u's level as in ``ccov_adjusted``. Without ancestors it is control covariance. An ancestor's
     response also holds its other children's effects (u's siblings), which this credits to u.
+    The average weights an ancestor by 1 / |Δ_s[u]|, so an ancestor that barely moved u dominates.
+``ccov_ancestors_ls``
+    the same with the ancestors combined by least squares, the per-gene slope of the ancestors'
+    deltas on their change of u (Δu · Σ_s Δ_s[u] Δ_s / Σ_s Δ_s[u]²): an ancestor counts by its
+    Δ_s[u]², so those that moved u most dominate. With one ancestor it equals ``ccov_ancestors``.
 All of them read only training cells (training controls and training perturbation means), never the
 held-out perturbation's cells or the reference controls, so they are scored like every baseline.
 """
@@ -34,7 +39,7 @@ import numpy as np
 from .errors import ScreenError
 from .metrics import _control_covariance_deltas, _train_pert_means, pm_ex_delta
 
-ESTIMATORS = ("ccov_shared", "ccov_adjusted", "ccov_ancestors")
+ESTIMATORS = ("ccov_shared", "ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls")
 
 
 def _trained_singles(pairs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,7 +96,7 @@ def unseen_target_estimates(
     perturbations: Sequence[int] | None = None,
     z_ancestor: float = 3.0,
 ) -> dict[str, np.ndarray]:
-    """Predicted post states of the two estimators of this module for single-target perturbations.
+    """Predicted post states of the estimators of this module for single-target perturbations.
 
     Parameters
     ----------
@@ -108,7 +113,8 @@ def unseen_target_estimates(
     Returns
     -------
     dict
-        ``ccov_shared``, ``ccov_adjusted``, ``ccov_ancestors`` -> (n, G) float64 post states, the
+        ``ccov_shared``, ``ccov_adjusted``, ``ccov_ancestors``, ``ccov_ancestors_ls`` -> (n, G) float64
+        post states, the
         targets set to their pre-state level (as every baseline of ``metrics.baseline_predictions``).
     """
     from .streaming import StreamedPairs
@@ -158,7 +164,9 @@ def unseen_target_estimates(
         moved_u = (np.abs(z[:, u]) > z_ancestor) & (targets != u)
         ancestors = targets[moved_u]
         out["ccov_adjusted"][row] = base + _adjusted(xc, u, ancestors, du)
-        out["ccov_ancestors"][row] = base + _through_ancestors(cc, deltas[moved_u], ancestors, u, du)
+        for name, weighting in (("ccov_ancestors", "ratio"), ("ccov_ancestors_ls", "least_squares")):
+            through = _through_ancestors(cc, deltas[moved_u], ancestors, u, du, weighting=weighting)
+            out[name][row] = base + through
         for pred in out.values():
             pred[row, u] = pre[u]
     return out
@@ -177,15 +185,24 @@ def _adjusted(xc: np.ndarray, u: int, ancestors: np.ndarray, du: float) -> np.nd
 
 
 def _through_ancestors(
-    cc: np.ndarray, anc_deltas: np.ndarray, ancestors: np.ndarray, u: int, du: float
+    cc: np.ndarray, anc_deltas: np.ndarray, ancestors: np.ndarray, u: int, du: float, *,
+    weighting: str = "ratio",
 ) -> np.ndarray:
-    """Control covariance's Δ plus the ancestors' deltas rescaled to u's change, at control covariance's
-    norm (both without u's entry); the ancestors' entries 0 (a do-intervention on u leaves them)."""
+    """Control covariance's Δ plus the ancestors' deltas carried to u's change, at control covariance's
+    norm (both without u's entry); the ancestors' entries 0 (a do-intervention on u leaves them).
+
+    ``weighting="ratio"`` averages each ancestor's delta rescaled by Δu / Δ_s[u]; ``"least_squares"``
+    takes the per-gene least-squares slope on Δ_s[u], Δu · Σ_s Δ_s[u] Δ_s / Σ_s Δ_s[u]².
+    """
     delta = cc.copy()
     if len(ancestors):
         through = anc_deltas.copy()
         through[np.arange(len(ancestors)), ancestors] = 0.0  # each ancestor's own knock-down
-        through = (through * (du / anc_deltas[:, u])[:, None]).mean(axis=0)
+        moved = anc_deltas[:, u]
+        if weighting == "ratio":
+            through = (through * (du / moved)[:, None]).mean(axis=0)
+        else:
+            through = du * (moved @ through) / float(moved @ moved)
         through[u] = 0.0
         others = np.arange(len(cc)) != u
         norm = np.linalg.norm(through[others])

@@ -125,3 +125,51 @@ def test_trained_singles_are_predicted_and_combinations_get_nan_rows():
     for values in est.values():
         assert np.isfinite(values[single]).all()
         assert np.isnan(values[~single]).all()
+
+
+def test_least_squares_ancestors_weight_by_how_far_each_moved_the_target():
+    from lazynet_core.unseen import _through_ancestors
+
+    u, du = 1, -1.0
+    cc = np.array([0.0, du, 0.3, 0.0, 0.1])
+    strong = np.array([-1.5, -1.0, 0.0, -0.8, 0.0])  # the ancestor's own knock-down, u and D follow
+    weak = np.array([0.0, -0.05, -0.5, 0.4, -1.5])  # barely moved u: mostly its other children
+    both = np.vstack([strong, weak])
+    ancestors = np.array([0, 4])
+
+    def direction(v):
+        keep = np.arange(len(v)) != u
+        return v[keep] / np.linalg.norm(v[keep])
+
+    # closed form: Δu · Σ Δ_s[u] Δ_s / Σ Δ_s[u]², ancestors' own entries zeroed, at control covariance's norm
+    through = both.copy()
+    through[[0, 1], ancestors] = 0.0
+    slope = du * (both[:, u] @ through) / (both[:, u] @ both[:, u])
+    slope[u] = 0.0
+    expected = cc.copy()
+    keep = np.arange(5) != u
+    expected[keep] += slope[keep] / np.linalg.norm(slope[keep]) * np.linalg.norm(cc[keep])
+    expected[ancestors] = 0.0
+    got = _through_ancestors(cc, both, ancestors, u, du, weighting="least_squares")
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    # D follows u down in the least-squares combination; the ratio average scales the weak ancestor's
+    # +0.4 on D by 20 (1 / 0.05) and flips it
+    ratio = _through_ancestors(cc, both, ancestors, u, du, weighting="ratio")
+    assert got[3] < -abs(got[2]), got
+    assert ratio[3] > 0, ratio
+    # one ancestor: the two weightings agree
+    one = [_through_ancestors(cc, strong[None], ancestors[:1], u, du, weighting=w)
+           for w in ("ratio", "least_squares")]
+    np.testing.assert_allclose(direction(one[0]), direction(one[1]), rtol=0, atol=1e-12)
+
+
+def test_least_squares_ancestors_recover_the_hidden_child_and_fall_back_to_control_covariance():
+    adata = _screen(_chain_hidden_among_controls, ["A", "U", "F0", "F1", "F2"])
+    _, est, _, du = _predict_u(adata)
+    delta = est["ccov_ancestors_ls"]
+    assert delta[0] == 0.0 and delta[1] == du
+    assert np.argmax(np.abs(np.delete(delta, [0, 1]))) == 1 and delta[3] < 0, delta[:6]
+    np.testing.assert_allclose(delta, est["ccov_ancestors"], rtol=0, atol=1e-12)  # one ancestor: identical
+    adata = _screen(_chain_a_u_d, ["U", "F0", "F1", "F2"])
+    _, est, ccov, _ = _predict_u(adata)
+    np.testing.assert_allclose(est["ccov_ancestors_ls"], ccov, rtol=0, atol=1e-12)
