@@ -32,6 +32,7 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import h5py
@@ -214,10 +215,34 @@ def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
                f"this one has kind {synthetic.get('kind')!r}. Use demo_screen, toy_screen or "
                "write_paper_screen.")
         raise ValueError(msg)
-    genes = np.asarray(adata.var_names if genes is None else genes).astype(str)
-    net = adata.uns["planted_network"]
+    genes = adata.var_names if genes is None else genes
+    return network_total_effects(adata.uns["planted_network"], genes=genes)
+
+
+def network_total_effects(network: dict[str, Any], *, genes) -> np.ndarray:
+    """Total effects ``T = (I − W)⁻¹`` of a log-linear network over ``genes`` (see planted_total_effects).
+
+    Parameters
+    ----------
+    network
+        ``source``, ``target``, ``weight`` arrays (``uns["planted_network"]``).
+    genes
+        Gene symbols to order rows and columns by; paths through genes left out still count, genes
+        outside the network get no effect (identity row).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, n) float64 ``T`` over ``genes``.
+
+    Raises
+    ------
+    ValueError
+        If the network and ``genes`` hold more than ``MAX_TOTAL_EFFECT_GENES`` genes.
+    """
+    genes = np.asarray(genes).astype(str)
     # invert over every gene of the network (paths through genes not asked for still count), then subset
-    ends = [np.asarray(net[k]).astype(str) for k in ("source", "target")]
+    ends = [np.asarray(network[k]).astype(str) for k in ("source", "target")]
     universe = np.unique(np.r_[ends[0], ends[1], genes])
     if len(universe) > MAX_TOTAL_EFFECT_GENES:
         msg = (f"planted_total_effects inverts a dense {len(universe)} x {len(universe)} matrix (the "
@@ -225,7 +250,7 @@ def planted_total_effects(adata: ad.AnnData, *, genes=None) -> np.ndarray:
         raise ValueError(msg)
     index = {g: i for i, g in enumerate(universe)}
     w = np.zeros((len(universe), len(universe)))
-    for source, target, weight in zip(net["source"], net["target"], net["weight"], strict=True):
+    for source, target, weight in zip(network["source"], network["target"], network["weight"], strict=True):
         w[index[str(source)], index[str(target)]] = float(weight)
     total = np.linalg.inv(np.eye(len(universe)) - w)
     keep = np.array([index[g] for g in genes], dtype=int)

@@ -50,9 +50,11 @@ if reference == "training":
         icon=":material/warning:",
     )
 
-evaluation = None
+evaluation = oracle = None
 with ui.user_errors("Could not evaluate this run"):
     evaluation = loaders.run_evaluation(reference)
+with ui.user_errors("Could not score the planted network's oracle"):
+    oracle = loaders.run_planted_oracle(reference)
 
 # ---- overall: the paired headline per held-out set ---------------------------------------------
 st.subheader("Overall, next to the baselines")
@@ -101,6 +103,8 @@ if evaluation is not None:
                     "prediction hardly depends on which gene was perturbed (its target-specific part is "
                     f"{fmt(summary['specific_fraction'], 2)} of the predicted change)."
                 )
+            if oracle and set_name in oracle:
+                st.caption(services.oracle_sentence(oracle[set_name]))
             st.dataframe(services.format_table(services.method_table(sub), 3), width="stretch")
             beating = services.baselines_beating(sub)
             if beating:

@@ -367,6 +367,7 @@ def test_effects_page(trained_run):
     assert len(at.get("plotly_chart")) >= 1
     text = " ".join(c.value for c in at.caption)
     assert "independent control reference" in text and "ignores the target" in text
+    assert "Planted-network oracle" in text  # the demo's planted network: the headroom, beside LazyNet
     last = at.selectbox(key="eff_pert").options[-1].split(" · ")[0]
     at.selectbox(key="eff_pert").set_value(last).run()
     _ok(at)

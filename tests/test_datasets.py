@@ -198,3 +198,42 @@ def test_demo_screen_control_count():
     assert (obs["perturbation"] == CONTROL).sum() == 100
     with pytest.raises(ValueError, match="n_controls >= 20"):
         datasets.demo_screen(n_controls=5)
+
+
+def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
+    """The Effects page's oracle: each never-trained target's row of T times its knock-down, scored
+    against the same reference as the run; leaves counted; LazyNet's figure read on the same targets."""
+    from lazynet_core.config import PairConfig
+    from lazynet_core.data import read_screen
+    from lazynet_core.metrics import delta_metrics, evaluate, reference_mean
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.ui import services
+
+    raw = screens["demo_screen"]
+    pairs = make_pairs(read_screen(raw), PairConfig())
+    evaluation = evaluate(pairs, lambda pre: pre, methods=["control_covariance"], ceiling=False)
+    oracle = services.planted_oracle(evaluation, pairs, raw.uns["planted_network"])
+    scores = oracle["held_out_perturbations"]
+
+    held = evaluation[(evaluation.set == "held_out_perturbations") & (evaluation.metric == "pearson_delta")
+                      & (evaluation.method == "control_covariance")]
+    singles = [str(p) for p in held.perturbation.unique() if "+" not in p]
+    sources = set(np.asarray(raw.uns["planted_network"]["source"]).astype(str))
+    assert scores["leaves"] == sum(p not in sources for p in singles) > 0
+    assert scores["n"] == sum(p in sources for p in singles) >= 5
+    # by hand for one target, through the raw screen's own route to T (planted_total_effects)
+    total = datasets.planted_total_effects(raw, genes=pairs.genes)
+    base = pairs.control_mean("train").astype(float)
+    by_hand = []
+    for label in [p for p in singles if p in sources]:
+        p = list(pairs.perturbations).index(label)
+        u = int(pairs.pert_targets[p][0])
+        observed = pairs.pert_mean(p, "test").astype(float) - reference_mean(pairs, "independent")
+        by_hand.append(delta_metrics((pairs.pre_state(p, "test")[u] - base[u]) * total[u], observed,
+                                     exclude=np.array([u]))["pearson_delta"])
+    assert scores["oracle"] == pytest.approx(np.mean(by_hand), abs=1e-12)
+    assert scores["oracle"] > scores["control_covariance"] + 0.2  # the headroom the demo plants
+    cc = pd.to_numeric(held[held.perturbation.isin([p for p in singles if p in sources])].value)
+    assert scores["control_covariance"] == pytest.approx(cc.mean(), abs=1e-12)
+    assert "Planted-network oracle" in services.oracle_sentence(scores)
+    assert f"{scores['oracle']:.3f}" in services.oracle_sentence(scores)

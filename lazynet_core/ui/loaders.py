@@ -387,6 +387,27 @@ def run_planted_recovery() -> Any:
     return _planted(path, key)
 
 
+@st.cache_resource(show_spinner="Scoring the planted network's noise-free effects…", max_entries=8)
+def _oracle(path: str, screen_key: tuple, reference: str) -> Any:
+    from lazynet_core.ui import services
+
+    if services.read_synthetic_kind(screen_key[0]) != "log-linear":
+        return None  # real screens have no truth; Hill dynamics have no constant total effect
+    truth = services.read_planted_network(screen_key[0])
+    if truth is None:
+        return None
+    pairs = current_pairs_for(load_ensemble(path), screen_key)
+    evaluation = _evaluation(path, screen_key, reference)
+    return services.planted_oracle(evaluation, pairs, truth, reference=reference)
+
+
+def run_planted_oracle(reference: str = "independent") -> Any:
+    """``services.planted_oracle`` of the current run per never-trained set (``None`` unless the
+    screen is a log-linear synthetic one with a planted network, such as the demo)."""
+    path, key = _run_key()
+    return _oracle(path, key, reference)
+
+
 @st.cache_resource(show_spinner="Reading the screen's evidence per edge…", max_entries=8)
 def _evidence(path: str, screen_key: tuple, noise_factor: float) -> Any:
     from lazynet_core.evidence import EdgeEvidence, EvidenceConfig

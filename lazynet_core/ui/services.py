@@ -801,6 +801,106 @@ def read_planted_network(source: str) -> dict[str, np.ndarray] | None:
         return None
 
 
+def read_synthetic_kind(source: str) -> str | None:
+    """``uns["synthetic"]["kind"]`` of an ``.h5ad`` file (``"log-linear"``, ``"hill"``), else ``None``."""
+    import h5py
+    from anndata.io import read_elem
+
+    try:
+        with h5py.File(source, "r") as handle:
+            if "uns" not in handle or "synthetic" not in handle["uns"]:
+                return None
+            kind = dict(read_elem(handle["uns"]["synthetic"])).get("kind")
+    except OSError:
+        return None
+    return None if kind is None else str(kind)
+
+
+ORACLE_SETS = ("held_out_perturbations", "validation_perturbations")
+
+
+def planted_oracle(
+    evaluation: pd.DataFrame, pairs: Any, network: dict[str, Any], *, reference: str = "independent"
+) -> dict[str, dict[str, float]]:
+    """The planted network's noise-free effect of each never-trained target, scored like LazyNet.
+
+    An oracle, not a method: it knows the network (``datasets.network_total_effects``: each target's
+    row of (I − W)⁻¹ times its measured knock-down, log-mean space), which no predictor can. Scored
+    with ``metrics.delta_metrics`` against the same ``reference`` as ``evaluation``; leaf targets
+    (no downstream gene, so no predicted change) are counted, not scored.
+
+    Parameters
+    ----------
+    evaluation
+        ``evaluation_frame`` of the run (LazyNet and control covariance are read from it).
+    pairs
+        The run's pairs.
+    network
+        ``uns["planted_network"]`` of a log-linear synthetic screen.
+    reference
+        Control reference of the observed deltas, as in ``evaluation``.
+
+    Returns
+    -------
+    dict
+        Per set of ``ORACLE_SETS`` present: ``oracle``, ``lazynet``, ``control_covariance`` (mean
+        Δ-Pearson over the same scored targets), ``n`` (scored) and ``leaves``.
+    """
+    from lazynet_core.datasets import network_total_effects
+    from lazynet_core.metrics import delta_metrics, reference_mean
+
+    total = network_total_effects(network, genes=[str(g) for g in pairs.genes])
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    ref = reference_mean(pairs, reference)
+    index = {str(label): p for p, label in enumerate(pairs.perturbations)}
+    rows = evaluation[(evaluation["metric"] == "pearson_delta") & evaluation["set"].isin(ORACLE_SETS)
+                      & evaluation["method"].isin(["lazynet", "control_covariance"])]
+    out: dict[str, dict[str, float]] = {}
+    for (set_name, role), sub in rows.groupby(["set", "role"], sort=False):
+        scored: dict[str, float] = {}
+        leaves = 0
+        for label in sub["perturbation"].unique():
+            p = index.get(str(label))
+            if p is None or len(pairs.pert_targets[p]) != 1:
+                continue
+            u = int(pairs.pert_targets[p][0])
+            pre = np.asarray(pairs.pre_state(p, str(role)), dtype=np.float64)
+            predicted = (pre[u] - base[u]) * total[u]
+            if not np.any(np.delete(predicted, u)):
+                leaves += 1
+                continue
+            observed = np.asarray(pairs.pert_mean(p, str(role)), dtype=np.float64) - ref
+            scored[str(label)] = delta_metrics(predicted, observed, exclude=np.array([u]))["pearson_delta"]
+        if not scored:
+            continue
+        values = sub[sub["perturbation"].isin(list(scored))].assign(
+            value=lambda f: pd.to_numeric(f["value"], errors="coerce"))
+        means = values.groupby("method")["value"].mean()
+        out[str(set_name)] = {
+            "oracle": float(np.nanmean(list(scored.values()))),
+            "lazynet": float(means.get("lazynet", np.nan)),
+            "control_covariance": float(means.get("control_covariance", np.nan)),
+            "n": len(scored),
+            "leaves": leaves,
+        }
+    return out
+
+
+def oracle_sentence(scores: dict[str, float]) -> str:
+    """One caption for the Effects page: the oracle's headroom next to LazyNet and control covariance."""
+    leaves = int(scores["leaves"])
+    plural = "s" if leaves != 1 else ""
+    leaf_note = f" ({leaves} leaf target{plural} without downstream genes left out)" if leaves else ""
+    return (
+        f"**Planted-network oracle** (synthetic screen only): the true network's noise-free effect of "
+        f"each target reaches Δ-Pearson {scores['oracle']:.3f} on the {int(scores['n'])} targets with "
+        f"downstream genes{leaf_note}; on the same targets LazyNet scores {scores['lazynet']:.3f} and "
+        f"control covariance {scores['control_covariance']:.3f}. It knows the network, which no method "
+        "can: the gap is what this screen's control cells cannot show (more control cells close part of "
+        "it: `benchmarks/unseen_targets.py --demo-controls`)."
+    )
+
+
 def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian: Any) -> pd.DataFrame | None:
     """AUROC / AUPRC against the planted network (synthetic screens only), next to baselines.
 
