@@ -393,10 +393,16 @@ def _oracle(path: str, screen_key: tuple, reference: str) -> Any:
 
     if services.read_synthetic_kind(screen_key[0]) != "log-linear":
         return None  # real screens have no truth; Hill dynamics have no constant total effect
+    from lazynet_core.datasets import MAX_TOTAL_EFFECT_GENES
+
     truth = services.read_planted_network(screen_key[0])
-    if truth is None:
+    ens = load_ensemble(path)
+    if truth is None or ens.n_genes > services.DENSE_MAX_GENES:
         return None
-    pairs = current_pairs_for(load_ensemble(path), screen_key)
+    network_genes = {str(g) for key in ("source", "target") for g in truth[key]}
+    if len(network_genes) + ens.n_genes > MAX_TOTAL_EFFECT_GENES:  # a dense inverse at paper scale: skip
+        return None
+    pairs = current_pairs_for(ens, screen_key)
     evaluation = _evaluation(path, screen_key, reference)
     return services.planted_oracle(evaluation, pairs, truth, reference=reference)
 
