@@ -227,18 +227,8 @@ def network_total_effects(network: dict[str, Any], *, genes) -> np.ndarray:
     network
         ``source``, ``target``, ``weight`` arrays (``uns["planted_network"]``).
     genes
-        Gene symbols to order rows and columns by; paths through genes left out still count, genes
-        outside the network get no effect (identity row).
-
-    Returns
-    -------
-    numpy.ndarray
-        (n, n) float64 ``T`` over ``genes``.
-
-    Raises
-    ------
-    ValueError
-        If the network and ``genes`` hold more than ``MAX_TOTAL_EFFECT_GENES`` genes.
+        Row and column order, as for :func:`planted_total_effects` (which returns the same matrix and
+        raises the same ``ValueError`` on too many genes).
     """
     genes = np.asarray(genes).astype(str)
     # invert over every gene of the network (paths through genes not asked for still count), then subset
