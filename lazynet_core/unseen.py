@@ -201,8 +201,11 @@ def _through_ancestors(
         moved = anc_deltas[:, u]
         if weighting == "ratio":
             through = (through * (du / moved)[:, None]).mean(axis=0)
-        else:
+        elif weighting == "least_squares":
             through = du * (moved @ through) / float(moved @ moved)
+        else:
+            msg = f"weighting must be 'ratio' or 'least_squares', got {weighting!r}."
+            raise ValueError(msg)
         through[u] = 0.0
         others = np.arange(len(cc)) != u
         norm = np.linalg.norm(through[others])

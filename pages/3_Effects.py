@@ -53,8 +53,9 @@ if reference == "training":
 evaluation = oracle = None
 with ui.user_errors("Could not evaluate this run"):
     evaluation = loaders.run_evaluation(reference)
-with ui.user_errors("Could not score the planted network's oracle"):
-    oracle = loaders.run_planted_oracle(reference)
+if evaluation is not None:
+    with ui.user_errors("Could not score the planted network's oracle"):
+        oracle = loaders.run_planted_oracle(reference)
 
 # ---- overall: the paired headline per held-out set ---------------------------------------------
 st.subheader("Overall, next to the baselines")

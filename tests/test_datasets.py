@@ -211,7 +211,13 @@ def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
 
     raw = screens["demo_screen"]
     pairs = make_pairs(read_screen(raw), PairConfig())
-    evaluation = evaluate(pairs, lambda pre: pre, methods=["control_covariance"], ceiling=False)
+    base = pairs.control_mean("train").astype(float)
+    shift = np.random.default_rng(0).normal(0.0, 0.1, pairs.n_genes)  # a predictor with a defined score
+
+    def predict(pre):
+        return pre + shift
+
+    evaluation = evaluate(pairs, predict, methods=["control_covariance"], ceiling=False)
     oracle = services.planted_oracle(evaluation, pairs, raw.uns["planted_network"])
     scores = oracle["held_out_perturbations"]
 
@@ -223,7 +229,6 @@ def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
     assert scores["n"] == sum(p in sources for p in singles) >= 5
     # by hand for one target, through the raw screen's own route to T (planted_total_effects)
     total = datasets.planted_total_effects(raw, genes=pairs.genes)
-    base = pairs.control_mean("train").astype(float)
     by_hand = []
     for label in [p for p in singles if p in sources]:
         p = list(pairs.perturbations).index(label)
@@ -233,7 +238,16 @@ def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
                                      exclude=np.array([u]))["pearson_delta"])
     assert scores["oracle"] == pytest.approx(np.mean(by_hand), abs=1e-12)
     assert scores["oracle"] > scores["control_covariance"] + 0.2  # the headroom the demo plants
-    cc = pd.to_numeric(held[held.perturbation.isin([p for p in singles if p in sources])].value)
+    same = [p for p in singles if p in sources]
+    cc = pd.to_numeric(held[held.perturbation.isin(same)].value)
     assert scores["control_covariance"] == pytest.approx(cc.mean(), abs=1e-12)
+    lazynet = evaluation[(evaluation.set == "held_out_perturbations") & (evaluation.metric == "pearson_delta")
+                         & (evaluation.method == "lazynet") & evaluation.perturbation.isin(same)]
+    assert np.isfinite(scores["lazynet"])
+    assert scores["lazynet"] == pytest.approx(pd.to_numeric(lazynet.value).mean(), abs=1e-12)
+    # the training reference is the training control mean: the oracle is scored against it there
+    training = evaluate(pairs, predict, methods=["control_covariance"], ceiling=False, reference="training")
+    flattering = services.planted_oracle(training, pairs, raw.uns["planted_network"], reference="training")
+    assert flattering["held_out_perturbations"]["oracle"] != pytest.approx(scores["oracle"], abs=1e-6)
     assert "Planted-network oracle" in services.oracle_sentence(scores)
     assert f"{scores['oracle']:.3f}" in services.oracle_sentence(scores)

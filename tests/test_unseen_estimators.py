@@ -5,6 +5,7 @@ from __future__ import annotations
 import anndata as ad
 import numpy as np
 import pandas as pd
+import pytest
 
 from lazynet_core.config import PairConfig
 from lazynet_core.data import read_screen
@@ -137,10 +138,6 @@ def test_least_squares_ancestors_weight_by_how_far_each_moved_the_target():
     both = np.vstack([strong, weak])
     ancestors = np.array([0, 4])
 
-    def direction(v):
-        keep = np.arange(len(v)) != u
-        return v[keep] / np.linalg.norm(v[keep])
-
     # closed form: Δu · Σ Δ_s[u] Δ_s / Σ Δ_s[u]², ancestors' own entries zeroed, at control covariance's norm
     through = both.copy()
     through[[0, 1], ancestors] = 0.0
@@ -160,7 +157,9 @@ def test_least_squares_ancestors_weight_by_how_far_each_moved_the_target():
     # one ancestor: the two weightings agree
     one = [_through_ancestors(cc, strong[None], ancestors[:1], u, du, weighting=w)
            for w in ("ratio", "least_squares")]
-    np.testing.assert_allclose(direction(one[0]), direction(one[1]), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(one[0], one[1], rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="least_squares"):
+        _through_ancestors(cc, both, ancestors, u, du, weighting="median")
 
 
 def test_least_squares_ancestors_recover_the_hidden_child_and_fall_back_to_control_covariance():

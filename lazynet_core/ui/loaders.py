@@ -396,13 +396,12 @@ def _oracle(path: str, screen_key: tuple, reference: str) -> Any:
     from lazynet_core.datasets import MAX_TOTAL_EFFECT_GENES
 
     truth = services.read_planted_network(screen_key[0])
-    ens = load_ensemble(path)
-    if truth is None or ens.n_genes > services.DENSE_MAX_GENES:
+    if truth is None:
         return None
-    network_genes = {str(g) for key in ("source", "target") for g in truth[key]}
-    if len(network_genes) + ens.n_genes > MAX_TOTAL_EFFECT_GENES:  # a dense inverse at paper scale: skip
+    pairs = current_pairs_for(load_ensemble(path), screen_key)
+    genes = {str(g) for key in ("source", "target") for g in truth[key]} | {str(g) for g in pairs.genes}
+    if len(genes) > MAX_TOTAL_EFFECT_GENES:  # a dense inverse at paper scale: skip
         return None
-    pairs = current_pairs_for(ens, screen_key)
     evaluation = _evaluation(path, screen_key, reference)
     return services.planted_oracle(evaluation, pairs, truth, reference=reference)
 
