@@ -114,8 +114,8 @@ def unseen_target_estimates(
     -------
     dict
         ``ccov_shared``, ``ccov_adjusted``, ``ccov_ancestors``, ``ccov_ancestors_ls`` -> (n, G) float64
-        post states, the
-        targets set to their pre-state level (as every baseline of ``metrics.baseline_predictions``).
+        post states, the targets set to their pre-state level (as every baseline of
+        ``metrics.baseline_predictions``).
     """
     from .streaming import StreamedPairs
 

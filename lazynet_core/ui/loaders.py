@@ -387,14 +387,13 @@ def run_planted_recovery() -> Any:
     return _planted(path, key)
 
 
-@st.cache_resource(show_spinner="Scoring the planted network's noise-free effects…", max_entries=8)
+@st.cache_resource(show_spinner="Scoring the planted network's oracle…", max_entries=8)
 def _oracle(path: str, screen_key: tuple, reference: str) -> Any:
+    from lazynet_core.datasets import MAX_TOTAL_EFFECT_GENES
     from lazynet_core.ui import services
 
     if services.read_synthetic_kind(screen_key[0]) != "log-linear":
         return None  # real screens have no truth; Hill dynamics have no constant total effect
-    from lazynet_core.datasets import MAX_TOTAL_EFFECT_GENES
-
     truth = services.read_planted_network(screen_key[0])
     if truth is None:
         return None

@@ -783,36 +783,33 @@ def coexpression(G: nx.DiGraph, pairs: Any) -> dict[str, Any]:
     return coexpression_support(G, X, list(pairs.genes))
 
 
+def _read_uns_entry(source: str, key: str) -> dict[str, Any] | None:
+    """``uns[key]`` of an ``.h5ad`` file as a dict, read without loading ``X``; ``None`` when the file
+    has none, cannot be read or the entry is not a mapping."""
+    import h5py
+    from anndata.io import read_elem
+
+    try:
+        with h5py.File(source, "r") as handle:
+            if "uns" not in handle or key not in handle["uns"]:
+                return None
+            return dict(read_elem(handle["uns"][key]))
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+
+
 def read_planted_network(source: str) -> dict[str, np.ndarray] | None:
     """``uns["planted_network"]`` of an ``.h5ad`` file (synthetic screens), read without loading ``X``.
 
     ``read_screen`` returns a new AnnData without the input's ``uns``, so the truth is read from
     the file itself; ``None`` when the file has none (real screens) or cannot be read.
     """
-    import h5py
-    from anndata.io import read_elem
-
-    try:
-        with h5py.File(source, "r") as handle:
-            if "uns" not in handle or "planted_network" not in handle["uns"]:
-                return None
-            return dict(read_elem(handle["uns"]["planted_network"]))
-    except OSError:
-        return None
+    return _read_uns_entry(source, "planted_network")
 
 
 def read_synthetic_kind(source: str) -> str | None:
     """``uns["synthetic"]["kind"]`` of an ``.h5ad`` file (``"log-linear"``, ``"hill"``), else ``None``."""
-    import h5py
-    from anndata.io import read_elem
-
-    try:
-        with h5py.File(source, "r") as handle:
-            if "uns" not in handle or "synthetic" not in handle["uns"]:
-                return None
-            kind = dict(read_elem(handle["uns"]["synthetic"])).get("kind")
-    except (OSError, ValueError, TypeError, KeyError):  # unreadable or not a mapping: not a synthetic screen
-        return None
+    kind = (_read_uns_entry(source, "synthetic") or {}).get("kind")
     return None if kind is None else str(kind)
 
 
@@ -822,10 +819,10 @@ ORACLE_SETS = ("held_out_perturbations", "validation_perturbations")
 def planted_oracle(
     evaluation: pd.DataFrame, pairs: Any, network: dict[str, Any], *, reference: str = "independent"
 ) -> dict[str, dict[str, float]]:
-    """The planted network's noise-free effect of each never-trained target, scored like LazyNet.
+    """The planted network's effect of each never-trained target, scored like LazyNet.
 
     An oracle, not a method: it knows the network (``datasets.network_total_effects``: each target's
-    row of (I − W)⁻¹ times its measured knock-down, log-mean space), which no predictor can. Scored
+    row of (I − W)⁻¹ times its measured knock-down, log-mean space), which no predictor is given. Scored
     with ``metrics.delta_metrics`` against the same ``reference`` as ``evaluation``; leaf targets
     (no downstream gene, so no predicted change) are counted, not scored.
 
