@@ -46,12 +46,12 @@ from benchmarks.accuracy import DESIGNS, load_screen
 from benchmarks.common import RESULTS, fmt_table, machine_info, write_json
 
 # planted_total_effect (an oracle: the planted network's noise-free total effect) is added on the demo
-METHODS = ("control_covariance", "ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls", "ccov_shared",
+METHODS = ("control_covariance", "pooled_covariance", "ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls", "ccov_shared",
            "ccov_plus_pm_ex", "perturbed_mean_ex", "linear", "null")
 LAZYNET_RUNS = {"published": "_published", "covariance start (k = 16)": "_control_covariance",
                 "covariance recipe (k = 256)": "_control_covariance_k256", "anchored": "_anchored",
                 "anchored, shrink 2": "_anchored_shrink2", "anchored_counts": "_anchored_counts",
-                "anchored_counts, shrink 2": "_anchored_counts_shrink2"}
+                "anchored_counts, shrink 2": "_anchored_counts_shrink2", "anchored_pooled": "_anchored_pooled"}
 
 
 def _oracle_effects(raw, genes) -> np.ndarray | None:
@@ -139,9 +139,10 @@ def lazynet_rows(name: str) -> list[dict[str, Any]]:
                     "held_out_perturbations", "independent", "lazynet", "pearson_delta"):
                 paired = {p["baseline"]: p for p in data["paired"]
                           if p["set"] == "held_out_perturbations" and p["reference"] == "independent"}
-                cc = paired.get("control_covariance", {})
+                cc, pc = paired.get("control_covariance", {}), paired.get("pooled_covariance", {})
                 out.append({"recipe": recipe, "mean": r["mean"], "sd": r["sd"], "n": r["n"],
-                            "minus_control_covariance": cc.get("mean_diff"), "p": cc.get("p_wilcoxon")})
+                            "minus_control_covariance": cc.get("mean_diff"), "p": cc.get("p_wilcoxon"),
+                            "minus_pooled_covariance": pc.get("mean_diff"), "p_pooled": pc.get("p_wilcoxon")})
     return out
 
 
@@ -152,8 +153,9 @@ def report(name: str, frame: pd.DataFrame, *, label: str | None = None) -> dict[
     summary = summarize(scored)
     methods = [m for m in (*METHODS, "planted_total_effect") if m in set(scored.method)]
     paired = pd.concat([compare(scored, model=m, metric="pearson_delta").assign(model=m)
-                        for m in ("ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls", "ccov_shared", "ccov_plus_pm_ex",
-                                  "control_covariance", "planted_total_effect") if m in methods],
+                        for m in ("pooled_covariance", "ccov_adjusted", "ccov_ancestors", "ccov_ancestors_ls",
+                                  "ccov_shared", "ccov_plus_pm_ex", "control_covariance", "planted_total_effect")
+                       if m in methods],
                        ignore_index=True)
     rows = []
     for method in methods:
@@ -173,7 +175,8 @@ def report(name: str, frame: pd.DataFrame, *, label: str | None = None) -> dict[
     lazynet = lazynet_rows(name)
     if lazynet:
         print("LazyNet, same cross-validation (results/accuracy_*.json):")
-        print(fmt_table(lazynet, ["recipe", "mean", "sd", "n", "minus_control_covariance", "p"]))
+        print(fmt_table(lazynet, ["recipe", "mean", "sd", "n", "minus_control_covariance", "p",
+                                  "minus_pooled_covariance", "p_pooled"]))
     per_target = (frame[frame.metric.isin(["pearson_delta", "log_units"])]
                   .groupby(["perturbation", "method"])["value"].mean().unstack("method"))
     if name == "real":

@@ -69,6 +69,7 @@ BASELINES = (
     "perturbed_mean_ex",
     "linear",
     "control_covariance",
+    "pooled_covariance",
     "additive",
     "additive_shrunk",
     "additive_counts",
@@ -286,25 +287,64 @@ def pm_ex_delta(deltas: np.ndarray, targeted: np.ndarray) -> np.ndarray:
 
 
 def _control_covariance_deltas(
-    pairs: Any, targets: Sequence[np.ndarray], target_change: np.ndarray, base: np.ndarray
+    pairs: Any, targets: Sequence[np.ndarray], target_change: np.ndarray, base: np.ndarray, *,
+    cells: str = "controls",
 ) -> np.ndarray:
-    """Δ = Σ_{·u} Σ_{uu}⁻¹ Δ_u from the training control cells' covariance (method §7d)."""
-    cells = pairs.cells(-1, "train")
-    xc = pairs.X[cells]
-    n = max(len(cells), 2)
+    """Δ = Σ_{·u} Σ_{uu}⁻¹ Δ_u from the training cells' within-group covariance (method §7d).
+
+    ``cells="controls"``: the training control cells (``control_covariance``); ``"pooled"``: those and
+    every trained perturbation's training cells, each group centred on its own mean
+    (``pooled_covariance``; all NaN on pairs streamed from disk, which hold no perturbed rows).
+    """
     out = np.full((len(targets), pairs.n_genes), np.nan)
+    grouped = _training_groups(pairs, cells=cells)
+    if grouped is None:
+        return out
+    idx, group = grouped
+    x = pairs.X[idx]
+    dof = max(len(idx) - (group.max() + 1 if len(group) else 0), 1)
     for row, t in enumerate(targets):
         t = np.asarray(t, dtype=int)
-        xu = np.asarray(xc[:, t].todense(), dtype=np.float64)
-        xu -= xu.mean(axis=0, keepdims=True)
-        cov_all = np.asarray(xc.T @ xu, dtype=np.float64) / (n - 1)  # genes × |t|; mean-centred via xu
-        cov_uu = xu.T @ xu / (n - 1)
+        xu = np.asarray(x[:, t].todense(), dtype=np.float64)
+        xu -= _group_means(xu, group)[group]
+        cov_all = np.asarray(x.T @ xu, dtype=np.float64) / dof  # genes × |t|; centred via xu
+        cov_uu = xu.T @ xu / dof
         if np.any(np.diag(cov_uu) <= 1e-12):
-            continue  # a constant target among control cells: no covariance to condition on
+            continue  # a constant target among these cells: no covariance to condition on
         coef = np.linalg.solve(cov_uu + 1e-9 * np.eye(len(t)), target_change[row, t])
         out[row] = cov_all @ coef
         out[row, t] = target_change[row, t]
     return out + base
+
+
+#: Which training cells a covariance predictor (or the covariance start of a model) reads.
+COVARIANCE_CELLS = ("controls", "pooled")
+
+
+def _training_groups(pairs: Any, *, cells: str = "controls") -> tuple[np.ndarray, np.ndarray] | None:
+    """Training cell indices and their group (0 = controls; one per trained perturbation with ≥ 2
+    training cells) for ``cells`` (``COVARIANCE_CELLS``); None where the rows are not held (streamed)."""
+    if cells not in COVARIANCE_CELLS:
+        msg = f"cells must be one of {list(COVARIANCE_CELLS)}, got {cells!r}."
+        raise ValueError(msg)
+    controls = pairs.cells(-1, "train")
+    if cells == "controls":
+        return controls, np.zeros(len(controls), dtype=int)
+    if getattr(pairs, "streamed", False):
+        return None
+    train = np.flatnonzero((pairs.cell_pert >= 0) & (pairs.cell_role == "train"))
+    labels, counts = np.unique(pairs.cell_pert[train], return_counts=True)
+    train = train[np.isin(pairs.cell_pert[train], labels[counts >= 2])]
+    _, group = np.unique(pairs.cell_pert[train], return_inverse=True)
+    return np.r_[controls, train], np.r_[np.zeros(len(controls), dtype=int), group + 1]
+
+
+def _group_means(x: np.ndarray, group: np.ndarray) -> np.ndarray:
+    """(groups × columns) mean of the rows of dense ``x`` per group label 0..max."""
+    n = np.bincount(group).astype(np.float64)
+    sums = np.zeros((len(n), x.shape[1]))
+    np.add.at(sums, group, x)
+    return sums / np.maximum(n, 1.0)[:, None]
 
 
 def _null_posts(pairs: Any, evals: np.ndarray) -> np.ndarray:
@@ -362,6 +402,11 @@ def baseline_predictions(
         ``control_covariance``
             base + cov(i, u) / var(u) · Δ_u over training control cells (multivariate for a
             combination), Δ_u = the target's observed change: an observational predictor.
+        ``pooled_covariance``
+            the same over the training control cells *and* every trained perturbation's training
+            cells, each group centred on its own mean (so no perturbation's shift enters, only the
+            cells' variation around it): several times the cells where perturbed cells outnumber
+            controls (NaN on pairs streamed from disk).
         ``additive``
             combinations only: base + the sum of the single arms' training deltas, when every arm
             has training cells.
@@ -444,6 +489,7 @@ def baseline_predictions(
         "perturbed_mean_ex": np.broadcast_to(pm_ex, pre.shape).copy(),
         "linear": linear,
         "control_covariance": _control_covariance_deltas(pairs, targets, pre - base, base),
+        "pooled_covariance": _control_covariance_deltas(pairs, targets, pre - base, base, cells="pooled"),
         "additive": additive,
         "additive_shrunk": additive_shrunk,
         "additive_counts": additive_counts,

@@ -38,15 +38,26 @@ def planned_steps(pairs: Pairs, train_config: TrainConfig) -> int:
     return train_config.replicas * train_config.epochs * math.ceil(per_epoch / train_config.batch_size)
 
 
-def control_regression(pairs: Pairs) -> np.ndarray:
-    """(G, G) float32: entry (i, j) = cov(x_i, x_j) / var(x_j) among training control cells, diagonal 0.
+def control_regression(pairs: Pairs, *, cells: str = "controls") -> np.ndarray:
+    """(G, G) float32: entry (i, j) = cov(x_i, x_j) / var(x_j) among training cells, diagonal 0.
 
-    The slope of gene i on gene j when j alone varies: what conditioning on the control cells'
-    covariance predicts for a change of j (method §7d). Genes constant among controls get 0.
+    The slope of gene i on gene j when j alone varies: what conditioning on the cells' covariance
+    predicts for a change of j (method §7d). ``cells="controls"``: the training control cells;
+    ``"pooled"``: those and every trained perturbation's training cells, each group centred on its own
+    mean (``ModelConfig.covariance_cells``; the ``pooled_covariance`` baseline). Genes constant among
+    them get 0.
     """
-    x = np.asarray(pairs.X[pairs.cells(-1, "train")].todense(), dtype=np.float64)
-    x -= x.mean(axis=0)
-    cov = x.T @ x / max(len(x) - 1, 1)
+    from .metrics import _group_means, _training_groups
+
+    grouped = _training_groups(pairs, cells=cells)
+    if grouped is None:
+        msg = ("The pooled covariance start needs the perturbed cells' rows, which pairs streamed from disk "
+               "do not hold; use covariance_cells='controls' or build the pairs with make_pairs in memory.")
+        raise TrainingError(msg)
+    idx, group = grouped
+    x = np.asarray(pairs.X[idx].todense(), dtype=np.float64)
+    x -= _group_means(x, group)[group]
+    cov = x.T @ x / max(len(x) - (group.max() + 1 if len(group) else 0), 1)
     var = np.diag(cov).copy()
     with np.errstate(invalid="ignore", divide="ignore"):
         reg = np.where(var[None, :] > 1e-12, cov / var[None, :], 0.0)
@@ -178,7 +189,7 @@ class _Trainer:
         model = LazyNet(self.pairs.n_genes, self.model_config, seed=seed)
         if self.model_config.start == "control_covariance":
             model.start_at_jacobian(
-                torch.from_numpy(control_regression(self.pairs)),
+                torch.from_numpy(control_regression(self.pairs, cells=self.model_config.covariance_cells)),
                 torch.from_numpy(self.pairs.control_mean("train")),
             )
         model = model.to(cfg.device)

@@ -12,15 +12,17 @@ ui.frame_guard("pages/4_Jacobian.py")
 ui.page_header("Jacobian", "Gene-to-gene elasticities of the trained model at the control state.")
 adata, ens = ui.need(screen=True, run=True)
 # what a never-perturbed regulator's column is: extrapolation, or (covariance and anchored recipes)
-# the control cells' regression, an observational signal
+# the training cells' regression, an observational signal
 observational = ens.model_config.start == "control_covariance"
-never_note = ("its column is the control cells' regression: observational" if observational
-              else "its column is model extrapolation")
+cells = ("the control and training perturbed cells' regression (each group centred on its own mean)"
+         if ens.model_config.covariance_cells == "pooled"
+         else "the control cells' regression")
+never_note = f"its column is {cells}: observational" if observational else "its column is model extrapolation"
 st.caption(
     "J[i, j] = ∂f_i/∂x_j is the effect of source gene j on target gene i's change. Expression is on a log "
     "scale, so J is an **elasticity**: J = 0.5 means a 10 % rise of j moves i by about 5 %. Columns of "
     "regulators that were never perturbed in the screen are **not supported by an intervention**"
-    + (": with this run's recipe they are the control cells' regression (co-variation, not causation)."
+    + (f": with this run's recipe they are {cells} (co-variation, not causation)."
        if observational else ".")
 )
 
