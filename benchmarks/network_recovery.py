@@ -28,6 +28,9 @@ Scorers:
     thousand genes, not for paper scale.
 ``correlation``
     ``|Pearson r|`` across training control cells (0 for a gene constant across them).
+``pooled_correlation``
+    the same over the training controls *and* the trained perturbations' training cells, each group
+    centred on its own mean (what ``ModelConfig(covariance_cells="pooled")`` starts from).
 ``regulator_expression``
     the regulator's mean control expression (a trivial score; it wins on "all" pairs when
     regulators are simply the highly expressed genes).
@@ -137,7 +140,7 @@ def ridge_one_step(pairs: Any, *, alpha: float = RIDGE_ALPHA, epochs: int = RIDG
 def score_frames(ensemble: Any, pairs: Any, *, seed: int = 0, jacobian_result: Any = None
                  ) -> tuple[dict[str, pd.DataFrame], dict[str, float]]:
     """All scorers' frames for one ensemble and its pairs, plus the seconds each took."""
-    from lazynet_core import enrichment, jacobian
+    from lazynet_core import enrichment, jacobian, metrics
 
     genes = list(pairs.genes.astype(str))
     secs: dict[str, float] = {}
@@ -160,12 +163,16 @@ def score_frames(ensemble: Any, pairs: Any, *, seed: int = 0, jacobian_result: A
     corr = corr.fillna(0.0)
     np.fill_diagonal(corr.values, np.nan)
     secs["correlation"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    pooled = enrichment.correlation_scores(metrics.centred_training_cells(pairs, cells="pooled"), genes)
+    np.fill_diagonal(pooled.values, np.nan)
+    secs["pooled_correlation"] = time.perf_counter() - t0
     reg = enrichment.regulator_expression_scores(cm, genes)
     t0 = time.perf_counter()
     ridge = ridge_one_step(pairs, seed=seed)
     secs["ridge_linear"] = time.perf_counter() - t0
     frames = {"lazynet_jacobian": jframe, "fold_change": fc, "fold_change_z": fcz, "correlation": corr,
-              "regulator_expression": reg, "ridge_linear": ridge}
+              "pooled_correlation": pooled, "regulator_expression": reg, "ridge_linear": ridge}
     return frames, secs
 
 

@@ -494,4 +494,6 @@ def recipe_name(model_config: ModelConfig, pair_config: PairConfig) -> str:
         if same_model and all(pair[k] == v for k, v in pair_fields.items()):
             return name
     output = "" if model_config.output == "log" else f", output {model_config.output}"
+    if model_config.covariance_cells != "controls":
+        output += f", {model_config.covariance_cells} cells"
     return f"custom (start {model_config.start}, k {pair_config.k}, pairing {pair_config.pairing}{output})"

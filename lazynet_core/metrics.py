@@ -339,12 +339,35 @@ def _training_groups(pairs: Any, *, cells: str = "controls") -> tuple[np.ndarray
     return np.r_[controls, train], np.r_[np.zeros(len(controls), dtype=int), group + 1]
 
 
+def centred_training_cells(pairs: Any, *, cells: str = "controls") -> np.ndarray:
+    """Dense (cells × genes) training cells of ``cells`` (``COVARIANCE_CELLS``), each group centred on
+    its own mean: the matrix whose covariance the covariance predictors and starts read. Dense, for
+    screens of up to a few thousand genes.
+
+    Raises
+    ------
+    ScreenError
+        ``cells="pooled"`` on pairs streamed from disk, which hold no perturbed rows.
+    """
+    grouped = _training_groups(pairs, cells=cells)
+    if grouped is None:
+        msg = ("The pooled covariance needs the perturbed cells' rows, which pairs streamed from disk do not "
+               "hold; use cells='controls' or build the pairs with make_pairs on a screen in memory.")
+        raise ScreenError(msg)
+    idx, group = grouped
+    x = np.asarray(pairs.X[idx].todense(), dtype=np.float64)
+    return x - _group_means(x, group)[group]
+
+
 def _group_means(x: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """(groups × columns) mean of the rows of dense ``x`` per group label 0..max."""
-    n = np.bincount(group).astype(np.float64)
-    sums = np.zeros((len(n), x.shape[1]))
-    np.add.at(sums, group, x)
-    return sums / np.maximum(n, 1.0)[:, None]
+    """(groups × columns) mean of the rows of dense ``x`` per group label 0..max (``np.mean`` per
+    group, so one group gives exactly ``x.mean(axis=0)``)."""
+    out = np.zeros((int(group.max()) + 1 if len(group) else 0, x.shape[1]))
+    for g in range(len(out)):
+        rows = group == g
+        if rows.any():
+            out[g] = x[rows].mean(axis=0)
+    return out
 
 
 def _null_posts(pairs: Any, evals: np.ndarray) -> np.ndarray:

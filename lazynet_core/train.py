@@ -18,7 +18,7 @@ from torch.nn import functional as F
 
 from .config import ModelConfig, TrainConfig
 from .ensemble import Ensemble
-from .errors import TrainingCancelled, TrainingError
+from .errors import ScreenError, TrainingCancelled, TrainingError
 from .model import LazyNet
 from .pairs import Pairs
 
@@ -47,17 +47,13 @@ def control_regression(pairs: Pairs, *, cells: str = "controls") -> np.ndarray:
     mean (``ModelConfig.covariance_cells``; the ``pooled_covariance`` baseline). Genes constant among
     them get 0.
     """
-    from .metrics import _group_means, _training_groups
+    from .metrics import centred_training_cells
 
-    grouped = _training_groups(pairs, cells=cells)
-    if grouped is None:
-        msg = ("The pooled covariance start needs the perturbed cells' rows, which pairs streamed from disk "
-               "do not hold; use covariance_cells='controls' or build the pairs with make_pairs in memory.")
-        raise TrainingError(msg)
-    idx, group = grouped
-    x = np.asarray(pairs.X[idx].todense(), dtype=np.float64)
-    x -= _group_means(x, group)[group]
-    cov = x.T @ x / max(len(x) - (group.max() + 1 if len(group) else 0), 1)
+    try:
+        x = centred_training_cells(pairs, cells=cells)
+    except ScreenError as err:
+        raise TrainingError(str(err)) from None
+    cov = x.T @ x / max(len(x) - 1, 1)  # the slope cov / var: any common divisor would do
     var = np.diag(cov).copy()
     with np.errstate(invalid="ignore", divide="ignore"):
         reg = np.where(var[None, :] > 1e-12, cov / var[None, :], 0.0)

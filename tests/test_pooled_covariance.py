@@ -83,6 +83,8 @@ def test_anchored_pooled_predicts_an_unseen_target_by_the_pooled_regression():
     model_config, pair_config = recipe_configs("anchored_pooled", pair_config=PairConfig(held_out=("U",)))
     assert model_config.covariance_cells == "pooled"
     assert recipe_name(model_config, pair_config) == "anchored_pooled"
+    custom = recipe_name(model_config.replace(anchor=False), pair_config)
+    assert custom.startswith("custom") and "pooled cells" in custom
     pairs = make_pairs(read_screen(_screen()), pair_config)
     ens = train_ensemble(pairs, model_config, TrainConfig(replicas=1, epochs=40, threads=1))
     p = int(np.flatnonzero(pairs.perturbations == "U")[0])
