@@ -217,7 +217,7 @@ def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
     def predict(pre):
         return pre + shift
 
-    evaluation = evaluate(pairs, predict, methods=["control_covariance"], ceiling=False)
+    evaluation = evaluate(pairs, predict, methods=["control_covariance", "pooled_covariance"], ceiling=False)
     oracle = services.planted_oracle(evaluation, pairs, raw.uns["planted_network"])
     scores = oracle["held_out_perturbations"]
 
@@ -241,6 +241,9 @@ def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
     same = [p for p in singles if p in sources]
     cc = pd.to_numeric(held[held.perturbation.isin(same)].value)
     assert scores["control_covariance"] == pytest.approx(cc.mean(), abs=1e-12)
+    pooled = evaluation[(evaluation.set == "held_out_perturbations") & (evaluation.metric == "pearson_delta")
+                        & (evaluation.method == "pooled_covariance") & evaluation.perturbation.isin(same)]
+    assert scores["pooled_covariance"] == pytest.approx(pd.to_numeric(pooled.value).mean(), abs=1e-12)
     lazynet = evaluation[(evaluation.set == "held_out_perturbations") & (evaluation.metric == "pearson_delta")
                          & (evaluation.method == "lazynet") & evaluation.perturbation.isin(same)]
     assert np.isfinite(scores["lazynet"])
@@ -251,3 +254,6 @@ def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
     assert flattering["held_out_perturbations"]["oracle"] != pytest.approx(scores["oracle"], abs=1e-6)
     assert "Planted-network oracle" in services.oracle_sentence(scores)
     assert f"{scores['oracle']:.3f}" in services.oracle_sentence(scores)
+    assert f"pooled covariance (controls + training perturbed cells) {scores['pooled_covariance']:.3f}" in (
+        services.oracle_sentence(scores))
+    assert "pooled" not in services.oracle_sentence({**scores, "pooled_covariance": float("nan")})

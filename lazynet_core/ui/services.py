@@ -841,8 +841,9 @@ def planted_oracle(
     Returns
     -------
     dict
-        Per set of ``ORACLE_SETS`` present: ``oracle``, ``lazynet``, ``control_covariance`` (mean
-        Δ-Pearson over the same scored targets), ``n`` (scored) and ``leaves``.
+        Per set of ``ORACLE_SETS`` present: ``oracle``, ``lazynet``, ``control_covariance``,
+        ``pooled_covariance`` (mean Δ-Pearson over the same scored targets; NaN where the evaluation
+        lacks the method), ``n`` (scored) and ``leaves``.
     """
     from lazynet_core.datasets import network_total_effects
     from lazynet_core.metrics import delta_metrics, reference_mean
@@ -852,7 +853,7 @@ def planted_oracle(
     ref = reference_mean(pairs, reference)
     index = {str(label): p for p, label in enumerate(pairs.perturbations)}
     rows = evaluation[(evaluation["metric"] == "pearson_delta") & evaluation["set"].isin(ORACLE_SETS)
-                      & evaluation["method"].isin(["lazynet", "control_covariance"])]
+                      & evaluation["method"].isin(["lazynet", "control_covariance", "pooled_covariance"])]
     out: dict[str, dict[str, float]] = {}
     for (set_name, role), sub in rows.groupby(["set", "role"], sort=False):
         scored: dict[str, float] = {}
@@ -880,6 +881,7 @@ def planted_oracle(
             "oracle": float(np.mean(list(scored.values()))),
             "lazynet": float(means.get("lazynet", np.nan)),
             "control_covariance": float(means.get("control_covariance", np.nan)),
+            "pooled_covariance": float(means.get("pooled_covariance", np.nan)),
             "n": len(scored),
             "leaves": leaves,
         }
@@ -891,13 +893,16 @@ def oracle_sentence(scores: dict[str, float]) -> str:
     leaves = int(scores["leaves"])
     plural = "s" if leaves != 1 else ""
     leaf_note = f" ({leaves} leaf target{plural}, no measured downstream gene, left out)" if leaves else ""
+    pooled_score = scores.get("pooled_covariance", np.nan)
+    pooled = (f" and pooled covariance (controls + training perturbed cells) {pooled_score:.3f}"
+              if np.isfinite(pooled_score) else "")
     return (
         f"**Planted-network oracle** (synthetic screen only): the true network's effect of each target, "
         f"times its measured knock-down, reaches Δ-Pearson {scores['oracle']:.3f} on the "
         f"{int(scores['n'])} targets with measured downstream genes{leaf_note}; on the same targets "
-        f"LazyNet scores {scores['lazynet']:.3f} and control covariance {scores['control_covariance']:.3f}. "
-        "It is given the true network, which no predictor is: a reference for the headroom, not an upper "
-        "bound. More control cells close only part of the gap for control covariance "
+        f"LazyNet scores {scores['lazynet']:.3f}, control covariance {scores['control_covariance']:.3f}"
+        f"{pooled}. It is given the true network, which no predictor is: a reference for the headroom, not "
+        "an upper bound. More cells close only part of the gap for the covariance predictors "
         "(`benchmarks/unseen_targets.py --demo-controls`)."
     )
 
