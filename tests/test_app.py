@@ -531,9 +531,8 @@ def test_networks_page(trained_run):
     assert at.selectbox(key="net_open_gene").options  # perturbed genes of the graph, openable on Effects
     assert len(at.dataframe) == 2  # planted-network recovery (demo truth, run-wide) + edges
     planted = at.dataframe[0].value
-    assert {"LazyNet |J|", "fold change", "|correlation| (controls)", "regulator expression"} <= set(
-        planted.index
-    )
+    assert {"LazyNet |J|", "fold change", "|correlation| (controls)", "|correlation| (pooled)",
+            "regulator expression"} <= set(planted.index)
     edges = at.dataframe[-1].value
     assert {"source", "target", "weight", "agreement", "sd", "evidence"} <= set(edges.columns)
     assert set(edges["evidence"]) <= {"interventional", "held_out", "observational"}

@@ -911,8 +911,10 @@ def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian:
     """AUROC / AUPRC against the planted network (synthetic screens only), next to baselines.
 
     Baselines see only training cells: fold change (regulator perturbed), |correlation| among
-    training controls, and the regulator's mean control expression. ``None`` when the screen has
-    no planted network.
+    training controls, the same over controls and trained perturbations' cells each centred on its
+    group's mean (pooled; what the ``anchored_pooled`` start reads; left out on pairs streamed from
+    disk), and the regulator's mean control expression. ``None`` when the screen has no planted
+    network.
     """
     from lazynet_core.enrichment import (
         correlation_scores,
@@ -920,6 +922,8 @@ def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian:
         recovery_table,
         regulator_expression_scores,
     )
+    from lazynet_core.errors import ScreenError
+    from lazynet_core.metrics import centred_training_cells
 
     if truth is None:
         return None
@@ -930,8 +934,13 @@ def planted_recovery_table(ensemble: Any, pairs: Any, truth: Any, full_jacobian:
         "LazyNet |J|": full_jacobian.to_frame("mean").reindex(index=genes, columns=genes),
         "fold change": fold_change_scores(control, train_means, genes),
         "|correlation| (controls)": correlation_scores(pairs.X[pairs.cells(-1, "train")], genes),
-        "regulator expression": regulator_expression_scores(control, genes),
     }
+    try:
+        pooled = centred_training_cells(pairs, cells="pooled")
+        frames["|correlation| (pooled)"] = correlation_scores(pooled, genes)
+    except ScreenError:
+        pass  # streamed pairs hold no perturbed rows
+    frames["regulator expression"] = regulator_expression_scores(control, genes)
     truth_frame = pd.DataFrame({k: np.asarray(v) for k, v in dict(truth).items()})
     return recovery_table(frames, truth_frame, list(train_means))
 
