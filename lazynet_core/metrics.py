@@ -301,13 +301,18 @@ def _control_covariance_deltas(
     if grouped is None:
         return out
     idx, group = grouped
-    x = pairs.X[idx]
+    pooled = cells != "controls"  # most of the screen's rows: read in place, not copied
+    x = pairs.X if pooled else pairs.X[idx]
     dof = max(len(idx) - (group.max() + 1 if len(group) else 0), 1)
     for row, t in enumerate(targets):
         t = np.asarray(t, dtype=int)
-        xu = np.asarray(x[:, t].todense(), dtype=np.float64)
+        xu = np.asarray((x[:, t][idx] if pooled else x[:, t]).todense(), dtype=np.float64)
         xu -= _group_means(xu, group)[group]
-        cov_all = np.asarray(x.T @ xu, dtype=np.float64) / dof  # genes × |t|; centred via xu
+        weights = xu
+        if pooled:  # the other cells weigh 0
+            weights = np.zeros((x.shape[0], len(t)))
+            weights[idx] = xu
+        cov_all = np.asarray(x.T @ weights, dtype=np.float64) / dof  # genes × |t|; centred via xu
         cov_uu = xu.T @ xu / dof
         if np.any(np.diag(cov_uu) <= 1e-12):
             continue  # a constant target among these cells: no covariance to condition on
