@@ -157,7 +157,9 @@ with st.form("train_form"):
         "target is predicted by the control cells' regression, a trained one fitted to its measured "
         "change (its pre-state is the control mean, so it ignores the Pairing choice). Anchored_counts: "
         "anchored, with the output change added in expression instead of log space, so that redundant "
-        "regulators' effects add as they do in the cell. Covariance and the anchored recipes need one "
+        "regulators' effects add as they do in the cell. Anchored_pooled: anchored, its start read from "
+        "the control cells and the training perturbed cells, each group centred on its own mean (more "
+        "cells, a less noisy regression). Covariance and the anchored recipes need one "
         "hidden unit per gene (hidden width 0 and at most 1024 genes). "
         "How each compares with its baselines: README, Results.",
     )

@@ -257,6 +257,26 @@ def test_train_page_shrink_reaches_the_run(runs_dir):
     assert any("recipe: anchored · shrink 2 SE" in m.value for m in at.markdown)
 
 
+def test_train_page_pooled_recipe_reaches_the_run_and_the_jacobian_page_says_what_it_read(runs_dir):
+    import json
+
+    at = _with_demo()
+    _goto(at, "2_Train")
+    at.radio[0].set_value("anchored_pooled")
+    at.number_input[0].set_value(1)
+    at.number_input[2].set_value(1)
+    at.text_input[0].set_value("pooled")
+    at.button(key="start_training").click().run()
+    _ok(at)
+    _poll(at, lambda a: a.session_state["run_path"])
+    manifest = json.loads((runs_dir / "pooled" / "config.json").read_text())
+    assert manifest["model_config"]["covariance_cells"] == "pooled" and manifest["model_config"]["anchor"]
+    assert any("recipe: anchored_pooled" in m.value for m in at.markdown)
+    _goto(at, "4_Jacobian")
+    captions = " ".join(c.value for c in at.caption)
+    assert "the control and training perturbed cells' regression" in captions
+
+
 def test_train_page_covariance_recipe_reaches_the_run(runs_dir):
     import json
 
