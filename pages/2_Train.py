@@ -12,29 +12,21 @@ from lazynet_core.config import RECIPES, ModelConfig, PairConfig, TrainConfig, r
 from lazynet_core.errors import TrainingError
 from lazynet_core.jobs import TrainingJob
 from lazynet_core.text import escape_markdown
-from lazynet_core.ui import loaders, services
+from lazynet_core.ui import loaders, recipe_results, services
 from lazynet_core.ui.layout import md
 
-#: Measured in benchmarks/results (accuracy_*_{published,anchored}.json, combinations*.json): shown
-#: under the Recipe choice so no one picks a recipe for a win it does not have.
-RECIPE_RESULTS = (
-    "Measured (cross-validation, independent control reference, Δ-Pearson on targets never trained "
-    "on; real · demo · Hill screen): published 0.190 · 0.023 · −0.018; anchored 0.275 · 0.061 · 0.099, "
-    "which *equals* the control-covariance baseline and does not beat it; anchored_counts 0.281 · "
-    "0.061 · 0.101 (a tie with it), with anchored's fit of held-out cells (real 0.285); anchored_pooled "
-    "0.261 · 0.141 · 0.212: it beats control covariance on the two synthetic screens (+0.080, +0.113, "
-    "p < 1e-4) but not on the real one (−0.015, p = 0.41, a tie), and it only *equals* the pooled-"
-    "covariance baseline it starts from (controls + training perturbed cells), so the gain is those "
-    "cells', not the model's; its held-out cells are slightly below anchored's (real 0.279). On held-out "
-    "doubles no recipe beats the additive model (anchored 0.582 vs 0.587); anchored with Shrink 2 "
-    "does (0.722), but by denoising: the additive model with its arms shrunk the same way scores "
-    "0.715. Where doubles truly interact (redundant regulators), only anchored_counts predicts part of "
-    "the interaction (r 0.21, all from its output adding the arms in counts: its count-space null "
-    "scores 0.22; anchored's 0.02 is "
-    "all knock-down dose), and with Shrink 2 it is significantly but only "
-    "0.009 above every baseline (0.833 vs 0.824: under the 0.01 that counts as a win, a practical tie); "
-    "the arms summed in counts with no model still predict "
-    "the interaction better (0.25)."
+#: Shown under the table of measured results (``recipe_results.recipe_scores``, read from
+#: benchmarks/results): what the table does not say, so no one picks a recipe for a win it does not have.
+RECIPE_NOTE = (
+    "Δ-Pearson against held-out control cells, cross-validated over perturbations; a win needs p < 0.05 "
+    "and a gain ≥ 0.01. anchored_pooled beats control covariance on the synthetic screens only because "
+    "it starts from the pooled covariance (controls + training perturbed cells), which it equals: the "
+    "gain is those cells', not the model's. On held-out doubles no recipe beats the additive model "
+    "(anchored 0.582 vs 0.587); anchored with Shrink 2 does (0.722), but by denoising: the additive model "
+    "with its arms shrunk the same way scores 0.715. Where doubles truly interact (redundant "
+    "regulators), only anchored_counts predicts part of the interaction (r 0.21, all from adding the "
+    "arms in counts: its count-space null scores 0.22), and the arms summed in counts with no model "
+    "predict it better (0.25)."
 )
 
 ui.frame_guard("pages/2_Train.py")
@@ -170,7 +162,11 @@ with st.form("train_form"):
         "the method as published. 2 with the anchored recipe beat the additive model on simulated doubles "
         "(by denoising), but lowered the fit of held-out cells on the real screen (0.285 to 0.261).",
     )
-    st.caption(RECIPE_RESULTS)
+    scores = recipe_results.recipe_scores()
+    if scores is not None:
+        st.markdown("**Measured per recipe** (benchmarks/results)")
+        st.dataframe(scores, width="stretch")
+    st.caption(RECIPE_NOTE)
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
     )

@@ -1,0 +1,107 @@
+"""What each named recipe scored in the repository's benchmarks, read from ``benchmarks/results``.
+
+The Train page shows this table under the Recipe choice so that no one picks a recipe for a win it
+does not have. Every figure is read from the stored cross-validation JSON (``benchmarks/accuracy.py
+--recipe NAME``), never typed in; verdicts follow :func:`lazynet_core.metrics.judge_paired` (a win
+needs p < 0.05 and a gain of at least 0.01).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+#: Where the benchmarks write their JSON, in a checkout of the repository.
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
+#: Recipe -> suffix of its ``accuracy_<screen><suffix>.json`` (the covariance recipe is k = 256).
+RECIPE_FILES = {
+    "published": "_published",
+    "covariance": "_control_covariance_k256",
+    "anchored": "_anchored",
+    "anchored_counts": "_anchored_counts",
+    "anchored_pooled": "_anchored_pooled",
+}
+SCREENS = ("real", "demo", "hill")
+COLUMNS = (
+    "recipe",
+    "unseen targets (real · demo · Hill)",
+    "vs control covariance",
+    "vs pooled covariance",
+    "held-out cells (real · demo · Hill)",
+)
+
+
+def recipe_scores(results_dir: Path = RESULTS_DIR) -> pd.DataFrame | None:
+    """One row per recipe of ``RECIPE_FILES`` with stored results: LazyNet's Δ-Pearson against the
+    independent control reference on unseen targets and held-out cells, per screen, and its paired
+    verdict against control and pooled covariance on unseen targets.
+
+    Two last rows give control and pooled covariance themselves on unseen targets (from
+    ``unseen_targets.json``). Returns ``None`` when no recipe's result file is found (an installed
+    package without the benchmarks); a screen without a file, or a file without a comparison (runs
+    stored before pooled covariance existed), shows "–".
+    """
+    rows = []
+    for recipe, suffix in RECIPE_FILES.items():
+        runs = {screen: _read(results_dir / f"accuracy_{screen}{suffix}.json") for screen in SCREENS}
+        if not any(runs.values()):
+            continue
+        rows.append({
+            COLUMNS[0]: recipe,
+            COLUMNS[1]: " · ".join(_mean(run, "held_out_perturbations") for run in runs.values()),
+            COLUMNS[2]: " · ".join(_verdict(run, "control_covariance") for run in runs.values()),
+            COLUMNS[3]: " · ".join(_verdict(run, "pooled_covariance") for run in runs.values()),
+            COLUMNS[4]: " · ".join(_mean(run, "held_out_cells") for run in runs.values()),
+        })
+    if rows:
+        rows += _baseline_rows(_read(results_dir / "unseen_targets.json"))
+    return pd.DataFrame(rows, columns=list(COLUMNS)).set_index("recipe") if rows else None
+
+
+def _baseline_rows(unseen: dict[str, Any] | None) -> list[dict[str, str]]:
+    """Control and pooled covariance on unseen targets, same folds and seeds
+    (``benchmarks/unseen_targets.py``), so the recipes stand next to the bars they are judged by."""
+    rows = []
+    for baseline in ("control_covariance", "pooled_covariance"):
+        means = []
+        for screen in SCREENS:
+            block = ((unseen or {}).get("screens") or {}).get(screen) or {}
+            hit = [r["mean"] for r in block.get("records", []) if r.get("mean") is not None
+                   and (r.get("method"), r.get("metric")) == (baseline, "pearson_delta")]
+            means.append(f"{hit[0]:.3f}" if hit else "–")
+        if any(m != "–" for m in means):
+            rows.append({COLUMNS[0]: f"baseline: {baseline.replace('_', ' ')}", COLUMNS[1]: " · ".join(means),
+                         COLUMNS[2]: "", COLUMNS[3]: "", COLUMNS[4]: ""})
+    return rows
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    """A stored result, or None where it is missing or unreadable (the table then shows "–")."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _mean(run: dict[str, Any] | None, set_name: str) -> str:
+    """LazyNet's mean Δ-Pearson on ``set_name`` (independent reference), or "–"."""
+    for record in (run or {}).get("records", []):
+        if (record.get("set"), record.get("reference"), record.get("method"), record.get("metric")) == (
+                set_name, "independent", "lazynet", "pearson_delta") and record.get("mean") is not None:
+            return f"{record['mean']:.3f}"
+    return "–"
+
+
+def _verdict(run: dict[str, Any] | None, baseline: str) -> str:
+    """``"+0.080 ahead"``: LazyNet minus ``baseline`` on unseen targets and the verdict, or "–"."""
+    from lazynet_core.metrics import judge_paired
+
+    for row in (run or {}).get("paired", []):
+        if (row.get("set"), row.get("reference"), row.get("baseline")) == (
+                "held_out_perturbations", "independent", baseline) and row.get("mean_diff") is not None:
+            verdict = judge_paired({"sd_diff": None, **row}, baseline=baseline)["verdict"]
+            return f"{row['mean_diff']:+.3f} {verdict}"
+    return "–"
