@@ -164,7 +164,7 @@ with st.form("train_form"):
     )
     scores = recipe_results.recipe_scores()
     if scores is not None:
-        st.markdown("**Measured per recipe** (benchmarks/results)")
+        st.markdown("**Measured per recipe** (benchmarks/results; each cell: real · demo · Hill screen)")
         st.dataframe(scores, width="stretch")
     st.caption(RECIPE_NOTE)
     submitted = st.form_submit_button(

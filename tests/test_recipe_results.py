@@ -30,7 +30,7 @@ def test_the_table_reads_the_stored_runs_and_judges_by_the_margin_rule(tmp_path)
     row = table.loc["anchored"]
     assert row[COLUMNS[1]] == "0.250 · – · 0.200" and row[COLUMNS[4]] == "0.300 · – · 0.160"
     # +0.004 with p = 1e-4 is under the 0.01 margin: a tie, not a win; no pooled comparison stored
-    assert row[COLUMNS[2]] == "+0.004 tie · – · +0.110 ahead" and row[COLUMNS[3]] == "– · – · –"
+    assert row[COLUMNS[2]] == "+0.004 tie · – · +0.110 ahead" and row[COLUMNS[3]] == "–"
     assert table.loc["baseline: pooled covariance", COLUMNS[1]] == "– · – · 0.212"
     assert recipe_scores(tmp_path / "missing") is None
 

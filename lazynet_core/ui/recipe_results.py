@@ -25,13 +25,8 @@ RECIPE_FILES = {
     "anchored_pooled": "_anchored_pooled",
 }
 SCREENS = ("real", "demo", "hill")
-COLUMNS = (
-    "recipe",
-    "unseen targets (real · demo · Hill)",
-    "vs control covariance",
-    "vs pooled covariance",
-    "held-out cells (real · demo · Hill)",
-)
+#: Every cell but the recipe's holds the three screens, real · demo · Hill.
+COLUMNS = ("recipe", "unseen targets", "vs control cov.", "vs pooled cov.", "held-out cells")
 
 
 def recipe_scores(results_dir: Path = RESULTS_DIR) -> pd.DataFrame | None:
@@ -51,10 +46,10 @@ def recipe_scores(results_dir: Path = RESULTS_DIR) -> pd.DataFrame | None:
             continue
         rows.append({
             COLUMNS[0]: recipe,
-            COLUMNS[1]: " · ".join(_mean(run, "held_out_perturbations") for run in runs.values()),
-            COLUMNS[2]: " · ".join(_verdict(run, "control_covariance") for run in runs.values()),
-            COLUMNS[3]: " · ".join(_verdict(run, "pooled_covariance") for run in runs.values()),
-            COLUMNS[4]: " · ".join(_mean(run, "held_out_cells") for run in runs.values()),
+            COLUMNS[1]: _joined(_mean(run, "held_out_perturbations") for run in runs.values()),
+            COLUMNS[2]: _joined(_verdict(run, "control_covariance") for run in runs.values()),
+            COLUMNS[3]: _joined(_verdict(run, "pooled_covariance") for run in runs.values()),
+            COLUMNS[4]: _joined(_mean(run, "held_out_cells") for run in runs.values()),
         })
     if rows:
         rows += _baseline_rows(_read(results_dir / "unseen_targets.json"))
@@ -73,9 +68,15 @@ def _baseline_rows(unseen: dict[str, Any] | None) -> list[dict[str, str]]:
                    and (r.get("method"), r.get("metric")) == (baseline, "pearson_delta")]
             means.append(f"{hit[0]:.3f}" if hit else "–")
         if any(m != "–" for m in means):
-            rows.append({COLUMNS[0]: f"baseline: {baseline.replace('_', ' ')}", COLUMNS[1]: " · ".join(means),
+            rows.append({COLUMNS[0]: f"baseline: {baseline.replace('_', ' ')}", COLUMNS[1]: _joined(means),
                          COLUMNS[2]: "", COLUMNS[3]: "", COLUMNS[4]: ""})
     return rows
+
+
+def _joined(cells: Any) -> str:
+    """The screens' cells joined by " · ", or a single "–" where none was measured."""
+    cells = list(cells)
+    return "–" if all(c == "–" for c in cells) else " · ".join(cells)
 
 
 def _read(path: Path) -> dict[str, Any] | None:
