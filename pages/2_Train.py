@@ -165,7 +165,7 @@ with st.form("train_form"):
     scores = recipe_results.recipe_scores()
     if scores is not None:
         st.markdown("**Measured per recipe** (benchmarks/results; each cell: real · demo · Hill screen)")
-        st.dataframe(scores, width="stretch")
+        st.table(scores)
     st.caption(RECIPE_NOTE)
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"

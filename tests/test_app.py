@@ -262,7 +262,7 @@ def test_train_page_pooled_recipe_reaches_the_run_and_the_jacobian_page_says_wha
 
     at = _with_demo()
     _goto(at, "2_Train")
-    measured = [d.value for d in at.dataframe if "vs pooled cov." in d.value.columns]
+    measured = [t.value for t in at.table if "vs pooled cov." in t.value.columns]
     assert measured and {"anchored_pooled", "baseline: pooled covariance"} <= set(measured[0].index)
     at.radio[0].set_value("anchored_pooled")
     at.number_input[0].set_value(1)
