@@ -279,8 +279,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.recipe:
         suffix = f"_{args.recipe}"
     suffix += f"_shrink{args.shrink:g}" if args.shrink else ""
+    # start / k are the command line's; with --recipe the recipe's configs below are what trained
     write_json("network_recovery" + suffix, {"start": args.start, "k": args.k, "recipe": args.recipe,
-                                            "shrink": args.shrink,
+                                            "shrink": args.shrink, "model_config": model.to_dict(),
+                                            "pair_config": pair.to_dict(),
                                             "benchmark": "network_recovery",
                                             "per_seed": all_tables.to_dict("records"),
                                             "summary": agg.to_dict("records"), "machine": machine_info()})

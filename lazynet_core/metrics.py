@@ -58,6 +58,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import sparse as sp
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -301,25 +302,54 @@ def _control_covariance_deltas(
     if grouped is None:
         return out
     idx, group = grouped
-    pooled = cells != "controls"  # most of the screen's rows: read in place, not copied
-    x = pairs.X if pooled else pairs.X[idx]
     dof = max(len(idx) - (group.max() + 1 if len(group) else 0), 1)
+    if cells == "controls":
+        moments = _control_moments(pairs.X[idx])
+    else:
+        genes = np.unique(np.concatenate([np.asarray(t, dtype=int) for t in targets] or [[]])).astype(int)
+        moments = _pooled_moments(pairs, idx, group, genes)
     for row, t in enumerate(targets):
         t = np.asarray(t, dtype=int)
-        xu = np.asarray((x[:, t][idx] if pooled else x[:, t]).todense(), dtype=np.float64)
-        xu -= _group_means(xu, group)[group]
-        weights = xu
-        if pooled:  # the other cells weigh 0
-            weights = np.zeros((x.shape[0], len(t)))
-            weights[idx] = xu
-        cov_all = np.asarray(x.T @ weights, dtype=np.float64) / dof  # genes × |t|; centred via xu
-        cov_uu = xu.T @ xu / dof
+        cov_all, cov_uu = (m / dof for m in moments(t))  # genes × |t|, |t| × |t|
         if np.any(np.diag(cov_uu) <= 1e-12):
             continue  # a constant target among these cells: no covariance to condition on
         coef = np.linalg.solve(cov_uu + 1e-9 * np.eye(len(t)), target_change[row, t])
         out[row] = cov_all @ coef
         out[row, t] = target_change[row, t]
     return out + base
+
+
+def _control_moments(xc: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Target genes -> (Σ_cells x · x_t, Σ_cells x_t x_t') over the control rows ``xc``, x_t centred."""
+    def moments(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        xu = np.asarray(xc[:, t].todense(), dtype=np.float64)
+        xu -= xu.mean(axis=0, keepdims=True)
+        return np.asarray(xc.T @ xu, dtype=np.float64), xu.T @ xu
+
+    return moments
+
+
+def _pooled_moments(
+    pairs: Any, idx: np.ndarray, group: np.ndarray, genes: np.ndarray
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The same over the rows ``idx`` of every group, each target column centred on its group's mean:
+    every target gene's column read in one pass and multiplied against the screen's rows in place
+    (the other rows weigh 0), so the cost is a few passes over the matrix, not one per target."""
+    cols = np.asarray(pairs.X[:, genes][idx].todense(), dtype=np.float64)
+    cols -= _group_means(cols, group)[group]
+    weights = np.zeros((pairs.X.shape[0], len(genes)))
+    weights[idx] = cols
+    cross = np.zeros((pairs.n_genes, len(genes)))
+    for first in range(0, len(genes), 256):  # genes × 256 at a time
+        cross[:, first:first + 256] = np.asarray(pairs.X.T @ weights[:, first:first + 256], dtype=np.float64)
+    gram = cols.T @ cols
+    where = {int(g): k for k, g in enumerate(genes)}
+
+    def moments(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        k = [where[int(g)] for g in t]
+        return cross[:, k], gram[np.ix_(k, k)]
+
+    return moments
 
 
 #: Which training cells a covariance predictor (or the covariance start of a model) reads.
@@ -357,7 +387,8 @@ def centred_training_cells(pairs: Any, *, cells: str = "controls") -> np.ndarray
     grouped = _training_groups(pairs, cells=cells)
     if grouped is None:
         msg = ("The pooled covariance needs the perturbed cells' rows, which pairs streamed from disk do not "
-               "hold; use cells='controls' or build the pairs with make_pairs on a screen in memory.")
+               "hold; use ModelConfig(covariance_cells='controls') (the anchored recipe instead of "
+               "anchored_pooled), or build the pairs with make_pairs on a screen read into memory.")
         raise ScreenError(msg)
     idx, group = grouped
     x = np.asarray(pairs.X[idx].todense(), dtype=np.float64)
@@ -365,14 +396,15 @@ def centred_training_cells(pairs: Any, *, cells: str = "controls") -> np.ndarray
 
 
 def _group_means(x: np.ndarray, group: np.ndarray) -> np.ndarray:
-    """(groups × columns) mean of the rows of dense ``x`` per group label 0..max (``np.mean`` per
-    group, so one group gives exactly ``x.mean(axis=0)``)."""
-    out = np.zeros((int(group.max()) + 1 if len(group) else 0, x.shape[1]))
-    for g in range(len(out)):
-        rows = group == g
-        if rows.any():
-            out[g] = x[rows].mean(axis=0)
-    return out
+    """(groups × columns) mean of the rows of dense ``x`` per group label 0..max; one group gives
+    exactly ``x.mean(axis=0)``."""
+    n_groups = int(group.max()) + 1 if len(group) else 0
+    if n_groups <= 1:
+        return x.mean(axis=0, keepdims=True) if len(group) else np.zeros((0, x.shape[1]))
+    rows = np.arange(len(group))
+    indicator = sp.csr_matrix((np.ones(len(group)), (group, rows)), shape=(n_groups, len(group)))
+    counts = np.asarray(indicator.sum(axis=1), dtype=np.float64)
+    return np.asarray(indicator @ x, dtype=np.float64) / np.maximum(counts, 1.0)
 
 
 def _null_posts(pairs: Any, evals: np.ndarray) -> np.ndarray:

@@ -164,7 +164,8 @@ with st.form("train_form"):
     )
     scores = recipe_results.recipe_scores()
     if scores is not None:
-        st.markdown("**Measured per recipe** (benchmarks/results; each cell: real · demo · Hill screen)")
+        st.markdown("**Measured per recipe** (benchmarks/results; each cell: real · demo · Hill screen; "
+                    "– not measured: runs stored before pooled covariance existed)")
         st.table(scores)
     st.caption(RECIPE_NOTE)
     submitted = st.form_submit_button(

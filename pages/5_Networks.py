@@ -175,8 +175,9 @@ with p_col, ui.user_errors("Could not score the planted network"):
             "Run-wide, not this subgraph. Pair sets: *perturbed* = regulator perturbed in training cells "
             "(the only pairs fold change can score), *unperturbed* = never perturbed, *all* = every ordered "
             "pair. |correlation| (pooled) reads the controls and the trained perturbations' cells, each "
-            "centred on its group's mean: the anchored_pooled recipe's never-perturbed columns are that "
-            "regression. Where a baseline beats LazyNet, trust the baseline."
+            "centred on its group's mean: the anchored_pooled recipe's never-perturbed columns are the "
+            "pooled regression (its slopes; the table ranks by |correlation|). Where a baseline beats "
+            "LazyNet, trust the baseline."
         )
 
 st.subheader("Edges")

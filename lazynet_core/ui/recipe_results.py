@@ -66,7 +66,7 @@ def _baseline_rows(unseen: dict[str, Any] | None) -> list[dict[str, str]]:
             block = ((unseen or {}).get("screens") or {}).get(screen) or {}
             hit = [r["mean"] for r in block.get("records", []) if r.get("mean") is not None
                    and (r.get("method"), r.get("metric")) == (baseline, "pearson_delta")]
-            means.append(f"{hit[0]:.3f}" if hit else "–")
+            means.append(f"{hit[0]:.3f}".replace("-", "−") if hit else "–")
         if any(m != "–" for m in means):
             rows.append({COLUMNS[0]: f"baseline: {baseline.replace('_', ' ')}", COLUMNS[1]: _joined(means),
                          COLUMNS[2]: "", COLUMNS[3]: "", COLUMNS[4]: ""})
@@ -92,7 +92,7 @@ def _mean(run: dict[str, Any] | None, set_name: str) -> str:
     for record in (run or {}).get("records", []):
         if (record.get("set"), record.get("reference"), record.get("method"), record.get("metric")) == (
                 set_name, "independent", "lazynet", "pearson_delta") and record.get("mean") is not None:
-            return f"{record['mean']:.3f}"
+            return f"{record['mean']:.3f}".replace("-", "−")
     return "–"
 
 
@@ -104,5 +104,5 @@ def _verdict(run: dict[str, Any] | None, baseline: str) -> str:
         if (row.get("set"), row.get("reference"), row.get("baseline")) == (
                 "held_out_perturbations", "independent", baseline) and row.get("mean_diff") is not None:
             verdict = judge_paired({"sd_diff": None, **row}, baseline=baseline)["verdict"]
-            return f"{row['mean_diff']:+.3f} {verdict}"
+            return f"{row['mean_diff']:+.3f} {verdict}".replace("-", "−")
     return "–"
