@@ -12,7 +12,10 @@ An edge ``s -> t`` with consensus elasticity ``J = J[t, s]`` gets exactly one of
     perturbation): the same fields, scored out of sample.
 ``observational``
     ``s`` was never perturbed alone, but among control cells ``s`` and ``t`` are correlated with the
-    sign of ``J`` (``coexpr_r``) at permutation p < ``alpha`` (``coexpr_p``).
+    sign of ``J`` (``coexpr_r``) at permutation p < ``alpha`` (``coexpr_p``). With
+    ``EvidenceConfig(cells="pooled")`` (a run whose start read the pooled covariance) the cells are the
+    training controls and trained perturbations' training cells, each centred on its group's mean,
+    and ``s`` is permuted within groups.
 ``model_only``
     Nothing in the screen supports the edge: the regulator was never perturbed and the control
     cells show no significant co-expression of the right sign. Such edges are drawn dashed and
@@ -32,6 +35,8 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
+from lazynet_core.errors import ScreenError
+from lazynet_core.metrics import _group_means, _training_groups
 from lazynet_core.network import EVIDENCE_EDGE_COLUMNS, _as_partner_frame, _provider
 
 EVIDENCE = ("interventional", "held_out", "observational", "model_only")
@@ -52,14 +57,20 @@ class EvidenceConfig:
         An edge is above replica noise when ``|J| > noise_factor · sd``.
     seed
         Seed of the permutations.
+    cells
+        Which training cells the co-expression reads (``metrics.COVARIANCE_CELLS``): ``"controls"``
+        or ``"pooled"`` (as ``ModelConfig.covariance_cells``; needs the perturbed rows in memory).
     """
 
     alpha: float = 0.05
     n_permutations: int = 999
     noise_factor: float = 2.0
     seed: int = 0
+    cells: str = "controls"
 
     def __post_init__(self) -> None:
+        if self.cells not in ("controls", "pooled"):
+            raise ValueError(f"cells must be 'controls' or 'pooled', got {self.cells!r}.")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
         if self.n_permutations < 19:
@@ -82,7 +93,13 @@ class EdgeEvidence:
     Notes
     -----
     Deltas are taken against the independent control reference when the pairs keep one, else
-    against the training controls. Co-expression uses the training control cells.
+    against the training controls. Co-expression uses the training control cells (or the pooled
+    cells, :class:`EvidenceConfig`).
+
+    Raises
+    ------
+    ScreenError
+        ``cells="pooled"`` on pairs streamed from disk, which hold no perturbed rows.
     """
 
     def __init__(self, pairs: Any, config: EvidenceConfig = EvidenceConfig()) -> None:
@@ -103,7 +120,13 @@ class EdgeEvidence:
             held = np.concatenate([pairs.cells(p, "test"), pairs.cells(p, "val")])
             if len(held) and gene not in self._perturbed:
                 self._perturbed[gene] = ("held_out", pairs._mean(held).astype(np.float64), len(held))
-        self._controls = pairs.X[pairs.cells(-1, "train")]
+        grouped = _training_groups(pairs, cells=config.cells)
+        if grouped is None:
+            msg = ("Pooled co-expression needs the perturbed cells' rows, which pairs streamed from disk do "
+                   "not hold; use EvidenceConfig(cells='controls') or pairs built in memory (make_pairs).")
+            raise ScreenError(msg)
+        rows, self._group = grouped
+        self._controls = pairs.X[rows]  # the co-expression cells (controls, or every training group)
         self._coexpr: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # source -> (column, permutations)
 
     # ---- per regulator -------------------------------------------------------------------------
@@ -117,9 +140,21 @@ class EdgeEvidence:
         return [g for g in genes if str(g) not in self._perturbed]
 
     def _column(self, idx: np.ndarray) -> np.ndarray:
-        """Centred dense control-cell columns ``idx`` (cells × len(idx)); never the whole matrix."""
+        """Dense co-expression-cell columns ``idx`` (cells × len(idx)), each group centred on its mean;
+        never the whole matrix."""
         x = np.asarray(self._controls[:, idx].todense(), dtype=np.float64)
-        return x - x.mean(axis=0)
+        return x - _group_means(x, self._group)[self._group]
+
+    def _permutations(self, s: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """(n_permutations × cells) shuffles of ``s``, within groups (one group: a plain shuffle)."""
+        n = self.config.n_permutations
+        if self._group.max(initial=0) == 0:
+            return np.stack([rng.permutation(s) for _ in range(n)])
+        order = np.argsort(self._group, kind="stable")  # cells by group, so groups are blocks
+        shuffled = np.argsort(self._group[order][None, :] + rng.random((n, len(s))), axis=1)
+        perms = np.empty((n, len(s)))
+        perms[:, order] = s[order][shuffled]
+        return perms
 
     def _coexpression(self, source: str, t_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Pearson r of ``source`` with genes ``t_idx`` among control cells, and permutation p."""
@@ -127,7 +162,7 @@ class EdgeEvidence:
         if source not in self._coexpr:
             s = self._column(np.array([s_idx]))[:, 0]
             rng = np.random.default_rng([self.config.seed, s_idx])
-            perms = np.stack([rng.permutation(s) for _ in range(self.config.n_permutations)])
+            perms = self._permutations(s, rng)
             self._coexpr[source] = (s, perms)
         s, perms = self._coexpr[source]
         xt = self._column(t_idx)

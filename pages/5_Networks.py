@@ -184,6 +184,7 @@ st.subheader("Edges")
 st.caption(
     "`evidence`: interventional / held_out (`screen_delta` = the target's observed Δ in `n_cells` cells "
     "where the source alone was perturbed; `sign_agrees`: whether J's sign predicts it), observational "
-    "(`coexpr_r`, permutation `coexpr_p` among control cells) or model_only. `sd`: replica spread of J."
+    "(`coexpr_r`, permutation `coexpr_p` among control cells; for an anchored_pooled run the control and "
+    "training perturbed cells, each centred on its group's mean) or model_only. `sd`: replica spread of J."
 )
 st.dataframe(frame, hide_index=True, width="stretch", height=320)

@@ -277,6 +277,9 @@ def test_train_page_pooled_recipe_reaches_the_run_and_the_jacobian_page_says_wha
     _goto(at, "4_Jacobian")
     captions = " ".join(c.value for c in at.caption)
     assert "the control and training perturbed cells' regression" in captions
+    _goto(at, "5_Networks")  # edge evidence from the pooled cells, as the run's start read them
+    edges = at.dataframe[-1].value
+    assert {"evidence", "coexpr_r"} <= set(edges.columns)
 
 
 def test_train_page_covariance_recipe_reaches_the_run(runs_dir):

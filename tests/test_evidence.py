@@ -125,3 +125,50 @@ def test_csv_and_graphml_carry_the_evidence(pairs):
         for key, value in d.items():
             if value is not None and not (isinstance(value, float) and np.isnan(value)):
                 assert key in got, key
+
+
+def test_pooled_coexpression_reads_the_perturbed_cells_around_their_group_means():
+    """X and Y co-vary only inside perturbed groups; Z follows X's group means but not X within a
+    group. Controls alone support no X -> Y edge; pooled cells, each group centred, support X -> Y and
+    still not X -> Z (the groups' shifts never count as co-expression)."""
+    rng = np.random.default_rng(1)
+    genes = ["X", "Y", "Z", "G1", "G2", "G3", "G4"]
+    rows, labels = [], []
+    for _ in range(30):
+        rows.append([3 + rng.normal(0, 0.3), 3 + rng.normal(0, 0.3), 3 + rng.normal(0, 0.3), 3, 3, 3, 3])
+        labels.append("control")
+    for k, label in enumerate(("G1", "G2", "G3", "G4")):
+        shift = (k - 1.5) * 0.8
+        for _ in range(80):
+            x = 3 + shift + rng.normal(0, 0.3)
+            row = [x, x - shift + rng.normal(0, 0.1), 3 + shift + rng.normal(0, 0.3), 3, 3, 3, 3]
+            row[3 + k] -= 1.0  # the knock-down of the perturbation's own gene
+            rows.append(row)
+            labels.append(label)
+    obs = pd.DataFrame({"lazynet_perturbation": labels, "lazynet_modality": "CRISPRi",
+                        "lazynet_is_control": [x == "control" for x in labels]},
+                       index=[f"c{i}" for i in range(len(rows))])
+    adata = ad.AnnData(sparse.csr_matrix(np.array(rows, dtype=np.float32)), obs=obs,
+                       var=pd.DataFrame(index=genes))
+    pairs = make_pairs(adata, PairConfig(held_out=("G4",)))
+    controls = EdgeEvidence(pairs, EvidenceConfig(n_permutations=199)).classify("X", ["Y", "Z"], np.ones(2))
+    pooled = EdgeEvidence(pairs, EvidenceConfig(n_permutations=199, cells="pooled")).classify(
+        "X", ["Y", "Z"], np.ones(2))
+    assert controls.loc["Y", "evidence"] == "model_only"
+    assert pooled.loc["Y", "evidence"] == "observational" and pooled.loc["Y", "coexpr_p"] < 0.01
+    assert pooled.loc["Z", "evidence"] == "model_only"
+    # r by hand over the training cells only (G4 is held out), each group centred on its own mean
+    x, groups = np.array(rows, dtype=np.float32).astype(np.float64)[:, :3], np.array(labels)
+    train = np.zeros(len(rows), dtype=bool)
+    train[pairs.cells(-1, "train")] = True
+    for p in range(len(pairs.perturbations)):
+        train[pairs.cells(p, "train")] = True
+    assert not train[groups == "G4"].any()
+    centred = x.copy()
+    for g in ("control", "G1", "G2", "G3"):
+        block = train & (groups == g)
+        centred[block] -= x[block].mean(axis=0)
+    r = np.corrcoef(centred[train, 0], centred[train, 1])[0, 1]
+    assert pooled.loc["Y", "coexpr_r"] == pytest.approx(r, abs=1e-6)
+    with pytest.raises(ValueError, match="cells must be"):
+        EvidenceConfig(cells="perturbed")

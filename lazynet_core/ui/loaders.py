@@ -416,8 +416,11 @@ def run_planted_oracle(reference: str = "independent") -> Any:
 def _evidence(path: str, screen_key: tuple, noise_factor: float) -> Any:
     from lazynet_core.evidence import EdgeEvidence, EvidenceConfig
 
-    pairs = current_pairs_for(load_ensemble(path), screen_key)
-    return EdgeEvidence(pairs, EvidenceConfig(noise_factor=float(noise_factor)))
+    ens = load_ensemble(path)
+    pairs = current_pairs_for(ens, screen_key)
+    # co-expression from the cells the run's covariance start read (ModelConfig.covariance_cells)
+    config = EvidenceConfig(noise_factor=float(noise_factor), cells=ens.model_config.covariance_cells)
+    return EdgeEvidence(pairs, config)
 
 
 @st.cache_resource(show_spinner="Growing the network from the seeds…", max_entries=32)
