@@ -157,16 +157,17 @@ def run_screen(name: str, *, quick: bool, threads: int | None, start: str = "zer
     return payload
 
 
-TABLE_METHODS = ("lazynet", "perturbed_mean_ex", "perturbed_mean", "linear", "control_covariance", "null")
+TABLE_METHODS = ("lazynet", "perturbed_mean_ex", "perturbed_mean", "linear", "control_covariance",
+                 "pooled_covariance", "null")
 SCREEN_LABELS = {"demo": "demo (synthetic, log-linear)", "hill": "Hill (synthetic, not the model's form)",
                  "real": "real: Schraivogel 2020 TAP-seq"}
 
 
 def readme_table(screens: list[str], suffix: str = "") -> str:
     """Markdown table of Δ-Pearson (independent reference) from ``results/accuracy_<screen>.json``."""
-    head = ("| screen | set (n) | LazyNet | PM-ex | perturbed mean | linear | control cov. | null | ceiling "
-            "| LazyNet − PM-ex (wins, p) | LazyNet − best baseline (p) | LazyNet slope · intervention resp. |")
-    lines = [head, "|" + "---|" * 12]
+    head = ("| screen | set (n) | LazyNet | PM-ex | perturbed mean | linear | control cov. | pooled cov. | null "
+            "| ceiling | LazyNet − PM-ex (wins, p) | LazyNet − best baseline (p) | LazyNet slope · intervention resp. |")
+    lines = [head, "|" + "---|" * 13]
     for screen in screens:
         data = json.loads((RESULTS / f"accuracy_{screen}{suffix}.json").read_text())
         rec = {(r["set"], r["reference"], r["method"], r["metric"]): r for r in data["records"]}
