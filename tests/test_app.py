@@ -257,21 +257,26 @@ def test_train_page_shrink_reaches_the_run(runs_dir):
     assert any("recipe: anchored · shrink 2 SE" in m.value for m in at.markdown)
 
 
-def test_train_page_pooled_recipe_reaches_the_run_and_the_jacobian_page_says_what_it_read(runs_dir):
+def _train_recipe(at: AppTest, recipe: str, run: Path) -> dict:
+    """Train ``recipe`` from the Train page (1 replica, 1 epoch) into ``run``; its saved configs."""
     import json
 
+    at.radio[0].set_value(recipe)
+    at.number_input[0].set_value(1)
+    at.number_input[2].set_value(1)
+    at.text_input[0].set_value(run.name)
+    at.button(key="start_training").click().run()
+    _ok(at)
+    _poll(at, lambda a: a.session_state["run_path"])
+    return json.loads((run / "config.json").read_text())
+
+
+def test_train_page_pooled_recipe_reaches_the_run_and_the_jacobian_page_says_what_it_read(runs_dir):
     at = _with_demo()
     _goto(at, "2_Train")
     measured = [t.value for t in at.table if "vs pooled cov." in t.value.columns]
     assert measured and {"anchored_pooled", "baseline: pooled covariance"} <= set(measured[0].index)
-    at.radio[0].set_value("anchored_pooled")
-    at.number_input[0].set_value(1)
-    at.number_input[2].set_value(1)
-    at.text_input[0].set_value("pooled")
-    at.button(key="start_training").click().run()
-    _ok(at)
-    _poll(at, lambda a: a.session_state["run_path"])
-    manifest = json.loads((runs_dir / "pooled" / "config.json").read_text())
+    manifest = _train_recipe(at, "anchored_pooled", runs_dir / "pooled")
     assert manifest["model_config"]["covariance_cells"] == "pooled" and manifest["model_config"]["anchor"]
     assert any("recipe: anchored_pooled" in m.value for m in at.markdown)
     _goto(at, "4_Jacobian")
@@ -283,19 +288,10 @@ def test_train_page_pooled_recipe_reaches_the_run_and_the_jacobian_page_says_wha
 
 
 def test_train_page_covariance_recipe_reaches_the_run(runs_dir):
-    import json
-
     at = _with_demo()
     _goto(at, "2_Train")
     assert at.radio[0].label == "Recipe" and at.radio[0].value == "published"
-    at.radio[0].set_value("covariance")
-    at.number_input[0].set_value(1)
-    at.number_input[2].set_value(1)
-    at.text_input[0].set_value("cov")
-    at.button(key="start_training").click().run()
-    _ok(at)
-    _poll(at, lambda a: a.session_state["run_path"])
-    manifest = json.loads((runs_dir / "cov" / "config.json").read_text())
+    manifest = _train_recipe(at, "covariance", runs_dir / "cov")
     assert manifest["model_config"]["start"] == "control_covariance" and manifest["pair_config"]["k"] == 256
     assert any("recipe: covariance" in m.value for m in at.markdown)
     # a hidden width that is not one unit per gene is refused before anything starts
