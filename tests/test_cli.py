@@ -195,11 +195,12 @@ def test_train_records_the_covariance_recipe(tmp_path):
     assert result.returncode == 0, result.stderr
     manifest = json.loads((out / "config.json").read_text())
     assert manifest["pair_config"]["k"] == 64 and manifest["model_config"]["start"] == "control_covariance"
-    result = run_cli("train", str(demo_path()), "--out", str(tmp_path / "anchored"), "--replicas", "1",
-                     "--epochs", "1", "--recipe", "anchored")
+    result = run_cli("train", str(demo_path()), "--out", str(tmp_path / "pooled"), "--replicas", "1",
+                     "--epochs", "1", "--recipe", "anchored_pooled")
     assert result.returncode == 0, result.stderr
-    manifest = json.loads((tmp_path / "anchored" / "config.json").read_text())
+    manifest = json.loads((tmp_path / "pooled" / "config.json").read_text())
     assert manifest["model_config"]["anchor"] and manifest["pair_config"]["pairing"] == "control_mean"
+    assert manifest["model_config"]["covariance_cells"] == "pooled"
 
 
 def test_pseudobulk_cells_must_be_a_positive_count(tmp_path):
