@@ -114,7 +114,9 @@ if evaluation is not None:
 st.caption(
     "The noise ceiling is what a perfect predictor could reach given the noise in the observed effects. "
     "The own training-cell mean is a baseline (held-out cells only), not a ceiling. The identity "
-    "baseline predicts no change, so its Δ-Pearson is undefined (–)."
+    "baseline predicts no change, so its Δ-Pearson is undefined (–). Control covariance predicts each "
+    "gene's change from its covariance with the target among training control cells; pooled covariance "
+    "does the same over the control and training perturbed cells, each group centred on its own mean."
 )
 
 # ---- one perturbation ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ METHOD_LABELS = {
     "perturbed_mean_ex": "perturbed mean, own target left out",
     "linear": "linear (Ahlmann-Eltze)",
     "control_covariance": "control covariance",
-    "pooled_covariance": "pooled covariance (controls + training perturbed cells)",
+    "pooled_covariance": "pooled covariance (+ perturbed cells)",
     "additive": "additive (sum of single arms)",
     "additive_shrunk": "additive, arms soft-thresholded at 2 SE",
     "additive_counts": "additive in counts (not log)",
