@@ -304,19 +304,27 @@ def _control_covariance_deltas(
     idx, group = grouped
     dof = max(len(idx) - (group.max() + 1 if len(group) else 0), 1)
     if cells == "controls":
-        moments = _control_moments(pairs.X[idx])
-    else:
-        genes = np.unique(np.concatenate([np.asarray(t, dtype=int) for t in targets] or [[]])).astype(int)
-        moments = _pooled_moments(pairs, idx, group, genes)
-    for row, t in enumerate(targets):
-        t = np.asarray(t, dtype=int)
-        cov_all, cov_uu = (m / dof for m in moments(t))  # genes × |t|, |t| × |t|
-        if np.any(np.diag(cov_uu) <= 1e-12):
-            continue  # a constant target among these cells: no covariance to condition on
-        coef = np.linalg.solve(cov_uu + 1e-9 * np.eye(len(t)), target_change[row, t])
-        out[row] = cov_all @ coef
-        out[row, t] = target_change[row, t]
+        batches = [(range(len(targets)), _control_moments(pairs.X[idx]))]
+    else:  # at most POOLED_BATCH rows at a time: bounded memory on a genome-wide screen
+        batches = []
+        for first in range(0, len(targets), POOLED_BATCH):
+            rows = range(first, min(first + POOLED_BATCH, len(targets)))
+            genes = np.unique(np.concatenate([np.asarray(targets[r], dtype=int) for r in rows]))
+            batches.append((rows, _pooled_moments(pairs, idx, group, genes)))
+    for rows, moments in batches:
+        for row in rows:
+            t = np.asarray(targets[row], dtype=int)
+            cov_all, cov_uu = (m / dof for m in moments(t))  # genes × |t|, |t| × |t|
+            if np.any(np.diag(cov_uu) <= 1e-12):
+                continue  # a constant target among these cells: no covariance to condition on
+            coef = np.linalg.solve(cov_uu + 1e-9 * np.eye(len(t)), target_change[row, t])
+            out[row] = cov_all @ coef
+            out[row, t] = target_change[row, t]
     return out + base
+
+
+#: Perturbations per batch of ``pooled_covariance`` (each batch holds cells × its target genes).
+POOLED_BATCH = 128
 
 
 def _control_moments(xc: Any) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
@@ -333,21 +341,20 @@ def _pooled_moments(
     pairs: Any, idx: np.ndarray, group: np.ndarray, genes: np.ndarray
 ) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]:
     """The same over the rows ``idx`` of every group, each target column centred on its group's mean:
-    every target gene's column read in one pass and multiplied against the screen's rows in place
-    (the other rows weigh 0), so the cost is a few passes over the matrix, not one per target."""
-    cols = np.asarray(pairs.X[:, genes][idx].todense(), dtype=np.float64)
-    cols -= _group_means(cols, group)[group]
+    the columns of ``genes`` read in one pass and multiplied against the screen's rows in place (the
+    other rows weigh 0), so a batch costs one pass over the matrix, not one per target. A centred
+    column sums to 0 in every group, so its products with the uncentred columns of ``genes`` are
+    already the centred ones: one product gives both moments."""
     weights = np.zeros((pairs.X.shape[0], len(genes)))
-    weights[idx] = cols
-    cross = np.zeros((pairs.n_genes, len(genes)))
-    for first in range(0, len(genes), 256):  # genes × 256 at a time
-        cross[:, first:first + 256] = np.asarray(pairs.X.T @ weights[:, first:first + 256], dtype=np.float64)
-    gram = cols.T @ cols
+    cols = np.asarray(pairs.X[:, genes][idx].todense(), dtype=np.float64)
+    weights[idx] = cols - _group_means(cols, group)[group]
+    del cols
+    cross = np.asarray(pairs.X.T @ weights, dtype=np.float64)  # genes × len(genes)
     where = {int(g): k for k, g in enumerate(genes)}
 
     def moments(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         k = [where[int(g)] for g in t]
-        return cross[:, k], gram[np.ix_(k, k)]
+        return cross[:, k], cross[np.ix_(t, k)]
 
     return moments
 
