@@ -38,6 +38,10 @@ def _check(condition: bool, message: str) -> None:
         raise ValueError(message)
 
 
+#: Which training cells a covariance start, baseline or co-expression reads (ModelConfig.covariance_cells).
+COVARIANCE_CELLS = ("controls", "pooled")
+
+
 @dataclass(frozen=True)
 class ModelConfig(_Config):
     """Architecture of one LazyNet replica.
@@ -114,8 +118,8 @@ class ModelConfig(_Config):
 
     def __post_init__(self) -> None:
         _check(
-            self.covariance_cells in ("controls", "pooled"),
-            f"covariance_cells must be 'controls' or 'pooled', got {self.covariance_cells!r}.",
+            self.covariance_cells in COVARIANCE_CELLS,
+            f"covariance_cells must be one of {list(COVARIANCE_CELLS)}, got {self.covariance_cells!r}.",
         )
         _check(
             self.covariance_cells == "controls" or self.start == "control_covariance",

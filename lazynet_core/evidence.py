@@ -35,7 +35,7 @@ import networkx as nx
 import numpy as np
 import pandas as pd
 
-from lazynet_core.errors import ScreenError
+from lazynet_core.config import COVARIANCE_CELLS
 from lazynet_core.metrics import _group_means, _training_groups
 from lazynet_core.network import EVIDENCE_EDGE_COLUMNS, _as_partner_frame, _provider
 
@@ -58,7 +58,7 @@ class EvidenceConfig:
     seed
         Seed of the permutations.
     cells
-        Which training cells the co-expression reads (``metrics.COVARIANCE_CELLS``): ``"controls"``
+        Which training cells the co-expression reads (``config.COVARIANCE_CELLS``): ``"controls"``
         or ``"pooled"`` (as ``ModelConfig.covariance_cells``; needs the perturbed rows in memory).
     """
 
@@ -69,8 +69,8 @@ class EvidenceConfig:
     cells: str = "controls"
 
     def __post_init__(self) -> None:
-        if self.cells not in ("controls", "pooled"):
-            raise ValueError(f"cells must be 'controls' or 'pooled', got {self.cells!r}.")
+        if self.cells not in COVARIANCE_CELLS:
+            raise ValueError(f"cells must be one of {list(COVARIANCE_CELLS)}, got {self.cells!r}.")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must be in (0, 1), got {self.alpha}.")
         if self.n_permutations < 19:
@@ -120,12 +120,7 @@ class EdgeEvidence:
             held = np.concatenate([pairs.cells(p, "test"), pairs.cells(p, "val")])
             if len(held) and gene not in self._perturbed:
                 self._perturbed[gene] = ("held_out", pairs._mean(held).astype(np.float64), len(held))
-        grouped = _training_groups(pairs, cells=config.cells)
-        if grouped is None:
-            msg = ("Pooled co-expression needs the perturbed cells' rows, which pairs streamed from disk do "
-                   "not hold; use EvidenceConfig(cells='controls') or pairs built in memory (make_pairs).")
-            raise ScreenError(msg)
-        rows, self._group = grouped
+        rows, self._group = _training_groups(pairs, cells=config.cells)
         self._controls = pairs.X[rows]  # the co-expression cells (controls, or every training group)
         self._coexpr: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # source -> (column, permutations)
 

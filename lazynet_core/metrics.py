@@ -62,6 +62,7 @@ from scipy import sparse as sp
 from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from lazynet_core.config import COVARIANCE_CELLS
 from lazynet_core.errors import ScreenError
 
 BASELINES = (
@@ -298,10 +299,10 @@ def _control_covariance_deltas(
     (``pooled_covariance``; all NaN on pairs streamed from disk, which hold no perturbed rows).
     """
     out = np.full((len(targets), pairs.n_genes), np.nan)
-    grouped = _training_groups(pairs, cells=cells)
-    if grouped is None:
+    try:
+        idx, group = _training_groups(pairs, cells=cells)
+    except ScreenError:  # pooled on streamed pairs: no perturbed rows to read
         return out
-    idx, group = grouped
     dof = max(len(idx) - (group.max() + 1 if len(group) else 0), 1)
     if cells == "controls":
         batches = [(range(len(targets)), _control_moments(pairs.X[idx]))]
@@ -359,13 +360,15 @@ def _pooled_moments(
     return moments
 
 
-#: Which training cells a covariance predictor (or the covariance start of a model) reads.
-COVARIANCE_CELLS = ("controls", "pooled")
-
-
-def _training_groups(pairs: Any, *, cells: str = "controls") -> tuple[np.ndarray, np.ndarray] | None:
+def _training_groups(pairs: Any, *, cells: str = "controls") -> tuple[np.ndarray, np.ndarray]:
     """Training cell indices and their group (0 = controls; one per trained perturbation with ≥ 2
-    training cells) for ``cells`` (``COVARIANCE_CELLS``); None where the rows are not held (streamed)."""
+    training cells) for ``cells`` (``config.COVARIANCE_CELLS``).
+
+    Raises
+    ------
+    ScreenError
+        ``cells="pooled"`` on pairs streamed from disk, which hold no perturbed rows.
+    """
     if cells not in COVARIANCE_CELLS:
         msg = f"cells must be one of {list(COVARIANCE_CELLS)}, got {cells!r}."
         raise ValueError(msg)
@@ -373,7 +376,10 @@ def _training_groups(pairs: Any, *, cells: str = "controls") -> tuple[np.ndarray
     if cells == "controls":
         return controls, np.zeros(len(controls), dtype=int)
     if getattr(pairs, "streamed", False):
-        return None
+        msg = ("The pooled covariance needs the perturbed cells' rows, which pairs streamed from disk do not "
+               "hold; use ModelConfig(covariance_cells='controls') (the anchored recipe instead of "
+               "anchored_pooled), or build the pairs with make_pairs on a screen read into memory.")
+        raise ScreenError(msg)
     train = np.flatnonzero((pairs.cell_pert >= 0) & (pairs.cell_role == "train"))
     labels, counts = np.unique(pairs.cell_pert[train], return_counts=True)
     train = train[np.isin(pairs.cell_pert[train], labels[counts >= 2])]
@@ -382,7 +388,7 @@ def _training_groups(pairs: Any, *, cells: str = "controls") -> tuple[np.ndarray
 
 
 def centred_training_cells(pairs: Any, *, cells: str = "controls") -> np.ndarray:
-    """Dense (cells × genes) training cells of ``cells`` (``COVARIANCE_CELLS``), each group centred on
+    """Dense (cells × genes) training cells of ``cells`` (``config.COVARIANCE_CELLS``), each group centred on
     its own mean: the matrix whose covariance the covariance predictors and starts read. Dense, for
     screens of up to a few thousand genes.
 
@@ -391,13 +397,7 @@ def centred_training_cells(pairs: Any, *, cells: str = "controls") -> np.ndarray
     ScreenError
         ``cells="pooled"`` on pairs streamed from disk, which hold no perturbed rows.
     """
-    grouped = _training_groups(pairs, cells=cells)
-    if grouped is None:
-        msg = ("The pooled covariance needs the perturbed cells' rows, which pairs streamed from disk do not "
-               "hold; use ModelConfig(covariance_cells='controls') (the anchored recipe instead of "
-               "anchored_pooled), or build the pairs with make_pairs on a screen read into memory.")
-        raise ScreenError(msg)
-    idx, group = grouped
+    idx, group = _training_groups(pairs, cells=cells)
     x = np.asarray(pairs.X[idx].todense(), dtype=np.float64)
     return x - _group_means(x, group)[group]
 
