@@ -22,11 +22,14 @@ Usage (from the repo root)::
     PYTHONPATH=. python benchmarks/unseen_targets.py                 # real, demo, hill
     PYTHONPATH=. python benchmarks/unseen_targets.py --screens real --seeds 0
     PYTHONPATH=. python benchmarks/unseen_targets.py --demo-controls 150 600 2400 9600   # ~2 min
+    PYTHONPATH=. python benchmarks/unseen_targets.py --hill-controls 150 600 2400 9600   # ~2 min
+    PYTHONPATH=. python benchmarks/unseen_targets.py --real-controls 150 600 2400 7733   # ~4 min
 
 Writes ``benchmarks/results/unseen_targets.json`` (``unseen_targets_controls.json`` with
 ``--demo-controls``: one demo-design screen with the most controls asked for, its controls
-subsampled to N, to show how the ceiling of
-every control-cell estimator moves with the number of controls).
+subsampled to N, to show how the ceiling of every control-cell estimator moves with the number of
+controls; ``unseen_targets_controls_hill.json`` and ``unseen_targets_controls_real.json`` the same on
+the Hill design and on the real screen's own 7,733 controls).
 """
 
 from __future__ import annotations
@@ -101,8 +104,23 @@ def _target_change(pairs, p: int, base: np.ndarray) -> float:
     return float(pairs.pre_state(int(p))[target] - base[target])
 
 
-def run_screen(name: str, seeds: tuple[int, ...], *, raw=None) -> pd.DataFrame:
-    """Score every fold of screen ``name`` (or of ``raw``, an unread synthetic screen, with name's design)."""
+def _fewer_training_controls(pairs, n: int, rng: np.random.Generator):
+    """``pairs`` with only ``n`` of its training controls (a seeded subset; the rest become validation
+    cells, which no estimator reads), the independent reference untouched."""
+    import dataclasses
+
+    train = np.flatnonzero((pairs.cell_pert == -1) & (pairs.cell_role == "train"))
+    role = pairs.cell_role.copy()
+    role[rng.permutation(train)[n:]] = "val"
+    return dataclasses.replace(pairs, cell_role=role, _cache={})
+
+
+def run_screen(name: str, seeds: tuple[int, ...], *, raw=None, train_controls: int | None = None) -> pd.DataFrame:
+    """Score every fold of screen ``name`` (or of ``raw``, an unread synthetic screen, with name's design).
+
+    ``train_controls`` keeps only that many of each fold's training controls (the same seeded subset
+    order at every count, so smaller sets lie inside larger ones) and the reference as it was.
+    """
     from lazynet_core import datasets
     from lazynet_core.config import PairConfig
     from lazynet_core.data import read_screen
@@ -118,6 +136,8 @@ def run_screen(name: str, seeds: tuple[int, ...], *, raw=None) -> pd.DataFrame:
     for seed in seeds:
         for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
             pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
+            if train_controls is not None:
+                pairs = _fewer_training_controls(pairs, train_controls, np.random.default_rng([seed, fold]))
             rows = score_fold(pairs, total)
             frames.append(pd.DataFrame(rows, columns=["method", "perturbation", "metric", "value"])
                           .assign(seed=seed, fold=fold))
@@ -186,26 +206,61 @@ def report(name: str, frame: pd.DataFrame, *, label: str | None = None) -> dict[
             "per_target": per_target.reset_index().to_dict("records")}
 
 
-def control_sweep(counts: list[int], seeds: tuple[int, ...]) -> int:
-    """Unseen targets on the demo design with more (or fewer) control cells: does the ceiling move?
+SWEEP_FILES = {"demo": "unseen_targets_controls", "hill": "unseen_targets_controls_hill",
+               "real": "unseen_targets_controls_real"}
 
-    One screen with ``max(counts)`` controls is generated and its controls subsampled (they are in
-    random order), so network, gene means and perturbed cells are the same at every count.
-    """
+
+def _sweep_screen(screen: str, counts: list[int], *, default: bool = False):
+    """The raw screen of a control sweep and each control's rank (a control is kept at count N when
+    its rank < N, so every smaller set of controls lies inside every larger one). ``default``: the
+    benchmark's own screen, whatever ``counts``."""
+    import anndata as ad
+
     from lazynet_core import datasets
 
-    full = datasets.demo_screen(n_controls=max(counts))
-    is_control = (full.obs["perturbation"] == datasets.CONTROL).to_numpy()
+    if screen == "demo":
+        full = datasets.load_demo() if default else datasets.demo_screen(n_controls=max(counts))
+    elif screen == "hill":
+        full = datasets.hill_screen() if default else datasets.hill_screen(n_controls=max(counts))
+    else:
+        full = ad.read_h5ad(Path(__file__).resolve().parent.parent / "assets" / "schraivogel2020_tapseq_k562_crispri.h5ad")
+    is_control = (full.obs["perturbation"] == ("non-targeting" if screen == "real" else datasets.CONTROL)).to_numpy()
+    if screen == "real" and not default and max(counts) > is_control.sum():
+        raise SystemExit(f"the real screen has {is_control.sum()} control cells; asked for {max(counts)}")
+    rank = np.full(len(full), -1)
+    # synthetic controls are in random order already (the demo's stored sweep reads them in file order);
+    # the real file's are in acquisition order, so they are ranked by a fixed permutation
+    order = np.flatnonzero(is_control)
+    rank[order if screen != "real" else np.random.default_rng(0).permutation(order)] = np.arange(len(order))
+    return full, is_control, rank
 
-    payload: dict[str, Any] = {"machine": machine_info(), "seeds": list(seeds), "folds": DESIGNS["demo"]["folds"],
+
+def control_sweep(counts: list[int], seeds: tuple[int, ...], *, screen: str = "demo",
+                  keep_reference: bool = False) -> int:
+    """Unseen targets with more (or fewer) control cells: does the ceiling move?
+
+    On the demo and Hill designs one screen with ``max(counts)`` controls is generated (its perturbed
+    cells and network do not depend on the count) and its controls subsampled, so network, gene
+    means and perturbed cells are the same at every count; on the real screen its 7,733 controls are
+    subsampled (training and reference controls alike, as on the synthetic ones). With
+    ``keep_reference`` the screen is the benchmark's own and N is the number of *training* controls
+    per fold (all of them where it has fewer), the independent reference kept whole: only the
+    estimators' cells change, not the yardstick.
+    """
+    full, is_control, rank = _sweep_screen(screen, counts, default=keep_reference)
+    payload: dict[str, Any] = {"machine": machine_info(), "screen": screen, "seeds": list(seeds),
+                               "folds": DESIGNS[screen]["folds"], "keep_reference": keep_reference,
                                "n_controls": {}}
     for n in counts:
         t0 = time.perf_counter()
-        keep = ~is_control | (np.cumsum(is_control) <= n)
-        frame = run_screen("demo", seeds, raw=full[keep].copy())
-        payload["n_controls"][str(n)] = {**report(f"demo_controls{n}", frame, label=f"demo, {n} controls"),
+        if keep_reference:
+            frame = run_screen(screen, seeds, raw=full.copy(), train_controls=n)
+        else:
+            frame = run_screen(screen, seeds, raw=full[~is_control | (rank < n)].copy())
+        label = f"{screen}, {n} {'training ' if keep_reference else ''}controls"
+        payload["n_controls"][str(n)] = {**report(f"{screen}_controls{n}", frame, label=label),
                                          "wall_s": time.perf_counter() - t0}
-    write_json("unseen_targets_controls", payload)
+    write_json(SWEEP_FILES[screen] + ("_train" if keep_reference else ""), payload)
     return 0
 
 
@@ -216,9 +271,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--demo-controls", type=int, nargs="+", default=None, metavar="N",
                         help="instead: the demo screen regenerated with N control cells each "
                              "(writes unseen_targets_controls.json)")
+    for screen in ("hill", "real"):
+        parser.add_argument(f"--{screen}-controls", type=int, nargs="+", default=None, metavar="N",
+                            help=f"instead: the {screen} screen with N control cells each "
+                                 f"(writes {SWEEP_FILES[screen]}.json)")
+    parser.add_argument("--keep-reference", action="store_true",
+                        help="with a control sweep: N is the number of training controls per fold and the "
+                             "independent reference stays whole (writes *_train.json)")
     args = parser.parse_args(argv)
-    if args.demo_controls:
-        return control_sweep(args.demo_controls, tuple(args.seeds) if args.seeds else DESIGNS["demo"]["seeds"])
+    for screen in ("demo", "hill", "real"):
+        counts = getattr(args, f"{screen}_controls")
+        if counts:
+            return control_sweep(counts, tuple(args.seeds) if args.seeds else DESIGNS[screen]["seeds"],
+                                 screen=screen, keep_reference=args.keep_reference)
     payload: dict[str, Any] = {"machine": machine_info(), "screens": {}}
     for name in args.screens:
         seeds = tuple(args.seeds) if args.seeds else DESIGNS[name]["seeds"]

@@ -631,8 +631,8 @@ def _make_redundant(rng: np.random.Generator, doubles: list[tuple[str, str]], ge
     return hubs
 
 
-def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
-                n_combinations: int = 0, redundant: bool = False) -> ad.AnnData:
+def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_combinations: int = 0,
+                redundant: bool = False, n_controls: int | None = None) -> ad.AnnData:
     """A screen whose dynamics are not the model's form: SERGIO-style Hill kinetics.
 
     Genes are in topological order; the first 15 % are master regulators (basal production
@@ -662,6 +662,10 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
         later genes. In log space the double then moves the hub and its targets far more than the
         sum of its arms: the synergy an additive model cannot predict. The hubs are listed, comma-separated,
         in ``uns["synthetic"]["redundant_hubs"]``. False (default) leaves the screen unchanged.
+    n_controls
+        Number of control cells instead of ~12 % of ``n_cells``; the perturbed cells stay
+        ``n_cells`` minus that 12 %, so only the controls change (the planted network and the
+        perturbations are drawn before the cells). None (default) gives exactly the screen without it.
 
     Returns
     -------
@@ -684,6 +688,9 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
     if redundant and not n_combinations:
         msg = "redundant=True rewires the doubles' shared gene; ask for doubles too (n_combinations > 0)."
         raise ValueError(msg)
+    if n_controls is not None and n_controls < 20:
+        msg = f"hill_screen needs n_controls >= 20 (training and reference controls); got {n_controls}."
+        raise ValueError(msg)
     n_pert = round(0.4 * n_genes)
     targets = np.r_[rng.permutation(regs)[: int(0.7 * len(regs))]]
     rest = np.setdiff1d(np.arange(n_genes), targets)
@@ -698,10 +705,10 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0,
         hubs = _make_redundant(np.random.default_rng([seed, 2]), doubles, genes, taken, basal, parents, k)
         h = np.full(n_genes, np.nan)
         _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)))  # the rewired noiseless levels
-    n_controls = int(0.12 * n_cells)
-    cells_per = np.full(len(perts), (n_cells - n_controls) // len(perts))
-    cells_per[: (n_cells - n_controls) % len(perts)] += 1
-    obs = _design(rng, perts, cells_per, n_controls)
+    n_perturbed = n_cells - int(0.12 * n_cells)
+    cells_per = np.full(len(perts), n_perturbed // len(perts))
+    cells_per[: n_perturbed % len(perts)] += 1
+    obs = _design(rng, perts, cells_per, int(0.12 * n_cells) if n_controls is None else n_controls)
     noise = np.exp(rng.normal(0.0, 0.3, (len(obs), n_genes)))
     x0 = _hill_solve(basal, parents, k, h, 2.0, noise)
     x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0)

@@ -11,12 +11,7 @@ from lazynet_core.ui.layout import md
 ui.frame_guard("pages/4_Jacobian.py")
 ui.page_header("Jacobian", "Gene-to-gene elasticities of the trained model at the control state.")
 adata, ens = ui.need(screen=True, run=True)
-# what a never-perturbed regulator's column is: extrapolation, or (covariance and anchored recipes)
-# the training cells' regression, an observational signal
-observational = ens.model_config.start == "control_covariance"
-cells = ("the control and training perturbed cells' regression (each group centred on its own mean)"
-         if ens.model_config.covariance_cells == "pooled"
-         else "the control cells' regression")
+observational, cells = services.never_perturbed_columns(ens.model_config)
 never_note = f"its column is {cells}: observational" if observational else "its column is model extrapolation"
 st.caption(
     "J[i, j] = ∂f_i/∂x_j is the effect of source gene j on target gene i's change. Expression is on a log "

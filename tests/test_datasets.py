@@ -200,6 +200,26 @@ def test_demo_screen_control_count():
         datasets.demo_screen(n_controls=5)
 
 
+def test_hill_screen_control_count_changes_only_the_controls():
+    """``n_controls`` at the default share is the default screen bit for bit; more controls leave the
+    planted network and the perturbed cells' design as they were."""
+    default = datasets.hill_screen(n_genes=30, n_cells=500, seed=2)
+    same = datasets.hill_screen(n_genes=30, n_cells=500, seed=2, n_controls=60)  # int(0.12 * 500)
+    assert (default.X != same.X).nnz == 0
+    assert default.obs.equals(same.obs)
+    more = datasets.hill_screen(n_genes=30, n_cells=500, seed=2, n_controls=300)
+    is_control = more.obs["perturbation"] == CONTROL
+    assert is_control.sum() == 300
+    perturbed = default.obs["perturbation"][default.obs["perturbation"] != CONTROL]
+    assert more.obs["perturbation"][~is_control].value_counts().sort_index().equals(
+        perturbed.value_counts().sort_index())
+    for key in ("source", "target", "weight"):
+        np.testing.assert_array_equal(np.asarray(more.uns["planted_network"][key]),
+                                      np.asarray(default.uns["planted_network"][key]))
+    with pytest.raises(ValueError, match="n_controls >= 20"):
+        datasets.hill_screen(n_controls=5)
+
+
 def test_planted_oracle_scores_the_network_effect_beside_the_run(screens):
     """The Effects page's oracle: each never-trained target's row of T times its knock-down, scored
     against the same reference as the run; leaves counted; LazyNet's figure read on the same targets."""

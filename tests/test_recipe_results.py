@@ -39,3 +39,15 @@ def test_the_repository_has_every_recipe_measured():
     table = recipe_scores(RESULTS_DIR)
     assert {"published", "anchored", "anchored_pooled"} <= set(table.index)
     assert "–" not in table.loc["anchored_pooled", COLUMNS[3]]  # measured beside pooled covariance
+
+
+def test_never_perturbed_columns_say_which_cells_the_start_read():
+    """The Jacobian page's wording of a never-perturbed regulator's column, per recipe."""
+    from lazynet_core.config import ModelConfig
+    from lazynet_core.ui import services
+
+    assert services.never_perturbed_columns(ModelConfig()) == (False, "")
+    controls = services.never_perturbed_columns(ModelConfig(start="control_covariance"))
+    pooled = services.never_perturbed_columns(ModelConfig(start="control_covariance", covariance_cells="pooled"))
+    assert controls == (True, "the control cells' regression")
+    assert pooled[0] and "training perturbed cells" in pooled[1]

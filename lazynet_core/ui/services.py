@@ -520,6 +520,29 @@ def check_genes_known(genes: Iterable[str], universe: Iterable[str]) -> tuple[li
     return list(dict.fromkeys(known)), unknown
 
 
+def never_perturbed_columns(model_config: Any) -> tuple[bool, str]:
+    """What a never-perturbed regulator's Jacobian column is under a run's recipe.
+
+    Parameters
+    ----------
+    model_config
+        The run's :class:`lazynet_core.config.ModelConfig`.
+
+    Returns
+    -------
+    tuple
+        ``(observational, cells)``: whether the column is the training cells' regression (the
+        covariance and anchored recipes start from it; otherwise it is model extrapolation), and
+        which cells that regression reads, in words (empty when not observational).
+    """
+    if model_config.start != "control_covariance":
+        return False, ""
+    if model_config.covariance_cells == "pooled":
+        return True, ("the control and training perturbed cells' regression "
+                      "(each group centred on its own mean)")
+    return True, "the control cells' regression"
+
+
 def dense_jacobian(ensemble: Any, genes: Sequence[str] | None = None) -> Any:
     """``JacobianResult`` over ``genes`` (all genes when ``None``; refused above DENSE_MAX_GENES)."""
     from lazynet_core.jacobian import jacobian
