@@ -146,6 +146,62 @@ def run_screen(name: str, seeds: tuple[int, ...], *, raw=None, train_controls: i
     return frame.assign(set="held_out_perturbations", reference="independent", role="test")
 
 
+def _slopes(x: np.ndarray) -> np.ndarray:
+    """Column u: the slope cov(i, u) / var(u) of every gene i on gene u over the rows of ``x``."""
+    x = x - x.mean(axis=0)
+    cov = x.T @ x / len(x)
+    var = np.diag(cov).copy()
+    var[var <= 0] = np.nan
+    return cov / var[None, :]
+
+
+def _median_column_r(a: np.ndarray, b: np.ndarray) -> float:
+    """Median over genes u of the Pearson r, over i != u, of slope columns ``a[:, u]`` and ``b[:, u]``."""
+    rs = []
+    for u in range(a.shape[1]):
+        x, y = np.delete(a[:, u], u), np.delete(b[:, u], u)
+        ok = np.isfinite(x) & np.isfinite(y)
+        if ok.sum() > 3 and x[ok].std() > 0 and y[ok].std() > 0:
+            rs.append(np.corrcoef(x[ok], y[ok])[0, 1])
+    return float(np.median(rs)) if rs else float("nan")
+
+
+def slope_agreement(name: str, *, raw=None, seed: int = 0) -> dict[str, Any]:
+    """How noisy the observational signal is: the covariance slopes of two disjoint halves of the
+    training controls against each other, and one half against as many perturbed training cells
+    (each group centred on its own mean), median over genes of the r across genes.
+
+    Near 1, the controls already pin the slopes down and more cells of the same kind cannot help
+    (pooling can only add what the perturbed cells co-vary differently); near 0, every estimator of
+    the form "slope × the target's change" is mostly noise and more cells are the lever. First fold
+    of ``seed``.
+    """
+    from lazynet_core import datasets
+    from lazynet_core.config import PairConfig
+    from lazynet_core.data import read_screen
+    from lazynet_core.metrics import centred_training_cells
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.validation import fold_plan
+
+    if raw is None and name == "demo":
+        raw = datasets.load_demo()
+    adata = load_screen(name) if raw is None else read_screen(raw)
+    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    held = fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)[0]
+    pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
+    n_controls = len(pairs.cells(-1, "train"))
+    pooled = centred_training_cells(pairs, cells="pooled")
+    controls, perturbed = pooled[:n_controls], pooled[n_controls:]
+    rng = np.random.default_rng(seed)
+    half = n_controls // 2
+    order = rng.permutation(n_controls)
+    first, second = _slopes(controls[order[:half]]), _slopes(controls[order[half:2 * half]])
+    same_n = _slopes(perturbed[rng.choice(len(perturbed), half, replace=False)]) if len(perturbed) >= half else None
+    return {"n_half": half, "n_perturbed": len(perturbed),
+            "controls_vs_controls": _median_column_r(first, second),
+            "controls_vs_perturbed": _median_column_r(first, same_n) if same_n is not None else float("nan")}
+
+
 def lazynet_rows(name: str) -> list[dict[str, Any]]:
     """LazyNet's unseen-target Δ-Pearson per recipe, from ``results/accuracy_<screen>*.json``."""
     out = []
@@ -289,8 +345,12 @@ def main(argv: list[str] | None = None) -> int:
         seeds = tuple(args.seeds) if args.seeds else DESIGNS[name]["seeds"]
         t0 = time.perf_counter()
         frame = run_screen(name, seeds)
+        agreement = slope_agreement(name, seed=seeds[0])
+        print(f"[{name}] covariance slopes, median r over genes (first fold, {agreement['n_half']} cells each): "
+              f"control half vs control half {agreement['controls_vs_controls']:.3f}, "
+              f"control half vs perturbed cells {agreement['controls_vs_perturbed']:.3f}")
         payload["screens"][name] = {**report(name, frame), "seeds": list(seeds), "folds": DESIGNS[name]["folds"],
-                                    "wall_s": time.perf_counter() - t0}
+                                    "slope_agreement": agreement, "wall_s": time.perf_counter() - t0}
     write_json("unseen_targets" if args.seeds is None else "unseen_targets_partial", payload)
     return 0
 
