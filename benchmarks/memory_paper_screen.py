@@ -3,7 +3,11 @@
 Stages: generate the synthetic screen (``datasets.write_paper_screen``, cached in
 ``benchmarks/cache/`` and reused), read it (``data.read_screen``), build pairs
 (``pairs.make_pairs``), draw one training epoch (``Pairs.sample_epoch``) and densify a few
-mini-batches (``Pairs.batch``). Each stage reports wall time and its peak RSS (sampled every 50 ms
+mini-batches (``Pairs.batch``), then the evaluation's observational baselines for the held-out single
+targets: control covariance, pooled covariance (the ``anchored_pooled`` start, which reads every
+training cell) and ``metrics.baseline_predictions`` whole (what an evaluation computes beside the
+model), and ``observational.slope_agreement`` (the Train page's line on the screen's co-variation).
+Each stage reports wall time and its peak RSS (sampled every 50 ms
 from /proc/self/status) next to the process high-water mark (``ru_maxrss``).
 
 Usage (from the repo root)::
@@ -37,6 +41,33 @@ from benchmarks.common import (
 FULL = {"n_cells": 53_000, "n_genes": 18_000, "n_perturbations": 1_000}
 QUICK = {"n_cells": 5_000, "n_genes": 2_000, "n_perturbations": 200}
 TARGET_GB = 8.0
+
+
+def _baseline_stages(pairs, meter: StageMeter) -> None:
+    """Time the covariance baselines and every baseline on the held-out single targets."""
+    from lazynet_core.metrics import _control_covariance_deltas, baseline_predictions
+
+    evals = np.array([p for p in pairs.evaluation_perturbations("test") if "+" not in pairs.perturbations[p]])
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
+    pre = np.stack([pairs.pre_state(int(p)) for p in evals]).astype(np.float64)
+    targets = [np.asarray(pairs.pert_targets[p], dtype=int) for p in evals]
+    for cells in ("controls", "pooled"):
+        name = "control_covariance" if cells == "controls" else "pooled_covariance"
+        with meter.stage(name, n_targets=len(evals)) as rec:
+            out = _control_covariance_deltas(pairs, targets, pre - base, base, cells=cells)
+            rec.update(finite_rows=int(np.isfinite(out).all(axis=1).sum()))
+        del out
+        gc.collect()
+    with meter.stage("baseline_predictions", n_targets=len(evals)) as rec:
+        preds = baseline_predictions(pairs, perturbations=evals)
+        rec.update(methods=sorted(preds))
+    del preds
+    with meter.stage("slope_agreement") as rec:  # the Train page's co-variation line
+        from lazynet_core.observational import slope_agreement
+
+        agreement = slope_agreement(pairs)
+        rec.update(n_half=agreement.n_half, n_genes=agreement.n_genes,
+                   controls_vs_controls=agreement.controls_vs_controls)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -84,6 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             per.append(time.perf_counter() - t0)
         rec.update(seconds_per_batch=float(np.median(per)), batch_shape=list(pre.shape),
                    first_batch_s=per[0])
+    _baseline_stages(pairs, meter)
     meter.close()
     total = time.perf_counter() - t_all
     peak = max(r["peak_rss_gb"] for r in meter.records)

@@ -146,40 +146,16 @@ def run_screen(name: str, seeds: tuple[int, ...], *, raw=None, train_controls: i
     return frame.assign(set="held_out_perturbations", reference="independent", role="test")
 
 
-def _slopes(x: np.ndarray) -> np.ndarray:
-    """Column u: the slope cov(i, u) / var(u) of every gene i on gene u over the rows of ``x``."""
-    x = x - x.mean(axis=0)
-    cov = x.T @ x / len(x)
-    var = np.diag(cov).copy()
-    var[var <= 0] = np.nan
-    return cov / var[None, :]
-
-
-def _median_column_r(a: np.ndarray, b: np.ndarray) -> float:
-    """Median over genes u of the Pearson r, over i != u, of slope columns ``a[:, u]`` and ``b[:, u]``."""
-    rs = []
-    for u in range(a.shape[1]):
-        x, y = np.delete(a[:, u], u), np.delete(b[:, u], u)
-        ok = np.isfinite(x) & np.isfinite(y)
-        if ok.sum() > 3 and x[ok].std() > 0 and y[ok].std() > 0:
-            rs.append(np.corrcoef(x[ok], y[ok])[0, 1])
-    return float(np.median(rs)) if rs else float("nan")
-
-
 def slope_agreement(name: str, *, raw=None, seed: int = 0) -> dict[str, Any]:
-    """How noisy the observational signal is: the covariance slopes of two disjoint halves of the
-    training controls against each other, and one half against as many perturbed training cells
-    (each group centred on its own mean), median over genes of the r across genes.
+    """How noisy the observational signal is (``observational.slope_agreement``) on the first fold of
+    ``seed``: the covariance slopes of two halves of the training controls against each other, and of
+    one half against as many perturbed training cells (each group centred on its own mean)."""
+    import dataclasses
 
-    Near 1, the controls already pin the slopes down and more cells of the same kind cannot help
-    (pooling can only add what the perturbed cells co-vary differently); near 0, every estimator of
-    the form "slope × the target's change" is mostly noise and more cells are the lever. First fold
-    of ``seed``.
-    """
     from lazynet_core import datasets
     from lazynet_core.config import PairConfig
     from lazynet_core.data import read_screen
-    from lazynet_core.metrics import centred_training_cells
+    from lazynet_core.observational import slope_agreement as agreement_of
     from lazynet_core.pairs import make_pairs
     from lazynet_core.validation import fold_plan
 
@@ -189,17 +165,7 @@ def slope_agreement(name: str, *, raw=None, seed: int = 0) -> dict[str, Any]:
     labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
     held = fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)[0]
     pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
-    n_controls = len(pairs.cells(-1, "train"))
-    pooled = centred_training_cells(pairs, cells="pooled")
-    controls, perturbed = pooled[:n_controls], pooled[n_controls:]
-    rng = np.random.default_rng(seed)
-    half = n_controls // 2
-    order = rng.permutation(n_controls)
-    first, second = _slopes(controls[order[:half]]), _slopes(controls[order[half:2 * half]])
-    same_n = _slopes(perturbed[rng.choice(len(perturbed), half, replace=False)]) if len(perturbed) >= half else None
-    return {"n_half": half, "n_perturbed": len(perturbed),
-            "controls_vs_controls": _median_column_r(first, second),
-            "controls_vs_perturbed": _median_column_r(first, same_n) if same_n is not None else float("nan")}
+    return dataclasses.asdict(agreement_of(pairs, seed=seed))
 
 
 def lazynet_rows(name: str) -> list[dict[str, Any]]:

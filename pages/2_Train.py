@@ -168,6 +168,9 @@ with st.form("train_form"):
                     "– not measured: runs stored before pooled covariance existed)")
         st.table(scores)
     st.caption(RECIPE_NOTE)
+    agreement = loaders.screen_slope_agreement(spec)
+    if agreement is not None:
+        st.caption(services.slope_agreement_sentence(agreement))
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
     )

@@ -144,6 +144,18 @@ def test_train_and_effects_on_the_real_screen(runs_dir):
     assert any("against the best baseline" in b.value for b in [*at.info, *at.warning, *at.success])
 
 
+def test_train_page_says_how_reproducible_the_screens_co_variation_is():
+    """The real screen's controls pin the covariance slopes down; the demo's are mostly noise."""
+    at = _goto(_app(), "1_Data")
+    at.button(key="load_real").click().run()
+    _goto(at, "2_Train")
+    real = " ".join(c.value for c in at.caption)
+    assert "median r = 0.9" in real and "pin them down" in real
+    demo = _goto(_with_demo(), "2_Train")
+    captions = " ".join(c.value for c in demo.caption)
+    assert "mostly noise" in captions and "median r = 0." in captions
+
+
 def test_home_start_with_demo_loads_the_screen():
     at = _app()
     at.button(key="home_demo").click().run()

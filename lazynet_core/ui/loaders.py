@@ -387,6 +387,24 @@ def run_planted_recovery() -> Any:
     return _planted(path, key)
 
 
+@st.cache_resource(show_spinner="Checking how reproducible the screen's co-variation is…", max_entries=8)
+def _slope_agreement(screen_key: tuple) -> Any:
+    from lazynet_core.config import PairConfig
+    from lazynet_core.observational import slope_agreement
+
+    spec = dict(zip(SCREEN_FIELDS, screen_key, strict=True))
+    return slope_agreement(pairs_for(spec, PairConfig()))
+
+
+def screen_slope_agreement(spec: dict[str, Any]) -> Any:
+    """``observational.slope_agreement`` of a screen under the default split (cached), or ``None``
+    where the screen cannot be split (too few controls or perturbations: the Train form says why)."""
+    try:
+        return _slope_agreement(_screen_key(spec))
+    except ScreenError:
+        return None
+
+
 @st.cache_resource(show_spinner="Scoring the planted network's oracle…", max_entries=8)
 def _oracle(path: str, screen_key: tuple, reference: str) -> Any:
     from lazynet_core.datasets import MAX_TOTAL_EFFECT_GENES
