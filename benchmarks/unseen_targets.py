@@ -29,7 +29,8 @@ Writes ``benchmarks/results/unseen_targets.json`` (``unseen_targets_controls.jso
 ``--demo-controls``: one demo-design screen with the most controls asked for, its controls
 subsampled to N, to show how the ceiling of every control-cell estimator moves with the number of
 controls; ``unseen_targets_controls_hill.json`` and ``unseen_targets_controls_real.json`` the same on
-the Hill design and on the real screen's own 7,733 controls).
+the Hill design and on the real screen's own 7,733 controls; with ``--keep-reference``,
+``*_train.json``: only each fold's training controls subsampled, the independent reference whole).
 """
 
 from __future__ import annotations
@@ -105,8 +106,9 @@ def _target_change(pairs, p: int, base: np.ndarray) -> float:
 
 
 def _fewer_training_controls(pairs, n: int, rng: np.random.Generator):
-    """``pairs`` with only ``n`` of its training controls (a seeded subset; the rest become validation
-    cells, which no estimator reads), the independent reference untouched."""
+    """``pairs`` with only ``n`` of its training controls (a seeded subset), the independent
+    reference untouched. The rest become validation cells, which no covariance estimator reads; the
+    ``null`` baseline, which averages validation and test controls, gains them (it is not quoted)."""
     import dataclasses
 
     train = np.flatnonzero((pairs.cell_pert == -1) & (pairs.cell_role == "train"))
@@ -257,6 +259,19 @@ def _sweep_screen(screen: str, counts: list[int], *, default: bool = False):
     return full, is_control, rank
 
 
+def _training_controls(screen: str, raw, seed: int) -> int:
+    """Training controls of the first fold of ``seed`` (what ``--keep-reference`` subsamples)."""
+    from lazynet_core.config import PairConfig
+    from lazynet_core.data import read_screen
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.validation import fold_plan
+
+    adata = read_screen(raw)
+    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    held = fold_plan(labels.unique(), folds=DESIGNS[screen]["folds"], seed=seed)[0]
+    return len(make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed)).cells(-1, "train"))
+
+
 def control_sweep(counts: list[int], seeds: tuple[int, ...], *, screen: str = "demo",
                   keep_reference: bool = False) -> int:
     """Unseen targets with more (or fewer) control cells: does the ceiling move?
@@ -273,6 +288,8 @@ def control_sweep(counts: list[int], seeds: tuple[int, ...], *, screen: str = "d
     payload: dict[str, Any] = {"machine": machine_info(), "screen": screen, "seeds": list(seeds),
                                "folds": DESIGNS[screen]["folds"], "keep_reference": keep_reference,
                                "n_controls": {}}
+    if keep_reference:  # N above what a fold has keeps them all: record what there is
+        payload["training_controls_first_fold"] = _training_controls(screen, full, seeds[0])
     for n in counts:
         t0 = time.perf_counter()
         if keep_reference:
@@ -301,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with a control sweep: N is the number of training controls per fold and the "
                              "independent reference stays whole (writes *_train.json)")
     args = parser.parse_args(argv)
+    sweeps = [screen for screen in ("demo", "hill", "real") if getattr(args, f"{screen}_controls")]
+    if len(sweeps) > 1 or (args.keep_reference and not sweeps):
+        parser.error("give one of --demo-controls, --hill-controls, --real-controls (--keep-reference only with one)")
     for screen in ("demo", "hill", "real"):
         counts = getattr(args, f"{screen}_controls")
         if counts:

@@ -663,9 +663,11 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         sum of its arms: the synergy an additive model cannot predict. The hubs are listed, comma-separated,
         in ``uns["synthetic"]["redundant_hubs"]``. False (default) leaves the screen unchanged.
     n_controls
-        Number of control cells instead of ~12 % of ``n_cells``; the perturbed cells stay
-        ``n_cells`` minus that 12 %, so only the controls change (the planted network and the
-        perturbations are drawn before the cells). None (default) gives exactly the screen without it.
+        Number of control cells instead of ~12 % of ``n_cells``. The planted network, the
+        perturbations and their cell counts (``n_cells`` minus that 12 %) stay as they are; every
+        cell's values are drawn anew (the cells are shuffled together), so compare control counts by
+        subsampling one screen's controls. Recorded in ``uns["synthetic"]["n_controls"]``. None
+        (default) gives exactly the screen without it.
 
     Returns
     -------
@@ -720,6 +722,8 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     tgt = np.concatenate([np.full(len(p), i) for i, p in enumerate(parents)])
     net = PlantedNetwork(genes, src.astype(int), tgt.astype(int), np.concatenate(k).astype(float))
     extra = {"redundant_hubs": ",".join(hubs)} if redundant else {}
+    if n_controls is not None:
+        extra["n_controls"] = int(n_controls)
     synthetic = _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0, **extra)
     return _anndata(counts, obs, net, synthetic)
 

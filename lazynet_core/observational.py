@@ -86,38 +86,64 @@ def slope_agreement(pairs: Any, *, max_genes: int = MAX_GENES, seed: int = 0) ->
     nan = float("nan")
     if half < 3 or len(genes) < 2:
         return SlopeAgreement(half, len(perturbed), len(genes), nan, nan)
-    a = _slope_columns(pairs.X, first, np.zeros(half, dtype=int), genes)
-    b = _slope_columns(pairs.X, second, np.zeros(half, dtype=int), genes)
+    a, b = (_slope_columns(pairs.X, rows, genes) for rows in (first, second))
     vs_perturbed = nan
     if len(perturbed) >= half:
         pick = np.sort(rng.choice(len(perturbed), half, replace=False))
-        _, sub_groups = np.unique(groups[pick], return_inverse=True)
-        vs_perturbed = _median_column_r(a, _slope_columns(pairs.X, perturbed[pick], sub_groups, genes), genes)
+        pooled = _pooled_slope_columns(pairs.X, perturbed, groups, pick, genes)
+        vs_perturbed = _median_column_r(a, pooled, genes)
     return SlopeAgreement(half, len(perturbed), len(genes), _median_column_r(a, b, genes), vs_perturbed)
 
 
+def _dense_columns(x: Any, genes: np.ndarray) -> np.ndarray:
+    cols = x[:, genes]
+    return np.asarray(cols.todense() if hasattr(cols, "todense") else cols, dtype=np.float64)
+
+
 def _scored_genes(x_half: Any, max_genes: int, rng: np.random.Generator) -> np.ndarray:
-    """Genes that vary among the first half's cells, a seeded sample of ``max_genes`` where more."""
-    sq = np.asarray(x_half.multiply(x_half).mean(axis=0) if hasattr(x_half, "multiply") else
-                    (x_half**2).mean(axis=0)).ravel()
-    mean = np.asarray(x_half.mean(axis=0)).ravel()
-    varying = np.flatnonzero(sq - mean**2 > 1e-12)
+    """Genes that vary among the first half's cells (float64 variance, relative to the gene's level),
+    a seeded sample of ``max_genes`` where more."""
+    x = x_half.astype(np.float64)
+    sq = np.asarray(x.multiply(x).mean(axis=0) if hasattr(x, "multiply") else (x**2).mean(axis=0)).ravel()
+    mean = np.asarray(x.mean(axis=0)).ravel()
+    varying = np.flatnonzero(sq - mean**2 > 1e-9 * np.maximum(mean**2, 1.0))
     if len(varying) > max_genes:
         varying = np.sort(rng.choice(varying, max_genes, replace=False))
     return varying
 
 
-def _slope_columns(X: Any, rows: np.ndarray, group: np.ndarray, genes: np.ndarray) -> np.ndarray:
-    """(all genes × ``genes``) slopes of every gene on each of ``genes`` over ``rows`` of ``X``, each
-    group of rows centred on its own mean (centring the ``genes`` columns is enough: a centred
-    column sums to 0 in every group). NaN columns where a gene does not vary."""
-    x = X[rows]
-    xu = np.asarray(x[:, genes].todense() if hasattr(x, "todense") else x[:, genes], dtype=np.float64)
-    xu -= _group_means(xu, group)[group]
-    cross = np.asarray(x.T @ xu, dtype=np.float64)
-    var = (xu**2).sum(axis=0)
+def _slopes(cross: np.ndarray, var: np.ndarray) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(var > 1e-12, cross / var, np.nan)
+
+
+def _slope_columns(X: Any, rows: np.ndarray, genes: np.ndarray) -> np.ndarray:
+    """(all genes × ``genes``) slopes of every gene on each of ``genes`` over ``rows`` of ``X``
+    (centring the ``genes`` columns is enough: a centred column sums to 0). NaN where u is constant."""
+    x = X[rows]
+    xu = _dense_columns(x, genes)
+    xu -= xu.mean(axis=0)
+    return _slopes(np.asarray(x.T @ xu, dtype=np.float64), (xu**2).sum(axis=0))
+
+
+def _pooled_slope_columns(
+    X: Any, cells: np.ndarray, groups: np.ndarray, pick: np.ndarray, genes: np.ndarray
+) -> np.ndarray:
+    """The same over the rows ``cells[pick]``, each centred on its whole group's mean among ``cells``
+    (as ``pooled_covariance`` reads them), not on the few picked cells of the group: the cross
+    product of the picked centred ``genes`` columns with the uncentred rows, minus what the groups'
+    means of every gene contribute (``X[cells].T @ W``, W a row's group sum of picked columns over the
+    group's size), so no dense (cells × all genes) matrix is formed."""
+    xu = _dense_columns(X[cells], genes)
+    centred = xu - _group_means(xu, groups)[groups]
+    picked = centred[pick]
+    n_groups = int(groups.max()) + 1
+    sums = np.zeros((n_groups, len(genes)))
+    np.add.at(sums, groups[pick], picked)
+    size = np.bincount(groups, minlength=n_groups).astype(np.float64)
+    weights = sums[groups] / size[groups, None]
+    cross = np.asarray(X[cells[pick]].T @ picked, dtype=np.float64) - np.asarray(X[cells].T @ weights)
+    return _slopes(cross, (picked**2).sum(axis=0))
 
 
 def _median_column_r(a: np.ndarray, b: np.ndarray, genes: np.ndarray) -> float:

@@ -170,7 +170,7 @@ with st.form("train_form"):
     st.caption(RECIPE_NOTE)
     agreement = loaders.screen_slope_agreement(spec)
     if agreement is not None:
-        st.caption(services.slope_agreement_sentence(agreement))
+        st.caption(services.slope_agreement_sentence(agreement, recipe_results.pooling_measured()))
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
     )

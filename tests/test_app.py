@@ -150,7 +150,7 @@ def test_train_page_says_how_reproducible_the_screens_co_variation_is():
     at.button(key="load_real").click().run()
     _goto(at, "2_Train")
     real = " ".join(c.value for c in at.caption)
-    assert "median r = 0.9" in real and "pin them down" in real
+    assert "median r = 0.9" in real and "largely reproducible" in real and "real TAP-seq (r 0.93)" in real
     demo = _goto(_with_demo(), "2_Train")
     captions = " ".join(c.value for c in demo.caption)
     assert "mostly noise" in captions and "median r = 0." in captions

@@ -209,7 +209,8 @@ def test_hill_screen_control_count_changes_only_the_controls():
     assert default.obs.equals(same.obs)
     more = datasets.hill_screen(n_genes=30, n_cells=500, seed=2, n_controls=300)
     is_control = more.obs["perturbation"] == CONTROL
-    assert is_control.sum() == 300
+    assert is_control.sum() == 300 and more.uns["synthetic"]["n_controls"] == 300
+    assert "n_controls" not in default.uns["synthetic"]
     perturbed = default.obs["perturbation"][default.obs["perturbation"] != CONTROL]
     assert more.obs["perturbation"][~is_control].value_counts().sort_index().equals(
         perturbed.value_counts().sort_index())

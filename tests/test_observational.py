@@ -61,3 +61,31 @@ def test_streamed_pairs_score_the_controls_only():
     result = slope_agreement(pairs)
     assert result.n_perturbed == 0 and np.isnan(result.controls_vs_perturbed)
     assert result.controls_vs_controls > 0.9
+
+
+def test_perturbed_cells_are_centred_on_their_whole_group_by_hand():
+    """The sparse form equals the dense one: picked cells centred on their whole group's mean (every
+    gene), slopes from the picked rows only."""
+    from scipy import sparse
+
+    from lazynet_core.observational import _pooled_slope_columns
+
+    rng = np.random.default_rng(0)
+    X = sparse.csr_matrix(rng.poisson(2.0, (300, 15)).astype(np.float32))
+    cells, genes = np.arange(40, 300), np.array([1, 4, 7])
+    groups = rng.integers(1, 6, len(cells))
+    pick = np.sort(rng.choice(len(cells), 60, replace=False))
+    dense = X.toarray().astype(np.float64)[cells]
+    means = np.stack([dense[groups == g].mean(axis=0) if (groups == g).any() else np.zeros(15)
+                      for g in range(6)])
+    centred = (dense - means[groups])[pick]
+    by_hand = centred.T @ centred[:, genes] / (centred[:, genes] ** 2).sum(axis=0)
+    np.testing.assert_allclose(_pooled_slope_columns(X, cells, groups, pick, genes), by_hand, atol=1e-12)
+
+
+def test_a_constant_float32_gene_is_not_scored():
+    pairs = _screen(200, coupled=True, n_genes=6)
+    x = pairs.X.toarray().astype(np.float32)
+    x[:, 2] = np.float32(10.3)  # E[x²] − E[x]² of a float32 constant is not exactly 0
+    pairs = make_fake(x, list(pairs.cell_pert), list(pairs.cell_role), ["A", "B"], [[0], [1]])
+    assert slope_agreement(pairs).n_genes == 5

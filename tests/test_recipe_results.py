@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import pytest
+
 from lazynet_core.ui.recipe_results import COLUMNS, RESULTS_DIR, recipe_scores
 
 
@@ -48,6 +51,41 @@ def test_never_perturbed_columns_say_which_cells_the_start_read():
 
     assert services.never_perturbed_columns(ModelConfig()) == (False, "")
     controls = services.never_perturbed_columns(ModelConfig(start="control_covariance"))
-    pooled = services.never_perturbed_columns(ModelConfig(start="control_covariance", covariance_cells="pooled"))
+    pooled = services.never_perturbed_columns(
+        ModelConfig(start="control_covariance", covariance_cells="pooled"))
     assert controls == (True, "the control cells' regression")
     assert pooled[0] and "training perturbed cells" in pooled[1]
+
+
+def test_pooling_measured_reads_the_unseen_targets_file(tmp_path):
+    from lazynet_core.ui.recipe_results import pooling_measured
+
+    assert pooling_measured(tmp_path) is None  # no benchmarks next to an installed package
+    row = {"model": "pooled_covariance", "baseline": "control_covariance",
+           "mean_diff": 0.08, "p_wilcoxon": 4e-10}
+    paired = [row, {**row, "model": "ccov_adjusted", "mean_diff": 9.0, "p_wilcoxon": 1.0}]
+    (tmp_path / "unseen_targets.json").write_text(json.dumps({"screens": {
+        "demo": {"slope_agreement": {"controls_vs_controls": 0.01}, "paired": paired},
+        "real": {"paired": paired}}}))  # no agreement stored: left out
+    assert pooling_measured(tmp_path) == {"demo": {"r": 0.01, "gain": 0.08, "p": 4e-10}}
+
+
+@pytest.mark.parametrize(("r", "r_pert", "says"), [
+    (0.94, 0.93, "largely reproducible"),
+    (0.01, 0.02, "mostly noise"),
+    (0.9, 0.3, "co-vary differently"),
+    (0.45, float("nan"), "median r = 0.45."),
+    (-0.4, float("nan"), "r = −0.40: the halves disagree systematically"),
+    (float("nan"), float("nan"), "Too few training control cells"),
+])
+def test_slope_agreement_sentence_per_case(r, r_pert, says):
+    from lazynet_core.observational import SlopeAgreement
+    from lazynet_core.ui import services
+
+    measured = {"real": {"r": 0.93, "gain": -0.015, "p": 0.41}, "hill": {"r": 0.05, "gain": 0.112, "p": 6e-5}}
+    text = services.slope_agreement_sentence(SlopeAgreement(100, 500, 50, r, r_pert), measured)
+    assert says in text
+    if np.isfinite(r):
+        assert "real TAP-seq (r 0.93) −0.015, p = 0.41; Hill (r 0.05) +0.112, p = 6e−05" in text
+        assert "= -" not in text and "−0.015" in text  # typographic minus on every number
+    assert "Benchmarks" not in services.slope_agreement_sentence(SlopeAgreement(100, 500, 50, r, r_pert))

@@ -398,10 +398,11 @@ def _slope_agreement(screen_key: tuple) -> Any:
 
 def screen_slope_agreement(spec: dict[str, Any]) -> Any:
     """``observational.slope_agreement`` of a screen under the default split (cached), or ``None``
-    where the screen cannot be split (too few controls or perturbations: the Train form says why)."""
+    where the screen cannot be split (too few controls or perturbations: the Train form says why
+    when training starts); the line is optional, so no error of its own is shown."""
     try:
         return _slope_agreement(_screen_key(spec))
-    except ScreenError:
+    except ValueError:  # ScreenError and the configuration's own checks
         return None
 
 

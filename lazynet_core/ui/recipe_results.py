@@ -74,6 +74,30 @@ def _baseline_rows(unseen: dict[str, Any] | None) -> list[dict[str, str]]:
     return rows
 
 
+def pooling_measured(results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, float]] | None:
+    """Per benchmark screen: its training controls' split-half slope agreement and what pooling the
+    perturbed cells gained over control covariance on unseen targets (``unseen_targets.json``).
+
+    Returns
+    -------
+    dict or None
+        Screen -> ``{"r": controls_vs_controls, "gain": pooled − control covariance Δ-Pearson,
+        "p": paired Wilcoxon p}`` for the screens with both figures; ``None`` where none has them
+        (an installed package without the benchmarks, or an older file).
+    """
+    screens = ((_read(results_dir / "unseen_targets.json") or {}).get("screens") or {})
+    out = {}
+    for screen in SCREENS:
+        block = screens.get(screen) or {}
+        r = (block.get("slope_agreement") or {}).get("controls_vs_controls")
+        hit = [row for row in block.get("paired", [])
+               if (row.get("model"), row.get("baseline")) == ("pooled_covariance", "control_covariance")]
+        if r is not None and hit and hit[0].get("mean_diff") is not None:
+            row = hit[0]
+            out[screen] = {"r": float(r), "gain": float(row["mean_diff"]), "p": float(row["p_wilcoxon"])}
+    return out or None
+
+
 def _joined(cells: Any) -> str:
     """The screens' cells joined by " · ", or a single "–" where none was measured."""
     cells = list(cells)

@@ -543,36 +543,56 @@ def never_perturbed_columns(model_config: Any) -> tuple[bool, str]:
     return True, "the control cells' regression"
 
 
-def slope_agreement_sentence(agreement: Any) -> str:
+def slope_agreement_sentence(agreement: Any, measured: dict[str, dict[str, float]] | None = None) -> str:
     """One sentence for the Train page: does this screen's co-variation still gain from more cells?
 
     Parameters
     ----------
     agreement
         An :class:`lazynet_core.observational.SlopeAgreement` of the screen.
+    measured
+        ``recipe_results.pooling_measured()``: the benchmark screens' agreement and what pooling
+        gained there, quoted beside this screen's figure (left out when None).
 
     Returns
     -------
     str
-        The split-half agreement, what it means for the pooled recipe, and the measured screens it
-        resembles (benchmarks/results/unseen_targets*.json).
+        The split-half agreement, how the perturbed cells compare, and the measured screens.
     """
-    r = agreement.controls_vs_controls
+    r, r_pert = agreement.controls_vs_controls, agreement.controls_vs_perturbed
     if not np.isfinite(r):
-        return ("Too few training control cells to tell how reproducible their co-variation is, which is "
-                "what every covariance recipe reads for unseen targets.")
-    where = (f"**Co-variation on this screen:** two halves of the training controls ({agreement.n_half:,} "
-             f"cells each) give regression slopes that agree with median r = {r:.2f}")
-    if r >= 0.7:
-        return (f"{where}. The controls already pin them down, so more cells of the same kind (the training "
-                "perturbed cells anchored_pooled adds) should add little: on the real TAP-seq screen "
-                "(r = 0.93) pooled covariance tied control covariance (−0.015, p = 0.41).")
-    if r <= 0.2:
-        return (f"{where}: mostly noise at this many cells, the case where reading the training perturbed "
-                "cells too (anchored_pooled) helped: on the synthetic screens (r = 0.01 and 0.05) pooled "
-                "covariance beat control covariance on unseen targets by +0.08 and +0.11 Δ-Pearson.")
-    return (f"{where}, between the measured screens: pooling the perturbed cells helped where r ≤ 0.05 "
-            "(synthetic, +0.08 and +0.11 Δ-Pearson on unseen targets) and tied where r = 0.93 (real).")
+        return ("Too few training control cells (or genes that vary among them) to tell how reproducible "
+                "their co-variation is, which is what every covariance recipe reads for unseen targets.")
+    text = (f"**Co-variation on this screen:** regression slopes from two halves of the training controls "
+            f"({agreement.n_half:,} cells each) agree with median r = {_signed(r, '.2f')}")
+    if np.isfinite(r_pert):
+        text += f" (half the controls against as many perturbed cells: {_signed(r_pert, '.2f')})"
+    if r < -0.2:
+        text += ": the halves disagree systematically, which noise alone does not do; check the controls."
+    elif np.isfinite(r_pert) and r - r_pert > 0.3:
+        text += (": the perturbed cells co-vary differently from the controls, so adding them "
+                 "(anchored_pooled) would change the slopes; whether for the better was not measured on "
+                 "such a screen.")
+    elif r >= 0.7:
+        text += (": largely reproducible already, so adding the perturbed cells (anchored_pooled) should "
+                 "change little.")
+    elif r <= 0.2:
+        text += (": mostly noise at this many cells, where adding the perturbed cells (anchored_pooled) "
+                 "helped most.")
+    else:
+        text += "."
+    if measured:
+        names = {"real": "real TAP-seq", "demo": "demo", "hill": "Hill"}
+        quoted = "; ".join(
+            f"{names[k]} (r {v['r']:.2f}) {_signed(v['gain'], '+.3f')}, p = {_signed(v['p'], '.2g')}"
+            for k, v in measured.items())
+        text += f" Benchmarks, pooled minus control covariance on unseen targets: {quoted}."
+    return text
+
+
+def _signed(value: float, spec: str) -> str:
+    """``value`` formatted with a typographic minus."""
+    return format(value, spec).replace("-", "−")
 
 
 def dense_jacobian(ensemble: Any, genes: Sequence[str] | None = None) -> Any:
