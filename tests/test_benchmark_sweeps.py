@@ -1,0 +1,33 @@
+"""The control sweeps of ``benchmarks/unseen_targets.py`` subsample what they say they do."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from benchmarks.unseen_targets import _fewer_training_controls
+from lazynet_core import datasets
+from lazynet_core.config import PairConfig
+from lazynet_core.data import read_screen
+from lazynet_core.pairs import make_pairs
+
+
+def _train_controls(pairs) -> set[int]:
+    return set(np.flatnonzero((pairs.cell_pert == -1) & (pairs.cell_role == "train")).tolist())
+
+
+def test_fewer_training_controls_are_nested_and_leave_the_reference_whole():
+    pairs = make_pairs(read_screen(datasets.toy_screen()), PairConfig(seed=0))
+    before = pairs.control_mean("train")  # fills the cache, which must not leak into the copies
+    available = len(_train_controls(pairs))
+    small, large = (_fewer_training_controls(pairs, n, np.random.default_rng([0, 1])) for n in (5, 12))
+    assert len(_train_controls(small)) == 5 and len(_train_controls(large)) == 12
+    assert _train_controls(small) <= _train_controls(large) <= _train_controls(pairs)
+    for sub in (small, large):
+        assert np.array_equal(sub.cell_role == "reference", pairs.cell_role == "reference")
+        assert np.array_equal(sub.cell_role[pairs.cell_pert >= 0], pairs.cell_role[pairs.cell_pert >= 0])
+    kept = sorted(_train_controls(small))
+    np.testing.assert_allclose(small.control_mean("train"), np.asarray(pairs.X[kept].mean(axis=0)).ravel(),
+                               rtol=1e-6)
+    everything = _fewer_training_controls(pairs, available + 50, np.random.default_rng(0))
+    assert np.array_equal(everything.cell_role, pairs.cell_role)
+    np.testing.assert_allclose(everything.control_mean("train"), before)
