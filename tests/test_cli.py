@@ -216,3 +216,16 @@ def test_recipe_refuses_the_flags_it_sets(tmp_path):
     result = run_cli("crossval", "--demo", "--recipe", "anchored", "--pairing", "random_cells")
     assert result.returncode == 2 and "--pairing" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_crossval_says_how_reproducible_the_screens_co_variation_is(tmp_path):
+    from lazynet_core import datasets
+
+    path = tmp_path / "toy.h5ad"
+    datasets.toy_screen().write_h5ad(path)
+    result = run_cli("crossval", "--data", str(path), "--folds", "2", "--seeds", "0", "--replicas", "1",
+                     "--epochs", "1")
+    assert result.returncode == 0, result.stderr
+    line = next(t for t in result.stderr.splitlines() if t.startswith("co-variation:"))
+    assert "(8 cells each)" in line and "median r = " in line and "against as many perturbed cells" in line
+    assert "held_out_perturbations" in result.stdout
