@@ -5,10 +5,11 @@ covariance, pooled covariance, the covariance and anchored recipes' starts) regr
 the target: slope cov(i, u) / var(u). :func:`slope_agreement` asks how reproducible those slopes
 are: the slope columns of two disjoint halves of the training controls against each other, and one
 half against as many training perturbed cells (each perturbation centred on its own mean, as
-``pooled_covariance`` reads them). Near 1, the controls already pin the slopes down, and more cells
-of the same kind cannot help (measured: the real TAP-seq screen, r = 0.93, where pooling the
-perturbed cells tied control covariance); near 0, the slopes are mostly noise and more cells are
-the lever (the synthetic screens, r = 0.01 and 0.05, where pooling gained +0.08 and +0.11 Δ-Pearson).
+``pooled_covariance`` reads them). Near 1, the controls already estimate the slopes well and more
+cells of the same kind add little (measured: the real TAP-seq screen, r = 0.93, much of it one axis
+that many genes share, where pooling the perturbed cells tied control covariance); near 0, the
+slopes are mostly noise and more cells are the lever (the synthetic screens, r = 0.01 and 0.05,
+where pooling gained +0.08 and +0.11 Δ-Pearson; benchmarks/README.md).
 It reads only training cells, sparse rows in place, and at most ``max_genes`` target columns.
 """
 
