@@ -117,27 +117,38 @@ def _fewer_training_controls(pairs, n: int, rng: np.random.Generator):
     return dataclasses.replace(pairs, cell_role=role, _cache={})
 
 
+def _read(name: str, raw=None):
+    """``raw`` (or the benchmark's screen ``name``) and the screen as ``read_screen`` gives it."""
+    from lazynet_core import datasets
+    from lazynet_core.data import read_screen
+
+    if raw is None and name == "demo":
+        raw = datasets.load_demo()
+    return raw, (load_screen(name) if raw is None else read_screen(raw))
+
+
+def _fold_pairs(name: str, adata, seed: int):
+    """(fold, pairs) of every fold of ``seed`` under screen ``name``'s design (perturbation split)."""
+    from lazynet_core.config import PairConfig
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.validation import fold_plan
+
+    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
+        yield fold, make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
+
+
 def run_screen(name: str, seeds: tuple[int, ...], *, raw=None, train_controls: int | None = None) -> pd.DataFrame:
     """Score every fold of screen ``name`` (or of ``raw``, an unread synthetic screen, with name's design).
 
     ``train_controls`` keeps only that many of each fold's training controls (the same seeded subset
     order at every count, so smaller sets lie inside larger ones) and the reference as it was.
     """
-    from lazynet_core import datasets
-    from lazynet_core.config import PairConfig
-    from lazynet_core.data import read_screen
-    from lazynet_core.pairs import make_pairs
-    from lazynet_core.validation import fold_plan
-
-    if raw is None and name == "demo":
-        raw = datasets.load_demo()
-    adata = load_screen(name) if raw is None else read_screen(raw)
-    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    raw, adata = _read(name, raw)
     total = _oracle_effects(raw, adata.var_names)
     frames = []
     for seed in seeds:
-        for fold, held in enumerate(fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)):
-            pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
+        for fold, pairs in _fold_pairs(name, adata, seed):
             if train_controls is not None:
                 pairs = _fewer_training_controls(pairs, train_controls, np.random.default_rng([seed, fold]))
             rows = score_fold(pairs, total)
@@ -154,19 +165,9 @@ def slope_agreement(name: str, *, raw=None, seed: int = 0) -> dict[str, Any]:
     one half against as many perturbed training cells (each group centred on its own mean)."""
     import dataclasses
 
-    from lazynet_core import datasets
-    from lazynet_core.config import PairConfig
-    from lazynet_core.data import read_screen
     from lazynet_core.observational import slope_agreement as agreement_of
-    from lazynet_core.pairs import make_pairs
-    from lazynet_core.validation import fold_plan
 
-    if raw is None and name == "demo":
-        raw = datasets.load_demo()
-    adata = load_screen(name) if raw is None else read_screen(raw)
-    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
-    held = fold_plan(labels.unique(), folds=DESIGNS[name]["folds"], seed=seed)[0]
-    pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed))
+    _, pairs = next(_fold_pairs(name, _read(name, raw)[1], seed))
     return dataclasses.asdict(agreement_of(pairs, seed=seed))
 
 
@@ -261,15 +262,8 @@ def _sweep_screen(screen: str, counts: list[int], *, default: bool = False):
 
 def _training_controls(screen: str, raw, seed: int) -> int:
     """Training controls of the first fold of ``seed`` (what ``--keep-reference`` subsamples)."""
-    from lazynet_core.config import PairConfig
-    from lazynet_core.data import read_screen
-    from lazynet_core.pairs import make_pairs
-    from lazynet_core.validation import fold_plan
-
-    adata = read_screen(raw)
-    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
-    held = fold_plan(labels.unique(), folds=DESIGNS[screen]["folds"], seed=seed)[0]
-    return len(make_pairs(adata, PairConfig(split="perturbations", held_out=held, seed=seed)).cells(-1, "train"))
+    _, pairs = next(_fold_pairs(screen, _read(screen, raw)[1], seed))
+    return len(pairs.cells(-1, "train"))
 
 
 def control_sweep(counts: list[int], seeds: tuple[int, ...], *, screen: str = "demo",
