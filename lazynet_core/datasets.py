@@ -22,7 +22,9 @@ Counts are negative binomial (gamma-Poisson) with mean ``size_factor * scale * e
 
 Every generator is deterministic given ``seed``. Output format (see the API contract):
 CSR float32 integer counts, ``obs["perturbation"]`` / ``obs["modality"]``,
-``uns["planted_network"]`` and ``uns["synthetic"]``.
+``uns["planted_network"]`` and ``uns["synthetic"]`` (Hill screens also ``uns["planted_hill"]``).
+Oracles for benchmark headroom, which know the planted network: :func:`planted_total_effects`
+(log-linear screens) and :func:`planted_hill_predictor` (Hill screens).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from __future__ import annotations
 import heapq
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -673,6 +676,8 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     -------
     AnnData
         Planted weights are ``sign * K``; ~40 % of genes perturbed (2/3 CRISPRi, 1/3 CRISPRa).
+        ``uns["planted_hill"]`` holds every gene's basal production (``genes``, ``basal``), which with
+        the network is the whole noise-free dynamics (:func:`planted_hill_predictor`).
     """
     rng = np.random.default_rng(seed)
     genes = np.array([f"HG{i + 1:03d}" for i in range(n_genes)])
@@ -725,7 +730,89 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     if n_controls is not None:
         extra["n_controls"] = int(n_controls)
     synthetic = _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0, **extra)
-    return _anndata(counts, obs, net, synthetic)
+    adata = _anndata(counts, obs, net, synthetic)
+    adata.uns["planted_hill"] = {"genes": genes.astype(str), "basal": basal.astype(float)}
+    return adata
+
+
+def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.ndarray], np.ndarray]:
+    """The planted Hill dynamics as a predictor of post-states (an oracle, for headroom).
+
+    Knows what no method can: the network, its Hill constants and every gene's basal production.
+    A pre-state is read as do-interventions on the genes where it differs from ``base``: each such
+    gene's expression is scaled by ``expm1(pre) / expm1(base)`` (the knock-down or activation it
+    carries) and the noise-free steady state is solved with those genes clamped at that fold of
+    their noiseless level, as :func:`hill_screen` does per cell. The prediction is ``base`` moved by
+    the steady state's fold change of every gene, ``log1p(expm1(base) · x / x₀)``; the clamped genes
+    keep their input level. So a double's interaction is the dynamics' own (Hill saturation, paths
+    that meet downstream), with no cell noise, capture or count noise: benchmarks score it as an
+    oracle beside a model's interaction, never as a result any method could reach.
+
+    Parameters
+    ----------
+    adata
+        The :func:`hill_screen` itself (``uns["planted_hill"]`` and ``uns["planted_network"]``;
+        :func:`lazynet_core.data.read_screen` keeps neither).
+    base
+        The control state (log1p-normalised, one value per entry of ``genes``), e.g. the training
+        control mean ``Pairs.control_mean("train")``.
+    genes
+        Gene symbols of ``base`` and of the predictor's input and output columns (a subset of the
+        screen's genes in any order; paths through genes left out still count).
+
+    Returns
+    -------
+    callable
+        ``predict(pre)``: (n, len(genes)) or (len(genes),) log states → predicted post-states, float32.
+
+    Raises
+    ------
+    ValueError
+        If ``adata`` is not a Hill screen, or ``genes`` names a gene the screen does not have.
+    """
+    hill = adata.uns.get("planted_hill")
+    if hill is None or "planted_network" not in adata.uns:
+        kind = adata.uns.get("synthetic", {}).get("kind")
+        msg = (f"planted_hill_predictor needs a hill_screen (uns['planted_hill']); this screen has kind "
+               f"{kind!r}. Generate one with datasets.hill_screen().")
+        raise ValueError(msg)
+    universe = np.asarray(hill["genes"]).astype(str)
+    index = {g: i for i, g in enumerate(universe)}
+    genes = np.asarray(genes).astype(str)
+    missing = [g for g in genes if g not in index]
+    if missing:
+        msg = (f"planted_hill_predictor: gene(s) {missing[:5]} are not in this Hill screen's "
+               f"{len(universe)} genes.")
+        raise ValueError(msg)
+    cols = np.array([index[g] for g in genes], dtype=int)
+    basal = np.asarray(hill["basal"], dtype=float)
+    network = adata.uns["planted_network"]
+    source = np.array([index[str(g)] for g in network["source"]], dtype=int)
+    target = np.array([index[str(g)] for g in network["target"]], dtype=int)
+    weight = np.asarray(network["weight"], dtype=float)
+    parents = [source[target == i] for i in range(len(universe))]
+    k = [weight[target == i] for i in range(len(universe))]
+    n = float(adata.uns.get("synthetic", {}).get("hill_n", 2.0))
+    h = np.full(len(universe), np.nan)
+    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))))[0]
+    base = np.asarray(base, dtype=np.float64)
+    base32 = base.astype(np.float32)
+
+    def predict(pre: np.ndarray) -> np.ndarray:
+        pre = np.asarray(pre, dtype=np.float32)
+        single = pre.ndim == 1
+        pre2 = np.atleast_2d(pre)
+        rows, where = np.nonzero(np.abs(pre2 - base32) > 1e-6)
+        fold = np.expm1(pre2[rows, where].astype(np.float64)) / np.maximum(np.expm1(base[where]), 1e-12)
+        clamps = (rows, cols[where], np.log(np.maximum(fold, 1e-12)))
+        x = _hill_solve(basal, parents, k, h, n, np.ones((len(pre2), len(universe))), clamps,
+                        base=np.broadcast_to(x0, (len(pre2), len(universe))))
+        post = np.log1p(np.expm1(base)[None, :] * x[:, cols] / x0[cols])
+        post[rows, where] = pre2[rows, where]
+        post = post.astype(np.float32)
+        return post[0] if single else post
+
+    return predict
 
 
 # ----------------------------------------------------------------------------- paper scale

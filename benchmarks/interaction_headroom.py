@@ -1,0 +1,163 @@
+"""Interaction headroom: how much of a double's observed interaction the planted dynamics explain.
+
+Issue 11, goal 2 asks a model to predict held-out double perturbations beyond the additive model,
+that is, to predict the interaction ``I = Δ(A+B) − Δ(A) − Δ(B)``. This script asks how much there is
+to predict on the Hill screens of ``combinations.py``: it scores the **planted dynamics themselves**
+(``datasets.planted_hill_predictor``: the network, its Hill constants and basal production, solved
+noise-free; an oracle no method can be) exactly as ``combinations.py`` scores LazyNet, on the same
+screens, splits and held-out cells, no training. Beside it: the oracle's own nulls (its arms at the
+double's doses added in log space, ``dose_only``, and in expression, ``dose_only_counts``), the
+count-space additive model (``additive_counts``, no model), the split-half ceiling of the observed
+interaction, and every stored LazyNet run of the same design (``results/combinations*.json``).
+
+What it answers: if the oracle's interaction r is far below the ceiling, the reproducible part of the
+observed interaction is not gene regulation and no model of the network can learn it; if the oracle
+beats its count-space null by little, the dynamics' interaction is count-space addition of the arms,
+which ``additive_counts`` already is.
+
+Usage (from the repo root)::
+
+    PYTHONPATH=. python benchmarks/interaction_headroom.py           # both designs, about 2 min
+    PYTHONPATH=. python benchmarks/interaction_headroom.py --quick   # one screen, one split
+
+Writes ``benchmarks/results/interaction_headroom[_quick].json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
+from benchmarks.common import RESULTS, machine_info, write_json
+
+ORACLE = "planted_oracle"
+#: (cells, test fraction) of the two designs ``combinations.py`` was run at (README tables)
+DESIGNS = ((5000, 0.2), (10000, 0.5))
+COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk")
+
+
+def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, seeds) -> pd.DataFrame:
+    """The oracle's interaction and combination frames over ``screens`` × split ``seeds``, labelled
+    like ``combinations.score_screen`` (``s<screen>:<double>``)."""
+    from benchmarks.combinations import screen_with_doubles
+    from lazynet_core import datasets
+    from lazynet_core.config import PairConfig
+    from lazynet_core.data import read_screen
+    from lazynet_core.interactions import interaction_frame
+    from lazynet_core.metrics import evaluate
+    from lazynet_core.pairs import make_pairs
+
+    frames = []
+    for screen in screens:
+        raw = datasets.hill_screen(n_genes=120, n_cells=cells, seed=screen, n_combinations=20,
+                                   redundant=redundant)
+        adata = read_screen(raw)
+        assert adata.n_obs == screen_with_doubles(screen, n_genes=120, n_cells=cells, n_combinations=20,
+                                                  redundant=redundant).n_obs
+        doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
+        for seed in seeds:
+            pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed,
+                                                 test_fraction=test_fraction))
+            oracle = datasets.planted_hill_predictor(raw, base=pairs.control_mean("train"), genes=pairs.genes)
+            inter = interaction_frame(pairs, oracle, name=ORACLE, seed=seed)
+            combo = evaluate(pairs, oracle, methods=COMBINATION_BASELINES, name=ORACLE, ceiling=False)
+            combo = combo[combo["set"] == "combinations"]
+            for f in (inter, combo):
+                f["seed"] = seed
+                f["perturbation"] = f"s{screen}:" + f["perturbation"].astype(str)
+                frames.append(f)
+    return pd.concat(frames, ignore_index=True)
+
+
+def summarise(frame: pd.DataFrame) -> dict[str, Any]:
+    """Interaction summaries of the oracle, its nulls and ``additive_counts``; paired oracle − each;
+    combination Δ-Pearson of the oracle and the additive baselines."""
+    from lazynet_core.interactions import interaction_summary
+    from lazynet_core.metrics import compare, summarize
+
+    inter = frame[frame["metric"].isin(["pearson_interaction", "interaction_explained", "ceiling"])]
+    out: dict[str, Any] = {m: interaction_summary(inter, model=m)
+                           for m in (ORACLE, "dose_only", "dose_only_counts", "additive_counts")}
+    paired = pd.concat([compare(inter, model=ORACLE, metric=m)
+                        for m in ("pearson_interaction", "interaction_explained")])
+    out["paired"] = paired[paired["baseline"] != "additive"].to_dict("records")
+    combo = frame[frame["metric"] == "pearson_delta"]
+    out["combination_pearson_delta"] = {
+        row["method"]: {"mean": row["mean"], "sd": row["sd"], "n": int(row["n"])}
+        for row in summarize(combo).to_dict("records")}
+    out["combination_paired"] = compare(combo, model=ORACLE).to_dict("records")
+    return out
+
+
+def stored_runs(*, cells: int, test_fraction: float, redundant: bool) -> dict[str, float]:
+    """LazyNet's interaction r in every stored ``combinations*.json`` of this design, by file stem."""
+    runs = {}
+    for path in sorted(RESULTS.glob("combinations*.json")):
+        data = json.loads(path.read_text())
+        design = data.get("design", {})
+        if (design.get("n_cells") != cells or design.get("test_fraction", 0.2) != test_fraction
+                or bool(design.get("redundant")) != redundant or "interaction" not in data
+                or design.get("screen_seeds") != [0, 1, 2]):
+            continue
+        runs[path.stem] = data["interaction"]["lazynet"]["pearson_interaction"]["mean"]
+    return runs
+
+
+def print_summary(label: str, summary: dict[str, Any], runs: dict[str, float]) -> None:
+    """One block of figures per design and screen."""
+    r = {m: summary[m]["pearson_interaction"] for m in (ORACLE, "dose_only", "dose_only_counts", "additive_counts")}
+    print(f"\n{label}: interaction r over {r[ORACLE]['n']} doubles (independent cells; ceiling "
+          f"{summary[ORACLE]['ceiling']['mean']:.3f} on {summary[ORACLE]['ceiling']['n']})")
+    names = {ORACLE: "planted dynamics (oracle)", "dose_only": "  its arms added in log space",
+             "dose_only_counts": "  its arms added in expression", "additive_counts": "additive_counts (no model)"}
+    for m, name in names.items():
+        print(f"  {name:32s} r {r[m]['mean']:.3f} ± {r[m]['sd']:.3f} (> 0 on {r[m]['above_zero']}/{r[m]['n']})")
+    for row in summary["paired"]:
+        if row["metric"] == "pearson_interaction":
+            print(f"  oracle − {row['baseline']:16s} {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
+                  f"{row['wins']}/{row['n']}, p = {row['p_wilcoxon']:.2g}")
+    for stem, value in runs.items():
+        print(f"  stored LazyNet run {stem}: r {value:.3f}")
+    combo = summary["combination_pearson_delta"]
+    print("  combination Δ-Pearson: " + " · ".join(f"{m} {v['mean']:.3f}" for m, v in combo.items()))
+
+
+def main(argv: list[str] | None = None) -> int:
+    from lazynet_core import __version__
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="one screen, one split, the first design")
+    args = parser.parse_args(argv)
+    screens, seeds = ((0,), (0,)) if args.quick else ((0, 1, 2), (0, 1, 2))
+    designs = DESIGNS[:1] if args.quick else DESIGNS
+    t0 = time.perf_counter()
+    results = []
+    for cells, test_fraction in designs:
+        for redundant in (False, True):
+            frame = score_design(cells=cells, test_fraction=test_fraction, redundant=redundant,
+                                 screens=screens, seeds=seeds)
+            summary = summarise(frame)
+            runs = stored_runs(cells=cells, test_fraction=test_fraction, redundant=redundant)
+            label = (f"{'redundant hubs' if redundant else 'standard doubles'}, {cells} cells, "
+                     f"test fraction {test_fraction:g}")
+            print_summary(label, summary, runs)
+            results.append({"cells": cells, "test_fraction": test_fraction, "redundant": redundant,
+                            "summary": summary, "lazynet_runs_pearson_interaction": runs})
+    payload = {"benchmark": "interaction_headroom", "results": results,
+               "design": {"screen_seeds": list(screens), "split_seeds": list(seeds), "n_genes": 120,
+                          "n_combinations": 20},
+               "wall_s": time.perf_counter() - t0, "lazynet_version": __version__, "machine": machine_info()}
+    print(f"\nwall {payload['wall_s']:.0f} s")
+    write_json("interaction_headroom" + ("_quick" if args.quick else ""), payload)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
