@@ -21,6 +21,7 @@ Usage (from the repo root)::
     PYTHONPATH=. python benchmarks/accuracy.py --screens real          # one screen
     PYTHONPATH=. python benchmarks/accuracy.py                         # all three (about 40 min, 2 cores)
     PYTHONPATH=. python benchmarks/accuracy.py --rehead                # re-judge stored JSON, no training
+                                                                       # (and re-derive the set ceilings)
 
 Writes ``benchmarks/results/accuracy_<screen>.json`` (summary records, paired comparisons, machine).
 """
@@ -262,6 +263,71 @@ def rehead(paths: list[Path]) -> list[tuple[str, str, str, str, str]]:
     return changed
 
 
+def rehead_ceilings() -> None:
+    """Apply :func:`reset_set_ceilings` to every stored accuracy and combinations JSON and
+    :func:`reset_interaction_ceilings` to the combinations ones; print what changed."""
+    headroom_path = RESULTS / "interaction_headroom.json"
+    headroom = json.loads(headroom_path.read_text()) if headroom_path.exists() else None
+    for path in sorted([*RESULTS.glob("accuracy_*.json"), *RESULTS.glob("combinations*.json")]):
+        data = json.loads(path.read_text())
+        changes = reset_set_ceilings(data.get("records", []))
+        interaction = reset_interaction_ceilings(data, headroom)
+        for set_name, ref, old, new in changes:
+            print(f"{path.name} · {set_name} · {ref}: ceiling {old if old is None else round(old, 3)} -> {new:.3f}")
+        if interaction is not None:
+            print(f"{path.name} · interaction ceiling -> {interaction:.3f}")
+        write_json(path.stem, data)
+
+
+def reset_set_ceilings(records: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
+    """Re-derive every stored set ceiling (method ``observed``, metric ``ceiling``) from the stored mean
+    reliability of the same set and reference (``metrics.set_ceiling``), in place.
+
+    Runs before 2026-12-04 stored the mean of the per-perturbation ceilings, which leaves out every
+    perturbation whose halves disagree and so reads ~0.34 on pure noise. Returns ``(set, reference,
+    old, new)`` for each record changed.
+    """
+    from lazynet_core.metrics import set_ceiling
+
+    reliability = {(r["set"], r["reference"]): r for r in records
+                   if r.get("method") == "observed" and r.get("metric") == "reliability" and r["mean"] is not None}
+    changed = []
+    for r in records:
+        rel = reliability.get((r.get("set"), r.get("reference")))
+        if r.get("method") != "observed" or r.get("metric") != "ceiling" or rel is None:
+            continue
+        new = set_ceiling(rel["mean"])
+        if r["mean"] is None or abs(new - r["mean"]) > 1e-12:
+            changed.append((r["set"], r["reference"], r["mean"], new))
+        r.update(mean=new, sd=None, n=rel["n"])
+    return changed
+
+
+def reset_interaction_ceilings(data: dict[str, Any], headroom: dict[str, Any] | None) -> float | None:
+    """Replace a ``combinations*.json`` interaction ceiling by ``interaction_headroom.json``'s for the same
+    design (same screens and splits, ``metrics.set_ceiling`` of the mean reliability), in place.
+
+    Returns the new ceiling, or None (and marks the block's ceilings stale) when no design matches.
+    """
+    inter, design = data.get("interaction"), data.get("design", {})
+    if not inter:
+        return None
+    match = None
+    for row in (headroom or {}).get("results", []):
+        if (row["cells"] == design.get("n_cells") and row["test_fraction"] == design.get("test_fraction", 0.2)
+                and row["redundant"] == bool(design.get("redundant")) and design.get("screen_seeds") == [0, 1, 2]
+                and design.get("training_seeds") == [0, 1, 2]):
+            match = row["summary"]["planted_oracle"]["ceiling"]
+    for block in inter.values():
+        if isinstance(block, dict) and "ceiling" in block:
+            block["ceiling"] = ({**match, "source": "interaction_headroom.json (same splits)"} if match
+                                else {**block["ceiling"], "stale": "mean of the defined per-double ceilings"})
+    for r in inter.get("records") or []:
+        if r.get("method") == "observed" and r.get("metric") == "ceiling" and match:
+            r.update(mean=match["mean"], sd=None, n=match["n"])
+    return None if match is None else match["mean"]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--screens", nargs="+", default=["real", "demo", "hill"])
@@ -283,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rehead:
         for change in rehead(sorted(RESULTS.glob("accuracy_*.json"))):
             print("{} · {} · reference {}: {} -> {}".format(*change))
+        rehead_ceilings()
         return 0
     if args.compare:
         write_json(f"recipes_{args.compare[1]}_vs_{args.compare[0]}",

@@ -82,7 +82,7 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     from lazynet_core.interactions import interaction_summary
     from lazynet_core.metrics import compare, summarize
 
-    inter = frame[frame["metric"].isin(["pearson_interaction", "interaction_explained", "ceiling"])]
+    inter = frame[frame["metric"].isin(["pearson_interaction", "interaction_explained", "reliability"])]
     out: dict[str, Any] = {m: interaction_summary(inter, model=m)
                            for m in (ORACLE, "dose_only", "dose_only_counts", "additive_counts")}
     paired = pd.concat([compare(inter, model=ORACLE, metric=m)

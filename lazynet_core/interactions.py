@@ -40,9 +40,12 @@ only where it beats ``dose_only`` (paired), not just 0.
 output adds its inputs' effects in expression (``ModelConfig(output="counts")``, near the control
 state) matches it by construction; only what it predicts beyond it is learned beyond that form.
 
-``ceiling`` (method ``observed``)
-    Split-half reliability of the observed ``I`` (every side halved, Spearman–Brown corrected),
-    square-rooted: the noise ceiling of ``pearson_interaction``.
+``reliability``, ``ceiling`` (method ``observed``)
+    Split-half reliability of the observed ``I`` (every side halved, Spearman–Brown corrected) and
+    its square root, the noise ceiling of ``pearson_interaction`` (NaN where the halves disagree).
+    A set's ceiling is :func:`lazynet_core.metrics.set_ceiling` of the doubles' mean reliability,
+    never the mean of the defined per-double ceilings: an interaction is mostly noise, and on pure
+    noise half the doubles get a ceiling, averaging 0.34 (``benchmarks/interaction_headroom.py``).
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lazynet_core.metrics import _pearson, additive_counts_post, reference_mean, spearman_brown
+from lazynet_core.metrics import _pearson, additive_counts_post, reference_mean, set_ceiling, spearman_brown
 
 INTERACTION_METRICS = ("pearson_interaction", "interaction_explained")
 
@@ -142,8 +145,9 @@ def interaction_frame(
             for metric, value in interaction_scores(pred, observed).items():
                 records.append((method, label, metric, value))
         if ceiling:
-            ceil = interaction_ceiling(pairs, (p, *arms), role, seed=seed)
-            records.append(("observed", label, "ceiling", ceil))
+            rel = interaction_reliability(pairs, (p, *arms), role, seed=seed)
+            records.append(("observed", label, "reliability", rel))
+            records.append(("observed", label, "ceiling", _root(rel)))
     frame = pd.DataFrame.from_records(records, columns=["method", "perturbation", "metric", "value"])
     frame.insert(0, "set", "combinations")
     frame.insert(1, "role", role)
@@ -225,11 +229,22 @@ def interaction_scores(predicted: np.ndarray, observed: np.ndarray) -> dict[str,
     }
 
 
+def _root(reliability: float) -> float:
+    return float(np.sqrt(reliability)) if np.isfinite(reliability) and reliability > 0 else float("nan")
+
+
 def interaction_ceiling(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:
-    """√ of the split-half reliability of the observed interaction of ``sides = (double, *arms)``.
+    """√ of the split-half reliability of the observed interaction of ``sides = (double, *arms)``
+    (:func:`interaction_reliability`); NaN when the halves do not agree (reliability ≤ 0)."""
+    return _root(interaction_reliability(pairs, sides, role, seed=seed))
+
+
+def interaction_reliability(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:
+    """Split-half reliability of the observed interaction of ``sides = (double, *arms)``.
 
     The cells of each side and the independent control reference are each split into two random
-    disjoint halves; NaN when the halves do not agree (reliability ≤ 0) or on pairs streamed from disk.
+    disjoint halves; the Pearson r of the halves' interactions (non-target genes), Spearman–Brown
+    corrected. Negative when the halves disagree; NaN on pairs streamed from disk.
     """
     if getattr(pairs, "streamed", False):
         return float("nan")  # streamed pairs keep perturbation means, not the rows to halve
@@ -243,8 +258,7 @@ def interaction_ceiling(pairs: Any, sides: tuple[int, ...], role: str, *, seed: 
         means = [np.asarray(pairs._mean(c[h::2]), dtype=np.float64) for c in cells]
         ref_half = np.asarray(pairs._mean(ref[h::2]), dtype=np.float64)
         halves.append(_interaction(means[0], means[1:], ref_half)[keep])
-    rel = spearman_brown(_pearson(*halves))
-    return float(np.sqrt(rel)) if np.isfinite(rel) and rel > 0 else float("nan")
+    return spearman_brown(_pearson(*halves))
 
 
 def interaction_summary(frame: pd.DataFrame, *, model: str = "lazynet") -> dict[str, Any]:
@@ -253,7 +267,8 @@ def interaction_summary(frame: pd.DataFrame, *, model: str = "lazynet") -> dict[
     Per double (seeds averaged first): mean ± sd of both metrics; ``interaction_explained`` paired
     against the additive model (which explains exactly 0), and ``pearson_interaction`` tested
     against 0 (the additive model's r is undefined); two-sided Wilcoxon signed-rank tests. The
-    ceiling is the mean split-half ceiling of the observed interaction.
+    ceiling is :func:`lazynet_core.metrics.set_ceiling` of the doubles' mean split-half reliability
+    (``n``: the doubles with one).
     """
     from scipy import stats
 
@@ -271,6 +286,7 @@ def interaction_summary(frame: pd.DataFrame, *, model: str = "lazynet") -> dict[
             "above_zero": int((values > 0).sum()),
             "p_wilcoxon_vs_zero": p,
         }
-    ceiling = per[(per["method"] == "observed") & (per["metric"] == "ceiling")]["value"].dropna()
-    out["ceiling"] = {"mean": float(ceiling.mean()) if len(ceiling) else np.nan, "n": int(len(ceiling))}
+    reliability = per[(per["method"] == "observed") & (per["metric"] == "reliability")]["value"].dropna()
+    out["ceiling"] = {"mean": set_ceiling(reliability.mean()) if len(reliability) else np.nan,
+                      "n": int(len(reliability))}
     return out

@@ -21,6 +21,7 @@ from lazynet_core.metrics import (
     evaluate,
     headline,
     noise_ceiling,
+    set_ceiling,
     spearman_brown,
     summarize,
     summary_table,
@@ -211,6 +212,33 @@ def test_split_half_ceiling_agrees_with_spearman_brown():
     ceiling = noise_ceiling(fake, 0, "test")
     assert ceiling["ceiling"] == pytest.approx(np.sqrt(ceiling["reliability"]))
     assert spearman_brown(0.5) == pytest.approx(2 / 3)
+
+
+def _observed_summary(frame):
+    summary = summarize(frame)
+    summary = summary[(summary["set"] == "held_out_perturbations") & (summary["method"] == "observed")]
+    return summary.set_index("metric")
+
+
+def test_a_sets_ceiling_is_the_root_of_its_mean_reliability_not_of_the_halves_that_agree():
+    # no effect at all: the halves agree on about half the perturbations by chance, whose ceilings
+    # average far above 0; the set's ceiling, √ of the mean reliability (negatives kept), is near 0
+    fake, _, _ = noisy_screen(effect_sd=0.0, noise_sd=1.0, cells=40, n_ref=200)
+    frame = evaluate(fake, methods=["null"])
+    observed = frame[(frame["method"] == "observed") & (frame["set"] == "held_out_perturbations")]
+    per = observed.pivot(index="perturbation", columns="metric", values="value")
+    assert 10 < per["ceiling"].notna().sum() < 50 and per["ceiling"].mean() > 0.2
+    row = _observed_summary(frame)
+    assert row.loc["ceiling", "mean"] == pytest.approx(set_ceiling(per["reliability"].mean()))
+    assert row.loc["ceiling", "mean"] < 0.15 and row.loc["ceiling", "n"] == 60
+    # a real effect: the set's ceiling is where the per-perturbation ones are
+    fake, _, _ = noisy_screen(effect_sd=0.3, noise_sd=1.0, cells=40, n_ref=200)
+    frame = evaluate(fake, methods=["null"])
+    per = frame[(frame["method"] == "observed") & (frame["set"] == "held_out_perturbations")].pivot(
+        index="perturbation", columns="metric", values="value")
+    row = _observed_summary(frame)
+    assert row.loc["ceiling", "mean"] == pytest.approx(per["ceiling"].mean(), abs=0.02)
+    assert set_ceiling(-0.2) == 0.0 and np.isnan(set_ceiling(np.nan)) and set_ceiling(0.25) == 0.5
 
 
 def test_perturbed_means_and_additive_by_hand():

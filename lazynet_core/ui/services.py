@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from lazynet_core.errors import ScreenError
+from lazynet_core.metrics import set_ceiling
 from lazynet_core.text import display_name
 
 KEY_METRICS = {
@@ -405,7 +406,8 @@ def _mean_of(frame: pd.DataFrame, method: str, metric: str, perturbation: str | 
 def set_summary(frame: pd.DataFrame, *, perturbation: str | None = None) -> dict[str, float]:
     """LazyNet's key figures on one set (or one perturbation) with the noise ceiling beside them.
 
-    Keys: ``pearson_delta``, ``ceiling`` (mean split-half noise ceiling of Δ-Pearson), ``slope``,
+    Keys: ``pearson_delta``, ``ceiling`` (split-half noise ceiling of Δ-Pearson: a perturbation's own,
+    or for a set :func:`lazynet_core.metrics.set_ceiling` of the mean reliability), ``slope``,
     ``norm_ratio``, ``intervention_response``, ``pearson_delta_specific``, ``specific_fraction``
     and ``n`` (perturbations). NaN where undefined.
     """
@@ -415,6 +417,9 @@ def set_summary(frame: pd.DataFrame, *, perturbation: str | None = None) -> dict
                   "specific_fraction")
     }
     out["ceiling"] = _mean_of(frame, "observed", "ceiling", perturbation)
+    reliability = _mean_of(frame, "observed", "reliability")
+    if perturbation is None and np.isfinite(reliability):  # a set: never the mean of the defined ceilings
+        out["ceiling"] = set_ceiling(reliability)
     rows = frame[(frame["method"] == "lazynet") & (frame["perturbation"] != "ALL")]
     if perturbation is not None:
         rows = rows[rows["perturbation"] == perturbation]
