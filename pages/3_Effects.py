@@ -5,7 +5,7 @@ import streamlit as st
 
 from lazynet_core import plotting, ui
 from lazynet_core.text import display_name
-from lazynet_core.ui import loaders, services
+from lazynet_core.ui import loaders, recipe_results, services
 from lazynet_core.ui.layout import md
 
 ui.frame_guard("pages/3_Effects.py")
@@ -255,14 +255,9 @@ if row["set"] == "combinations":
         fig = plotting.effects_scatter(view["frame"], title=f"{pert}: predicted vs observed interaction",
                                        highlight=gene, quantity="interaction")
         ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig")
-        st.caption(
-            "Measured on Hill screens with planted redundant regulators (benchmarks/combinations.py "
-            "--redundant, 60 doubles): the published recipe's predicted interaction correlates 0.03 with the "
-            "observed one, its dose-only null's score in the mean (noise ceiling 0.41); anchored_counts "
-            "0.21 (its log-space null 0.02), all of it because its output adds the arms in counts (its "
-            "count-space null 0.22); the count-space sum of the arms, no model, 0.25. LazyNet predicts "
-            "combinations as additive in log space unless its output adds in counts."
-        )
+        measured = services.interaction_measured_sentence(recipe_results.interaction_measured())
+        if measured:
+            st.caption(measured)
 
 genes_table = services.gene_table(frame)
 delta_cols = [c for c in genes_table.columns if c.endswith(" Δ")]

@@ -427,6 +427,11 @@ def test_effects_combination_shows_its_interaction(trained_run):
     captions = " ".join(c.value for c in at.caption)
     assert "additive model predicts no interaction" in captions
     assert "dose-only null" in captions or "predicts no interaction for this combination" in captions
+    # the benchmark figures are read from benchmarks/results, the planted dynamics' beside the recipes'
+    from lazynet_core.ui import recipe_results
+
+    measured = recipe_results.interaction_measured()
+    assert f"noise ceiling {measured['ceiling']:.2f}" in captions and "solved without noise" in captions
     at.selectbox(key="eff_pert").set_value("ATF4+TP53").run()  # trained on: held-out cells, no panel
     _ok(at)
     assert "Interaction Pearson" not in [m.label for m in at.metric]

@@ -89,3 +89,33 @@ def test_slope_agreement_sentence_per_case(r, r_pert, says):
         assert "real TAP-seq (r 0.93) −0.015, p = 0.41; Hill (r 0.05) +0.112, p = 6e−05" in text
         assert "= -" not in text and "−0.015" in text  # typographic minus on every number
     assert "Benchmarks" not in services.slope_agreement_sentence(SlopeAgreement(100, 500, 50, r, r_pert))
+
+
+def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path):
+    from lazynet_core.ui.recipe_results import INTERACTION_DESIGN, RESULTS_DIR, interaction_measured
+    from lazynet_core.ui.services import interaction_measured_sentence
+
+    assert interaction_measured(tmp_path) is None  # no benchmarks next to an installed package
+    assert interaction_measured_sentence(None) is None
+
+    def r(value):
+        return {"pearson_interaction": {"mean": value}}
+
+    (tmp_path / f"combinations_published{INTERACTION_DESIGN}.json").write_text(json.dumps(
+        {"interaction": {"lazynet": r(0.03), "dose_only": r(0.028)}}))
+    counts = {"lazynet": r(0.21), "dose_only": r(0.02), "dose_only_counts": r(0.22),
+              "additive_counts": r(0.25)}
+    (tmp_path / f"combinations_anchored_counts{INTERACTION_DESIGN}.json").write_text(
+        json.dumps({"interaction": counts}))
+    assert interaction_measured(tmp_path) is None  # the oracle's file is missing
+    summary = {"planted_oracle": {**r(0.34), "ceiling": {"mean": 0.35, "n": 60}}, "dose_only_counts": r(0.32)}
+    (tmp_path / "interaction_headroom.json").write_text(json.dumps({"results": [
+        {"cells": 5000, "redundant": True, "summary": {**summary, "planted_oracle": r(0.9)}},
+        {"cells": 10000, "redundant": True, "summary": summary}]}))
+    measured = interaction_measured(tmp_path)
+    assert measured == {"published": 0.03, "published_null": 0.028, "counts": 0.21, "counts_log_null": 0.02,
+                        "counts_null": 0.22, "additive_counts": 0.25, "ceiling": 0.35, "oracle": 0.34,
+                        "oracle_counts_null": 0.32}
+    sentence = interaction_measured_sentence(measured)
+    assert "noise ceiling 0.35" in sentence and "scores 0.34" in sentence and "in counts 0.32" in sentence
+    assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete

@@ -1,7 +1,8 @@
 """What each named recipe scored in the repository's benchmarks, read from ``benchmarks/results``.
 
 The Train page shows this table under the Recipe choice so that no one picks a recipe for a win it
-does not have. Every figure is read from the stored cross-validation JSON (``benchmarks/accuracy.py
+does not have; the Effects page quotes the interaction figures of doubles (:func:`interaction_measured`).
+Every figure is read from the stored cross-validation JSON (``benchmarks/accuracy.py
 --recipe NAME``), never typed in; verdicts follow :func:`lazynet_core.metrics.judge_paired` (a win
 needs p < 0.05 and a gain of at least 0.01).
 """
@@ -131,3 +132,44 @@ def _verdict(run: dict[str, Any] | None, baseline: str) -> str:
             verdict = judge_paired({"sd_diff": None, **row}, baseline=baseline)["verdict"]
             return f"{row['mean_diff']:+.3f} {verdict}".replace("-", "−")
     return "–"
+
+
+#: The redundant-hub design of ``combinations.py`` the Effects page quotes (10,000 cells, half held out).
+INTERACTION_DESIGN = "_redundant_10000cells_tf0.5"
+
+
+def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | None:
+    """What the benchmarks measured for the interaction of doubles on the Hill screens with planted
+    redundant regulators: the published and ``anchored_counts`` recipes' interaction r, their nulls,
+    the count-space sum of the arms, the set ceiling, and the planted dynamics as an oracle
+    (``combinations_*{INTERACTION_DESIGN}.json``, ``interaction_headroom.json``).
+
+    Returns
+    -------
+    dict or None
+        Keys ``published``, ``published_null`` (its log-space dose-only null), ``counts``,
+        ``counts_log_null``, ``counts_null`` (``anchored_counts`` and its log- and count-space nulls),
+        ``additive_counts``, ``ceiling``, ``oracle`` and ``oracle_counts_null``; ``None`` when a file
+        or figure is missing (an installed package without the benchmarks).
+    """
+    def r(block: dict[str, Any], name: str) -> float | None:
+        return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
+
+    def interaction(recipe: str) -> dict[str, Any] | None:
+        stored = _read(results_dir / f"combinations_{recipe}{INTERACTION_DESIGN}.json") or {}
+        return stored.get("interaction")
+
+    published, counts = interaction("published"), interaction("anchored_counts")
+    headroom = _read(results_dir / "interaction_headroom.json") or {}
+    oracle = next((row["summary"] for row in headroom.get("results", [])
+                   if row.get("cells") == 10000 and row.get("redundant")), None)
+    if not (published and counts and oracle):
+        return None
+    out = {
+        "published": r(published, "lazynet"), "published_null": r(published, "dose_only"),
+        "counts": r(counts, "lazynet"), "counts_log_null": r(counts, "dose_only"),
+        "counts_null": r(counts, "dose_only_counts"), "additive_counts": r(counts, "additive_counts"),
+        "ceiling": (oracle.get("planted_oracle") or {}).get("ceiling", {}).get("mean"),
+        "oracle": r(oracle, "planted_oracle"), "oracle_counts_null": r(oracle, "dose_only_counts"),
+    }
+    return None if any(v is None for v in out.values()) else {k: float(v) for k, v in out.items()}

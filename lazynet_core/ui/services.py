@@ -1033,3 +1033,23 @@ def time_budget_cut(ensemble: Any) -> str | None:
     from lazynet_core.jobs import budget_cut
 
     return budget_cut(ensemble)
+
+
+def interaction_measured_sentence(measured: dict[str, float] | None) -> str | None:
+    """The Effects page's caption on what the benchmarks measured for interactions
+    (``recipe_results.interaction_measured``), or None when they are not at hand."""
+    if measured is None:
+        return None
+    m = {k: f"{v:.2f}" for k, v in measured.items()}
+    return (
+        "Measured on Hill screens with planted redundant regulators (benchmarks/combinations.py "
+        f"--redundant, 60 doubles, noise ceiling {m['ceiling']}): the published recipe's predicted "
+        f"interaction correlates {m['published']} with the observed one, its dose-only null "
+        f"{m['published_null']}; anchored_counts {m['counts']} (its log-space null {m['counts_log_null']}), "
+        f"all of it because its output adds the arms in counts (its count-space null {m['counts_null']}); "
+        f"the count-space sum of the arms, no model, {m['additive_counts']}. The simulator itself, "
+        f"solved without noise (an oracle no method can be), scores {m['oracle']}, and its own arms "
+        f"added in counts {m['oracle_counts_null']}: the interaction of these doubles is count-space "
+        "addition, so there was little else to learn. LazyNet predicts combinations as additive in log "
+        "space unless its output adds in counts."
+    )
