@@ -264,68 +264,107 @@ def rehead(paths: list[Path]) -> list[tuple[str, str, str, str, str]]:
 
 
 def rehead_ceilings() -> None:
-    """Apply :func:`reset_set_ceilings` to every stored accuracy and combinations JSON and
-    :func:`reset_interaction_ceilings` to the combinations ones; print what changed."""
+    """Recompute the ceiling records of every stored accuracy JSON from its screen's data
+    (:func:`observed_records`) and apply :func:`reset_interaction_ceilings` to the combinations JSON;
+    print what changed."""
     headroom_path = RESULTS / "interaction_headroom.json"
     headroom = json.loads(headroom_path.read_text()) if headroom_path.exists() else None
-    for path in sorted([*RESULTS.glob("accuracy_*.json"), *RESULTS.glob("combinations*.json")]):
+    cache: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted(RESULTS.glob("accuracy_*.json")):
         data = json.loads(path.read_text())
-        changes = reset_set_ceilings(data.get("records", []))
+        design = data.get("design", {})
+        key = json.dumps([data.get("screen"), design.get("folds"), design.get("seeds"),
+                          design.get("pair_config")], sort_keys=True)
+        if key not in cache:
+            cache[key] = observed_records(data["screen"], folds=design["folds"], seeds=design["seeds"],
+                                          pair_config=design.get("pair_config"))
+        for line in replace_observed(data["records"], cache[key]):
+            print(f"{path.name} · {line}")
+        write_json(path.stem, data)
+    for path in sorted(RESULTS.glob("combinations*.json")):
+        data = json.loads(path.read_text())
         interaction = reset_interaction_ceilings(data, headroom)
-        for set_name, ref, old, new in changes:
-            print(f"{path.name} · {set_name} · {ref}: ceiling {old if old is None else round(old, 3)} -> {new:.3f}")
         if interaction is not None:
-            print(f"{path.name} · interaction ceiling -> {interaction:.3f}")
+            print(f"{path.name} · ceilings -> interaction {interaction[0]:.3f}, combinations {interaction[1]:.3f}")
         write_json(path.stem, data)
 
 
-def reset_set_ceilings(records: list[dict[str, Any]]) -> list[tuple[str, str, float, float]]:
-    """Re-derive every stored set ceiling (method ``observed``, metric ``ceiling``) from the stored mean
-    reliability of the same set and reference (``metrics.set_ceiling``), in place.
+def observed_records(screen: str, *, folds: Any, seeds: Any, pair_config: dict[str, Any] | None) -> list[dict]:
+    """The ``observed`` summary records (split-half r, reliability, set ceiling) of a cross-validation
+    design, from the data alone: the same folds, pairs and references as ``cross_validate``, no training."""
+    from lazynet_core.config import PairConfig
+    from lazynet_core.metrics import evaluate, records
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.validation import fold_plan
 
-    Runs before 2026-12-04 stored the mean of the per-perturbation ceilings, which leaves out every
-    perturbation whose halves disagree and so reads ~0.34 on pure noise. Returns ``(set, reference,
-    old, new)`` for each record changed.
+    adata = load_screen(screen)
+    pair = PairConfig.from_dict(pair_config) if pair_config else PairConfig()
+    labels = adata.obs["lazynet_perturbation"][~adata.obs["lazynet_is_control"].to_numpy(bool)].astype(str)
+    frames = []
+    for seed in seeds:
+        for k, held in enumerate(fold_plan(labels.unique(), folds=folds, seed=int(seed))):
+            pairs = make_pairs(adata, pair.replace(split="perturbations", held_out=held, seed=int(seed)))
+            for reference in ("independent", "training"):
+                frame = evaluate(pairs, None, reference=reference, roles=("test",), methods=())
+                frames.append(frame.assign(seed=int(seed), fold=k))
+    frame = pd.concat(frames, ignore_index=True)
+    return [r for r in records(frame[frame["method"] == "observed"]) if r["method"] == "observed"]
+
+
+def replace_observed(stored: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[str]:
+    """Swap the ``observed`` records of ``stored`` for ``fresh`` ones, in place, after checking that the
+    data reproduce the stored reliability (same cells in every half); returns one line per set."""
+    old = {(r["set"], r["reference"], r["metric"]): r for r in stored if r.get("method") == "observed"}
+    lines = []
+    for r in fresh:
+        was = old.get((r["set"], r["reference"], "reliability"))
+        if r["metric"] == "reliability" and was is not None and was["mean"] is not None:
+            if abs(was["mean"] - r["mean"]) > 1e-6:  # float32 sums: older runs differ by ~4e-9
+                msg = f"the data do not reproduce the stored reliability of {r['set']}: {was['mean']} vs {r['mean']}"
+                raise ValueError(msg)
+        if r["metric"] == "ceiling":
+            before = old.get((r["set"], r["reference"], "ceiling"), {}).get("mean")
+            lines.append(f"{r['set']} · {r['reference']}: ceiling "
+                         f"{'–' if before is None else f'{before:.3f}'} -> {r['mean']:.3f}")
+    stored[:] = [r for r in stored if r.get("method") != "observed"] + fresh
+    return lines
+
+
+def reset_interaction_ceilings(data: dict[str, Any], headroom: dict[str, Any] | None) -> tuple[float, float] | None:
+    """Replace a ``combinations*.json``'s ceilings (the interaction's and the combination set's) by those
+    ``interaction_headroom.json`` computed on the same design (same screens, splits and held-out cells,
+    ``metrics.set_ceiling`` of the mean split-half r), in place, after checking that the stored
+    combination reliability is reproduced.
+
+    Returns ``(interaction ceiling, combination ceiling)``, or None (the block's ceilings marked stale)
+    when no design matches.
     """
-    from lazynet_core.metrics import set_ceiling
-
-    reliability = {(r["set"], r["reference"]): r for r in records
-                   if r.get("method") == "observed" and r.get("metric") == "reliability" and r["mean"] is not None}
-    changed = []
-    for r in records:
-        rel = reliability.get((r.get("set"), r.get("reference")))
-        if r.get("method") != "observed" or r.get("metric") != "ceiling" or rel is None:
-            continue
-        new = set_ceiling(rel["mean"])
-        if r["mean"] is None or abs(new - r["mean"]) > 1e-12:
-            changed.append((r["set"], r["reference"], r["mean"], new))
-        r.update(mean=new, sd=None, n=rel["n"])
-    return changed
-
-
-def reset_interaction_ceilings(data: dict[str, Any], headroom: dict[str, Any] | None) -> float | None:
-    """Replace a ``combinations*.json`` interaction ceiling by ``interaction_headroom.json``'s for the same
-    design (same screens and splits, ``metrics.set_ceiling`` of the mean reliability), in place.
-
-    Returns the new ceiling, or None (and marks the block's ceilings stale) when no design matches.
-    """
-    inter, design = data.get("interaction"), data.get("design", {})
-    if not inter:
-        return None
+    design = data.get("design", {})
     match = None
     for row in (headroom or {}).get("results", []):
         if (row["cells"] == design.get("n_cells") and row["test_fraction"] == design.get("test_fraction", 0.2)
                 and row["redundant"] == bool(design.get("redundant")) and design.get("screen_seeds") == [0, 1, 2]
-                and design.get("training_seeds") == [0, 1, 2]):
-            match = row["summary"]["planted_oracle"]["ceiling"]
+                and row.get("gate", "or") == design.get("gate", "or")
+                and design.get("training_seeds") == [0, 1, 2] and design.get("n_genes", 120) == 120
+                and design.get("n_combinations", 20) == 20):
+            match = row["summary"]
+    inter = data.get("interaction") or {}
+    if match is None:
+        for block in inter.values():
+            if isinstance(block, dict) and "ceiling" in block:
+                block["ceiling"] = {**block["ceiling"], "stale": "mean of the defined per-double ceilings"}
+        return None
+    ceiling = match["planted_oracle"]["ceiling"]
     for block in inter.values():
         if isinstance(block, dict) and "ceiling" in block:
-            block["ceiling"] = ({**match, "source": "interaction_headroom.json (same splits)"} if match
-                                else {**block["ceiling"], "stale": "mean of the defined per-double ceilings"})
+            block["ceiling"] = {**ceiling, "source": "interaction_headroom.json (same splits)"}
     for r in inter.get("records") or []:
-        if r.get("method") == "observed" and r.get("metric") == "ceiling" and match:
-            r.update(mean=match["mean"], sd=None, n=match["n"])
-    return None if match is None else match["mean"]
+        if r.get("method") == "observed" and r.get("metric") == "ceiling":
+            r.update(mean=ceiling["mean"], sd=None, n=ceiling["n"])
+    fresh = [r for r in match["combination_observed"] if r["set"] == "combinations"]
+    replace_observed(data["records"], fresh)
+    combo = next(r["mean"] for r in fresh if r["metric"] == "ceiling")
+    return ceiling["mean"], combo
 
 
 def main(argv: list[str] | None = None) -> int:

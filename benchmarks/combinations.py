@@ -39,13 +39,14 @@ METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk",
            "additive_counts_shrunk", "control_covariance", "null", "linear")
 
 
-def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int, redundant: bool = False):
+def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int, redundant: bool = False,
+                        gate: str = "or"):
     """A Hill screen with doubles, read as a user would (``read_screen``)."""
     from lazynet_core import datasets
     from lazynet_core.data import read_screen
 
     return read_screen(datasets.hill_screen(n_genes=n_genes, n_cells=n_cells, seed=seed,
-                                            n_combinations=n_combinations, redundant=redundant))
+                                            n_combinations=n_combinations, redundant=redundant, gate=gate))
 
 
 def score_screen(adata, *, screen_seed: int, seeds: tuple[int, ...], train, model,
@@ -98,7 +99,7 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
               f"(> 0 on {ex['above_zero']}/{ex['n']}, p vs 0 = {ex['p_wilcoxon_vs_zero']:.2g})")
         out[model] = one
     print(f"  noise ceiling of r: {out['lazynet']['ceiling']['mean']:.3f} "
-          f"({out['lazynet']['ceiling']['n']} doubles defined)")
+          f"({out['lazynet']['ceiling']['n']} doubles with a split-half r)")
     paired = pd.concat([compare(frame, metric=m) for m in ("pearson_interaction", "interaction_explained")])
     for row in paired[paired["baseline"].isin(["dose_only", "dose_only_counts", "additive_counts"])].to_dict("records"):
         print(f"  lazynet − {row['baseline']} on {row['metric']}: {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
@@ -125,7 +126,7 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
     lines = ["| screen | recipe | interaction r (> 0, p vs 0) | − own dose-only null (wins, p) "
              "| − own count-space null (wins, p) | `additive_counts` r | ceiling | combination Δ-Pearson | − additive (p) "
              "| − `additive_counts_shrunk` (wins, p) |", "|" + "---|" * 10]
-    for screen, redundant in (("redundant hubs", "_redundant"), ("standard", "")):
+    for screen, redundant in (("redundant hubs", "_redundant"), ("AND hubs", "_redundant_and"), ("standard", "")):
         for recipe, shrink in INTERACTION_RUNS:
             path = RESULTS / f"combinations_{recipe}{shrink}{redundant}{tag}.json"
             if not path.exists():
@@ -174,6 +175,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a named recipe (config.RECIPES); overrides --start")
     parser.add_argument("--redundant", action="store_true",
                         help="hill_screen(redundant=True): each double's targets are redundant activators of a hub")
+    parser.add_argument("--gate", default="or", choices=["or", "and"],
+                        help="with --redundant: hubs need either arm (or, default) or both (and)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="share of each single arm's cells held out (the interaction's independent side)")
     parser.add_argument("--shrink", type=float, default=0.0,
@@ -184,6 +187,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(interaction_table())
         return 0
+    if args.gate == "and" and not args.redundant:
+        parser.error("--gate and rewires the redundant hubs; add --redundant")
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
     train = TrainConfig(shrink=args.shrink, **({"epochs": 3} if args.quick else {}))
     model, pair = ModelConfig(start=args.start), PairConfig()
@@ -193,18 +198,20 @@ def main(argv: list[str] | None = None) -> int:
     frames, interactions = [], []
     for screen_seed in screens:
         adata = screen_with_doubles(screen_seed, n_genes=args.genes, n_cells=args.cells,
-                                    n_combinations=args.combinations, redundant=args.redundant)
+                                    n_combinations=args.combinations, redundant=args.redundant, gate=args.gate)
         frame, inter = score_screen(adata, screen_seed=screen_seed, seeds=seeds, train=train, model=model,
                                     k=args.k, pair=pair, test_fraction=args.test_fraction)
         frames.append(frame)
         interactions.append(inter)
     frame, inter = pd.concat(frames, ignore_index=True), pd.concat(interactions, ignore_index=True)
-    payload: dict[str, Any] = report("hill doubles" + (" (redundant hubs)" if args.redundant else ""), frame)
+    hubs = f" (redundant hubs, {args.gate.upper()} gates)" if args.redundant else ""
+    payload: dict[str, Any] = report("hill doubles" + hubs, frame)
     payload["interaction"] = print_interaction(inter)
     payload.update(
         benchmark="combinations",
         design={"screen_seeds": list(screens), "training_seeds": list(seeds), "n_genes": args.genes,
                 "n_cells": args.cells, "n_combinations": args.combinations, "redundant": args.redundant,
+                "gate": args.gate,
                 "test_fraction": args.test_fraction,
                 "train_config": train.to_dict(), "model_config": model.to_dict(), "k": args.k,
                 "recipe": args.recipe, "pair_config": pair.to_dict()},
@@ -217,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.shrink:
         suffix += f"_shrink{args.shrink:g}"
     if args.redundant:
-        suffix += "_redundant"
+        suffix += "_redundant" + ("_and" if args.gate == "and" else "")
     if args.cells != 5000 or args.test_fraction != 0.2:
         suffix += f"_{args.cells}cells_tf{args.test_fraction:g}"
     write_json(f"combinations{suffix}", payload)

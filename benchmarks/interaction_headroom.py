@@ -2,7 +2,8 @@
 
 Issue 11, goal 2 asks a model to predict held-out double perturbations beyond the additive model,
 that is, to predict the interaction ``I = Δ(A+B) − Δ(A) − Δ(B)``. This script asks how much there is
-to predict on the Hill screens of ``combinations.py``: it scores the **planted dynamics themselves**
+to predict on the Hill screens of ``combinations.py`` (standard doubles; hubs that are OR gates of
+the double's targets, ``--redundant``; hubs that are AND gates, ``--redundant --gate and``): it scores the **planted dynamics themselves**
 (``datasets.planted_hill_predictor``: the network, its Hill constants and basal production, solved
 noise-free; an oracle no method can be) exactly as ``combinations.py`` scores LazyNet, on the same
 screens, splits and held-out cells, no training. Beside it: the oracle's own nulls (its arms at the
@@ -17,7 +18,7 @@ which ``additive_counts`` already is.
 
 Usage (from the repo root)::
 
-    PYTHONPATH=. python benchmarks/interaction_headroom.py           # both designs, about 2 min
+    PYTHONPATH=. python benchmarks/interaction_headroom.py           # both designs, about 1 min
     PYTHONPATH=. python benchmarks/interaction_headroom.py --quick   # one screen, one split
 
 Writes ``benchmarks/results/interaction_headroom[_quick].json``.
@@ -40,10 +41,13 @@ from benchmarks.common import RESULTS, machine_info, write_json
 ORACLE = "planted_oracle"
 #: (cells, test fraction) of the two designs ``combinations.py`` was run at (README tables)
 DESIGNS = ((5000, 0.2), (10000, 0.5))
+#: (redundant, gate) of the screens: standard doubles, OR-gate hubs, AND-gate hubs
+SCREENS = ((False, "or"), (True, "or"), (True, "and"))
 COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk")
 
 
-def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, seeds) -> pd.DataFrame:
+def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, seeds,
+                 gate: str = "or") -> pd.DataFrame:
     """The oracle's interaction and combination frames over ``screens`` × split ``seeds``, labelled
     like ``combinations.score_screen`` (``s<screen>:<double>``)."""
     from benchmarks.combinations import screen_with_doubles
@@ -57,18 +61,19 @@ def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, 
     frames = []
     for screen in screens:
         raw = datasets.hill_screen(n_genes=120, n_cells=cells, seed=screen, n_combinations=20,
-                                   redundant=redundant)
+                                   redundant=redundant, gate=gate)
         adata = read_screen(raw)
         assert adata.n_obs == screen_with_doubles(screen, n_genes=120, n_cells=cells, n_combinations=20,
-                                                  redundant=redundant).n_obs
+                                                  redundant=redundant, gate=gate).n_obs
         doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
         for seed in seeds:
             pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed,
                                                  test_fraction=test_fraction))
             oracle = datasets.planted_hill_predictor(raw, base=pairs.control_mean("train"), genes=pairs.genes)
             inter = interaction_frame(pairs, oracle, name=ORACLE, seed=seed)
-            combo = evaluate(pairs, oracle, methods=COMBINATION_BASELINES, name=ORACLE, ceiling=False)
+            combo = evaluate(pairs, oracle, methods=COMBINATION_BASELINES, name=ORACLE)
             combo = combo[combo["set"] == "combinations"]
+            inter["part"], combo["part"] = "interaction", "combination"  # both are set "combinations"
             for f in (inter, combo):
                 f["seed"] = seed
                 f["perturbation"] = f"s{screen}:" + f["perturbation"].astype(str)
@@ -80,15 +85,19 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     """Interaction summaries of the oracle, its nulls and ``additive_counts``; paired oracle − each;
     combination Δ-Pearson of the oracle and the additive baselines."""
     from lazynet_core.interactions import interaction_summary
-    from lazynet_core.metrics import compare, summarize
+    from lazynet_core.metrics import compare, records, summarize
 
-    inter = frame[frame["metric"].isin(["pearson_interaction", "interaction_explained", "reliability"])]
+    inter = frame[(frame["part"] == "interaction")
+                  & frame["metric"].isin(["pearson_interaction", "interaction_explained", "split_half_r"])]
     out: dict[str, Any] = {m: interaction_summary(inter, model=m)
                            for m in (ORACLE, "dose_only", "dose_only_counts", "additive_counts")}
     paired = pd.concat([compare(inter, model=ORACLE, metric=m)
                         for m in ("pearson_interaction", "interaction_explained")])
     out["paired"] = paired[paired["baseline"] != "additive"].to_dict("records")
-    combo = frame[frame["metric"] == "pearson_delta"]
+    combo = frame[frame["part"] == "combination"]
+    observed = combo[combo["method"] == "observed"]
+    out["combination_observed"] = [r for r in records(observed) if r["method"] == "observed"]
+    combo = combo[combo["metric"] == "pearson_delta"]
     out["combination_pearson_delta"] = {
         row["method"]: {"mean": row["mean"], "sd": row["sd"], "n": int(row["n"])}
         for row in summarize(combo).to_dict("records")}
@@ -96,7 +105,7 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
-def stored_runs(*, cells: int, test_fraction: float, redundant: bool) -> dict[str, float]:
+def stored_runs(*, cells: int, test_fraction: float, redundant: bool, gate: str = "or") -> dict[str, float]:
     """LazyNet's interaction r in every stored ``combinations*.json`` of this design, by file stem."""
     runs = {}
     for path in sorted(RESULTS.glob("combinations*.json")):
@@ -104,6 +113,7 @@ def stored_runs(*, cells: int, test_fraction: float, redundant: bool) -> dict[st
         design = data.get("design", {})
         if (design.get("n_cells") != cells or design.get("test_fraction", 0.2) != test_fraction
                 or bool(design.get("redundant")) != redundant or "interaction" not in data
+                or design.get("gate", "or") != gate
                 or design.get("screen_seeds") != [0, 1, 2]):
             continue
         runs[path.stem] = data["interaction"]["lazynet"]["pearson_interaction"]["mean"]
@@ -140,16 +150,15 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     results = []
     for cells, test_fraction in designs:
-        for redundant in (False, True):
+        for redundant, gate in SCREENS:
             frame = score_design(cells=cells, test_fraction=test_fraction, redundant=redundant,
-                                 screens=screens, seeds=seeds)
+                                 screens=screens, seeds=seeds, gate=gate)
             summary = summarise(frame)
-            runs = stored_runs(cells=cells, test_fraction=test_fraction, redundant=redundant)
-            label = (f"{'redundant hubs' if redundant else 'standard doubles'}, {cells} cells, "
-                     f"test fraction {test_fraction:g}")
-            print_summary(label, summary, runs)
+            runs = stored_runs(cells=cells, test_fraction=test_fraction, redundant=redundant, gate=gate)
+            kind = f"redundant hubs, {gate.upper()} gates" if redundant else "standard doubles"
+            print_summary(f"{kind}, {cells} cells, test fraction {test_fraction:g}", summary, runs)
             results.append({"cells": cells, "test_fraction": test_fraction, "redundant": redundant,
-                            "summary": summary, "lazynet_runs_pearson_interaction": runs})
+                            "gate": gate, "summary": summary, "lazynet_runs_pearson_interaction": runs})
     payload = {"benchmark": "interaction_headroom", "results": results,
                "design": {"screen_seeds": list(screens), "split_seeds": list(seeds), "n_genes": 120,
                           "n_combinations": 20},

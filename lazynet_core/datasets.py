@@ -571,17 +571,24 @@ def _hill(x: np.ndarray, h: np.ndarray, n: float, activating: np.ndarray) -> np.
     return np.where(activating, act, 1.0 - act)
 
 
-def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None) -> np.ndarray:
+def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None, and_genes=()) -> np.ndarray:
     """Steady state ``x_i = production_i`` (decay 1) gene by gene in index (topological) order.
 
     Entries of ``h`` that are NaN are filled in place with the gene's mean level as soon as it is
-    computed (run once without noise: SERGIO's half-response at the regulator's own level).
+    computed (run once without noise: SERGIO's half-response at the regulator's own level). A gene
+    in ``and_genes`` is produced at ``basal + Σ|K| · Π hill`` (every regulator needed, an AND gate)
+    instead of ``basal + Σ |K| hill``.
     """
     x = np.zeros_like(noise)
+    and_genes = set(and_genes)
     for i in range(noise.shape[1]):
-        prod = np.full(noise.shape[0], basal[i])
-        for j, kij in zip(parents[i], k[i], strict=True):
-            prod = prod + abs(kij) * _hill(x[:, j], h[j], n, kij > 0)
+        terms = [_hill(x[:, j], h[j], n, kij > 0) for j, kij in zip(parents[i], k[i], strict=True)]
+        if i in and_genes:
+            prod = basal[i] + np.abs(k[i]).sum() * np.prod(terms, axis=0)
+        else:
+            prod = np.full(noise.shape[0], basal[i])
+            for kij, term in zip(k[i], terms, strict=True):
+                prod = prod + abs(kij) * term
         x[:, i] = prod * noise[:, i]
         if np.isnan(h[i]):
             h[i] = max(float(x[:, i].mean()), 1e-3)
@@ -612,9 +619,10 @@ def _pairs_within(members: np.ndarray) -> list[tuple[int, int]]:
 
 def _make_redundant(rng: np.random.Generator, doubles: list[tuple[str, str]], genes: np.ndarray, taken: set,
                     basal: np.ndarray, parents: list, k: list) -> list[str]:
-    """Rewire the network in place so that each double's two targets are the only, redundant,
-    activators of one fresh later gene (an OR gate: either arm keeps it on), which in turn regulates
-    up to four later genes. Returns the hub genes (one per double that found a free later gene)."""
+    """Rewire the network in place so that each double's two targets are the only activators (K = 3
+    each) of one fresh later gene, which in turn regulates up to four later genes. The hub is an OR
+    gate (either arm keeps it on) unless :func:`_hill_solve` is told it is an AND gate. Returns the
+    hub genes (one per double that found a free later gene)."""
     index = {g: i for i, g in enumerate(genes)}
     hubs = []
     for label, _ in doubles:
@@ -635,7 +643,7 @@ def _make_redundant(rng: np.random.Generator, doubles: list[tuple[str, str]], ge
 
 
 def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_combinations: int = 0,
-                redundant: bool = False, n_controls: int | None = None) -> ad.AnnData:
+                redundant: bool = False, n_controls: int | None = None, gate: str = "or") -> ad.AnnData:
     """A screen whose dynamics are not the model's form: SERGIO-style Hill kinetics.
 
     Genes are in topological order; the first 15 % are master regulators (basal production
@@ -665,6 +673,15 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         later genes. In log space the double then moves the hub and its targets far more than the
         sum of its arms: the synergy an additive model cannot predict. The hubs are listed, comma-separated,
         in ``uns["synthetic"]["redundant_hubs"]``. False (default) leaves the screen unchanged.
+    gate
+        With ``redundant``: ``"or"`` (default, the OR gate above) or ``"and"``: each hub needs both of
+        its activators, production ``basal + 6 · hill(A) · hill(B)`` (1.52 at control, half the OR
+        gate's 3.02), so either arm alone shuts most of it. Were it not for the basal production and
+        the saturation of the Hill terms, the arms would add in log space at the hub (a product);
+        with them the double shuts it less than that sum, and in expression far more than the sum of
+        the arms' changes: an interaction neither additive model predicts. The hubs are listed in
+        ``uns["planted_hill"]["and_genes"]``; ``uns["synthetic"]["gate"]`` is ``"and"``. The network,
+        design and random draws are those of ``gate="or"``.
     n_controls
         Number of control cells instead of ~12 % of ``n_cells``. The planted network, the
         perturbations and their cell counts (``n_cells`` minus that 12 %) stay as they are; every
@@ -695,6 +712,10 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     if redundant and not n_combinations:
         msg = "redundant=True rewires the doubles' shared gene; ask for doubles too (n_combinations > 0)."
         raise ValueError(msg)
+    if gate not in ("or", "and") or (gate == "and" and not redundant):
+        msg = (f"gate must be 'or' or 'and' (the latter with redundant=True), got {gate!r} "
+               f"(redundant={redundant}).")
+        raise ValueError(msg)
     if n_controls is not None and n_controls < 20:
         msg = f"hill_screen needs n_controls >= 20 (training and reference controls); got {n_controls}."
         raise ValueError(msg)
@@ -711,14 +732,17 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         taken = {int(t) for t in targets}
         hubs = _make_redundant(np.random.default_rng([seed, 2]), doubles, genes, taken, basal, parents, k)
         h = np.full(n_genes, np.nan)
-        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)))  # the rewired noiseless levels
+        and_genes = [int(np.flatnonzero(genes == hub)[0]) for hub in hubs] if gate == "and" else []
+        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)), and_genes=and_genes)  # rewired levels
+    else:
+        and_genes = []
     n_perturbed = n_cells - int(0.12 * n_cells)
     cells_per = np.full(len(perts), n_perturbed // len(perts))
     cells_per[: n_perturbed % len(perts)] += 1
     obs = _design(rng, perts, cells_per, int(0.12 * n_cells) if n_controls is None else n_controls)
     noise = np.exp(rng.normal(0.0, 0.3, (len(obs), n_genes)))
-    x0 = _hill_solve(basal, parents, k, h, 2.0, noise)
-    x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0)
+    x0 = _hill_solve(basal, parents, k, h, 2.0, noise, and_genes=and_genes)
+    x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0, and_genes=and_genes)
     capture = np.exp(rng.normal(0.0, 0.8, n_genes))
     scale = 4000.0 / (h * capture).sum()
     mean = _size_factors(rng, len(obs))[:, None] * scale * capture * x
@@ -727,11 +751,15 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     tgt = np.concatenate([np.full(len(p), i) for i, p in enumerate(parents)])
     net = PlantedNetwork(genes, src.astype(int), tgt.astype(int), np.concatenate(k).astype(float))
     extra = {"redundant_hubs": ",".join(hubs)} if redundant else {}
+    if gate == "and":
+        extra["gate"] = "and"
     if n_controls is not None:
         extra["n_controls"] = int(n_controls)
     synthetic = _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0, **extra)
     adata = _anndata(counts, obs, net, synthetic)
     adata.uns["planted_hill"] = {"genes": genes.astype(str), "basal": basal.astype(float)}
+    if gate == "and":
+        adata.uns["planted_hill"]["and_genes"] = genes[and_genes].astype(str)
     return adata
 
 
@@ -739,14 +767,17 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
     """The planted Hill dynamics as a predictor of post-states (an oracle, for headroom).
 
     Knows what no method can: the network, its Hill constants and every gene's basal production.
-    A pre-state is read as do-interventions on the genes where it differs from ``base``: each such
+    A pre-state is read as do-interventions on the genes where it differs from ``base`` (by more than
+    1e-4 in log expression, so float32 rounding of the same state is not one): each such
     gene's expression is scaled by ``expm1(pre) / expm1(base)`` (the knock-down or activation it
     carries) and the noise-free steady state is solved with those genes clamped at that fold of
     their noiseless level, as :func:`hill_screen` does per cell. The prediction is ``base`` moved by
     the steady state's fold change of every gene, ``log1p(expm1(base) · x / x₀)``; the clamped genes
-    keep their input level. So a double's interaction is the dynamics' own (Hill saturation, paths
-    that meet downstream), with no cell noise, capture or count noise: benchmarks score it as an
-    oracle beside a model's interaction, never as a result any method could reach.
+    keep their input level. So a double's interaction is the mean-field dynamics' own (Hill
+    saturation, gates, paths that meet downstream), without cell noise, the spread of knock-downs,
+    capture or count noise: benchmarks score it as an oracle beside a model's interaction (it knows
+    the network, which no method does), never as a result a method reached, and not as a strict
+    bound.
 
     Parameters
     ----------
@@ -793,8 +824,9 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
     parents = [source[target == i] for i in range(len(universe))]
     k = [weight[target == i] for i in range(len(universe))]
     n = float(adata.uns.get("synthetic", {}).get("hill_n", 2.0))
+    and_genes = [index[str(g)] for g in hill.get("and_genes", [])]
     h = np.full(len(universe), np.nan)
-    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))))[0]
+    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))), and_genes=and_genes)[0]
     base = np.asarray(base, dtype=np.float64)
     base32 = base.astype(np.float32)
 
@@ -802,11 +834,12 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
         pre = np.asarray(pre, dtype=np.float32)
         single = pre.ndim == 1
         pre2 = np.atleast_2d(pre)
-        rows, where = np.nonzero(np.abs(pre2 - base32) > 1e-6)
-        fold = np.expm1(pre2[rows, where].astype(np.float64)) / np.maximum(np.expm1(base[where]), 1e-12)
-        clamps = (rows, cols[where], np.log(np.maximum(fold, 1e-12)))
+        # an intervention moves a gene by far more than float32 rounding of the same state (~1e-6)
+        rows, where = np.nonzero(np.abs(pre2 - base32) > 1e-4)
+        fold = np.expm1(pre2[rows, where].astype(np.float64)) / np.maximum(np.expm1(base[where]), 1e-6)
+        clamps = (rows, cols[where], np.log(np.clip(fold, 1e-6, 1e6)))
         x = _hill_solve(basal, parents, k, h, n, np.ones((len(pre2), len(universe))), clamps,
-                        base=np.broadcast_to(x0, (len(pre2), len(universe))))
+                        base=np.broadcast_to(x0, (len(pre2), len(universe))), and_genes=and_genes)
         post = np.log1p(np.expm1(base)[None, :] * x[:, cols] / x0[cols])
         post[rows, where] = pre2[rows, where]
         post = post.astype(np.float32)

@@ -40,12 +40,12 @@ only where it beats ``dose_only`` (paired), not just 0.
 output adds its inputs' effects in expression (``ModelConfig(output="counts")``, near the control
 state) matches it by construction; only what it predicts beyond it is learned beyond that form.
 
-``reliability``, ``ceiling`` (method ``observed``)
-    Split-half reliability of the observed ``I`` (every side halved, Spearman–Brown corrected) and
-    its square root, the noise ceiling of ``pearson_interaction`` (NaN where the halves disagree).
-    A set's ceiling is :func:`lazynet_core.metrics.set_ceiling` of the doubles' mean reliability,
-    never the mean of the defined per-double ceilings: an interaction is mostly noise, and on pure
-    noise half the doubles get a ceiling, averaging 0.34 (``benchmarks/interaction_headroom.py``).
+``split_half_r``, ``reliability``, ``ceiling`` (method ``observed``)
+    The r of the observed ``I`` of two halves (every side halved), its Spearman–Brown reliability and
+    that reliability's square root, the noise ceiling of ``pearson_interaction`` (NaN where the halves
+    disagree). A set's ceiling is :func:`lazynet_core.metrics.set_ceiling` of the doubles' mean
+    split-half r, never the mean of the defined per-double ceilings: an interaction is mostly noise,
+    and on pure noise half the doubles get a ceiling, averaging 0.34 (``benchmarks/interaction_headroom.py``).
 """
 
 from __future__ import annotations
@@ -145,7 +145,9 @@ def interaction_frame(
             for metric, value in interaction_scores(pred, observed).items():
                 records.append((method, label, metric, value))
         if ceiling:
-            rel = interaction_reliability(pairs, (p, *arms), role, seed=seed)
+            r_half = interaction_split_half_r(pairs, (p, *arms), role, seed=seed)
+            rel = spearman_brown(r_half)
+            records.append(("observed", label, "split_half_r", r_half))
             records.append(("observed", label, "reliability", rel))
             records.append(("observed", label, "ceiling", _root(rel)))
     frame = pd.DataFrame.from_records(records, columns=["method", "perturbation", "metric", "value"])
@@ -235,16 +237,16 @@ def _root(reliability: float) -> float:
 
 def interaction_ceiling(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:
     """√ of the split-half reliability of the observed interaction of ``sides = (double, *arms)``
-    (:func:`interaction_reliability`); NaN when the halves do not agree (reliability ≤ 0)."""
-    return _root(interaction_reliability(pairs, sides, role, seed=seed))
+    (:func:`interaction_split_half_r`, Spearman–Brown corrected); NaN when the halves do not agree."""
+    return _root(spearman_brown(interaction_split_half_r(pairs, sides, role, seed=seed)))
 
 
-def interaction_reliability(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:
-    """Split-half reliability of the observed interaction of ``sides = (double, *arms)``.
+def interaction_split_half_r(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:
+    """The r of two halves' observed interaction of ``sides = (double, *arms)``.
 
     The cells of each side and the independent control reference are each split into two random
-    disjoint halves; the Pearson r of the halves' interactions (non-target genes), Spearman–Brown
-    corrected. Negative when the halves disagree; NaN on pairs streamed from disk.
+    disjoint halves; the Pearson r of the halves' interactions over non-target genes (not
+    corrected). Negative when the halves disagree; NaN on pairs streamed from disk.
     """
     if getattr(pairs, "streamed", False):
         return float("nan")  # streamed pairs keep perturbation means, not the rows to halve
@@ -258,7 +260,7 @@ def interaction_reliability(pairs: Any, sides: tuple[int, ...], role: str, *, se
         means = [np.asarray(pairs._mean(c[h::2]), dtype=np.float64) for c in cells]
         ref_half = np.asarray(pairs._mean(ref[h::2]), dtype=np.float64)
         halves.append(_interaction(means[0], means[1:], ref_half)[keep])
-    return spearman_brown(_pearson(*halves))
+    return _pearson(*halves)
 
 
 def interaction_summary(frame: pd.DataFrame, *, model: str = "lazynet") -> dict[str, Any]:
@@ -267,8 +269,8 @@ def interaction_summary(frame: pd.DataFrame, *, model: str = "lazynet") -> dict[
     Per double (seeds averaged first): mean ± sd of both metrics; ``interaction_explained`` paired
     against the additive model (which explains exactly 0), and ``pearson_interaction`` tested
     against 0 (the additive model's r is undefined); two-sided Wilcoxon signed-rank tests. The
-    ceiling is :func:`lazynet_core.metrics.set_ceiling` of the doubles' mean split-half reliability
-    (``n``: the doubles with one).
+    ceiling is :func:`lazynet_core.metrics.set_ceiling` of the doubles' mean split-half r (``n``: the
+    doubles with one).
     """
     from scipy import stats
 
@@ -286,7 +288,6 @@ def interaction_summary(frame: pd.DataFrame, *, model: str = "lazynet") -> dict[
             "above_zero": int((values > 0).sum()),
             "p_wilcoxon_vs_zero": p,
         }
-    reliability = per[(per["method"] == "observed") & (per["metric"] == "reliability")]["value"].dropna()
-    out["ceiling"] = {"mean": set_ceiling(reliability.mean()) if len(reliability) else np.nan,
-                      "n": int(len(reliability))}
+    halves = per[(per["method"] == "observed") & (per["metric"] == "split_half_r")]["value"].dropna()
+    out["ceiling"] = {"mean": set_ceiling(halves.mean()) if len(halves) else np.nan, "n": int(len(halves))}
     return out

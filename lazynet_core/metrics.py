@@ -38,16 +38,16 @@ Metrics (``top_k = 20``; the suffix follows ``top_k``):
 ``pearson_delta_specific``, ``specific_fraction`` (model only)
     The target-specific part (prediction minus the prediction with the target at control) scored
     on its own, and its share of the prediction's norm.
-``ceiling``, ``reliability`` (method ``observed``)
+``ceiling``, ``reliability``, ``split_half_r`` (method ``observed``)
     Split-half reliability of the observed delta (disjoint halves of the perturbation's cells and
-    of the reference controls, Spearman–Brown corrected) and its square root, the expected r of
-    the noise-free delta with the observed one: the noise ceiling of ``pearson_delta``. A
-    perturbation whose halves do not agree (reliability ≤ 0) has no ceiling (NaN). A **set's**
-    ceiling (:func:`summarize`) is :func:`set_ceiling` of its mean reliability, negatives kept,
-    never the mean of the defined per-perturbation ceilings: on pure noise about half the
-    perturbations get one, averaging 0.34 over 118 genes, a headroom that is not there. Where every
-    perturbation reproduces, the root of the mean reads a little above the mean of the roots
-    (real screen, training reference: 0.696 against 0.678).
+    of the reference controls: the Pearson r of the halves' deltas, ``split_half_r``, Spearman–Brown
+    corrected) and its square root, the expected r of the noise-free delta with the observed one:
+    the noise ceiling of ``pearson_delta``. A perturbation whose halves do not agree (reliability
+    ≤ 0) has no ceiling (NaN). A **set's** ceiling (:func:`summarize`) is :func:`set_ceiling` of its
+    perturbations' mean ``split_half_r``: the halves' r pooled first, corrected once. Never the mean
+    of the defined per-perturbation ceilings (on pure noise about half the perturbations get one,
+    averaging 0.34 over 118 genes, a headroom that is not there), nor the mean reliability
+    (Spearman–Brown is concave and unbounded below, so one perturbation at r = −0.9 pulls a set to 0).
 ``pearson_post_pooled``
     Paper-style r of predicted vs observed post states pooled over genes and perturbations (one
     row per method and set, perturbation ``"ALL"``). Inflated by gene-to-gene mean differences.
@@ -176,16 +176,17 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
-def set_ceiling(mean_reliability: float) -> float:
-    """The noise ceiling of a set of perturbations from their mean split-half reliability.
+def set_ceiling(mean_split_half_r: float) -> float:
+    """The noise ceiling of a set of perturbations from their mean split-half r.
 
-    √ of the mean (every perturbation's reliability, negatives kept, so noise averages out), 0 when
-    the mean is ≤ 0 (the halves reproduce nothing), NaN when no reliability is defined.
+    √ of the Spearman–Brown reliability of the mean (the halves' r of every perturbation, negative
+    ones kept, averaged before the one correction), 0 when that reliability is ≤ 0 (the halves
+    reproduce nothing), NaN when no split-half r is defined.
     """
-    m = float(mean_reliability)
-    if not np.isfinite(m):
+    rel = spearman_brown(float(mean_split_half_r))
+    if not np.isfinite(rel):
         return float("nan")
-    return float(np.sqrt(m)) if m > 0 else 0.0
+    return float(np.sqrt(rel)) if rel > 0 else 0.0
 
 
 def spearman_brown(r_half: float) -> float:
@@ -655,21 +656,23 @@ def noise_ceiling(
     """Split-half reliability of one perturbation's observed delta (Spearman–Brown corrected).
 
     The perturbation's ``role`` cells and the reference controls are each split into two random
-    disjoint halves; r = Pearson(Δ₁, Δ₂) over non-target genes; ``reliability`` = 2r / (1 + r),
-    ``ceiling`` = √reliability (the expected r of the noise-free delta with the observed one).
-    NaN with fewer than 2 cells on either side.
+    disjoint halves; ``split_half_r`` = Pearson(Δ₁, Δ₂) over non-target genes; ``reliability`` =
+    2r / (1 + r), ``ceiling`` = √reliability (the expected r of the noise-free delta with the
+    observed one). NaN with fewer than 2 cells on either side.
     """
     rng = np.random.default_rng([seed, int(p_idx)])
     own = rng.permutation(pairs.cells(p_idx, role))
     ref_role = "reference" if reference == "independent" else "train"
     ref = rng.permutation(pairs.cells(-1, ref_role))
     if len(own) < 2 or len(ref) < 2:
-        return {"reliability": np.nan, "ceiling": np.nan}
+        return {"split_half_r": np.nan, "reliability": np.nan, "ceiling": np.nan}
     keep = np.ones(pairs.n_genes, dtype=bool)
     keep[pairs.pert_targets[p_idx]] = False
     halves = [(pairs._mean(own[i::2]) - pairs._mean(ref[i::2])).astype(np.float64)[keep] for i in (0, 1)]
-    rel = spearman_brown(_pearson(*halves))
-    return {"reliability": rel, "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) and rel > 0 else np.nan}
+    r = _pearson(*halves)
+    rel = spearman_brown(r)
+    return {"split_half_r": r, "reliability": rel,
+            "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) and rel > 0 else np.nan}
 
 
 def evaluate(
@@ -813,9 +816,9 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
     Values of one perturbation over seeds or folds (a ``seed`` column) are averaged first, so
     ``n`` counts perturbations; NaN values are left out and an undefined metric shows ``mean`` NaN
     and ``n`` 0. ``pearson_post_pooled`` rows (perturbation ``"ALL"``) are averaged over seeds.
-    The ``observed`` ``ceiling`` row of a set that has ``reliability`` rows is :func:`set_ceiling`
-    of their mean (``sd`` NaN, ``n`` the perturbations with a reliability), not the mean of the
-    per-perturbation ceilings (module docstring).
+    The ``observed`` ``ceiling`` row of a set that has ``split_half_r`` rows is :func:`set_ceiling`
+    of their mean (``sd`` NaN, ``n`` the perturbations with one), not the mean of the
+    per-perturbation ceilings (module docstring); frames from before those rows keep that mean.
 
     Returns
     -------
@@ -833,14 +836,14 @@ def summarize(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _set_ceilings(summary: pd.DataFrame) -> pd.DataFrame:
-    """Replace each set's mean of per-perturbation ceilings by :func:`set_ceiling` of its mean reliability."""
+    """Each set's ceiling row: :func:`set_ceiling` of its mean split-half r, not the mean of its ceilings."""
     if not {"method", "metric"} <= set(summary.columns):
         return summary
     summary = summary.copy()
     observed = summary["method"] == "observed"
     groups = [c for c in ("set", "reference") if c in summary.columns]
-    reliability = summary[observed & (summary["metric"] == "reliability")]
-    for _, row in reliability.iterrows():
+    halves = summary[observed & (summary["metric"] == "split_half_r")]
+    for _, row in halves.iterrows():
         at = observed & (summary["metric"] == "ceiling")
         for column in groups:
             at &= summary[column] == row[column]

@@ -431,7 +431,8 @@ def test_effects_combination_shows_its_interaction(trained_run):
     from lazynet_core.ui import recipe_results
 
     measured = recipe_results.interaction_measured()
-    assert f"noise ceiling {measured['ceiling']:.2f}" in captions and "solved without noise" in captions
+    assert f"noise ceiling {measured['ceiling']:.2f}" in captions
+    assert f"score {measured['oracle']:.2f}" in captions and "solved without noise" in captions
     at.selectbox(key="eff_pert").set_value("ATF4+TP53").run()  # trained on: held-out cells, no panel
     _ok(at)
     assert "Interaction Pearson" not in [m.label for m in at.metric]

@@ -47,3 +47,23 @@ def test_interaction_headroom_scores_the_oracle_on_the_combinations_design():
     assert abs(r[ORACLE] - r["dose_only_counts"]) < abs(r[ORACLE] - r["dose_only"]), r
     combo = summary["combination_pearson_delta"]
     assert combo[ORACLE]["mean"] > combo["additive"]["mean"]  # noise-free arms beat the noisy sums
+
+
+def test_rehead_swaps_the_observed_records_only_where_the_data_reproduce_them():
+    import pytest
+
+    from benchmarks.accuracy import replace_observed
+
+    def rec(method, metric, mean):
+        return {"set": "held_out_cells", "reference": "independent", "method": method, "metric": metric,
+                "mean": mean, "sd": 0.1, "n": 4}
+
+    stored = [rec("lazynet", "pearson_delta", 0.3), rec("observed", "reliability", 0.2),
+              rec("observed", "ceiling", 0.6)]
+    fresh = [rec("observed", "split_half_r", 0.15), rec("observed", "reliability", 0.2 + 1e-9),
+             rec("observed", "ceiling", 0.51)]
+    lines = replace_observed(stored, fresh)
+    assert lines == ["held_out_cells · independent: ceiling 0.600 -> 0.510"]
+    assert stored[0]["metric"] == "pearson_delta" and stored[1:] == fresh  # the model's rows untouched
+    with pytest.raises(ValueError, match="do not reproduce"):
+        replace_observed(stored, [rec("observed", "reliability", 0.25)])

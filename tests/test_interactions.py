@@ -76,7 +76,7 @@ def test_redundant_doubles_are_synergistic_on_the_hub(redundant_pairs):
 
 
 def _observed(frame):
-    """The ``observed`` rows (reliability, ceiling) as one row per double."""
+    """The ``observed`` rows (split-half r, reliability, ceiling) as one row per double."""
     return frame[frame["method"] == "observed"].pivot(index="perturbation", columns="metric", values="value")
 
 
@@ -126,7 +126,7 @@ def test_an_oracle_of_the_held_out_cells_scores_one_and_identity_scores_zero(red
 def test_a_sets_interaction_ceiling_is_not_the_mean_of_the_doubles_that_reproduce():
     # Standard Hill doubles barely interact: two halves of the cells agree on a double's interaction no
     # more often than chance, so the per-double ceiling is defined on about half of them and averages
-    # ~0.34 there (as on pure noise), while the set's ceiling, from the mean reliability, is near 0
+    # ~0.34 there (as on pure noise), while the set's ceiling, from the mean split-half r, is near 0
     raw = datasets.hill_screen(n_genes=120, n_cells=5000, seed=0, n_combinations=20)
     adata = read_screen(raw)
     doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
@@ -216,15 +216,16 @@ def test_interaction_summary_tests_against_zero():
     for i, v in enumerate([0.2, 0.3, 0.1, 0.4, 0.25, 0.35, -0.05]):
         rows += [("combinations", "independent", "lazynet", f"d{i}", "pearson_interaction", v),
                  ("combinations", "independent", "lazynet", f"d{i}", "interaction_explained", v / 10),
-                 ("combinations", "independent", "observed", f"d{i}", "reliability", [0.25, -0.1][i % 2])]
+                 ("combinations", "independent", "observed", f"d{i}", "split_half_r", [0.25, -0.1][i % 2])]
     frame = pd.DataFrame(rows, columns=["set", "reference", "method", "perturbation", "metric", "value"])
     out = interaction_summary(frame)
     r = out["pearson_interaction"]
     assert r["n"] == 7 and r["above_zero"] == 6
     assert_allclose(r["mean"], np.mean([0.2, 0.3, 0.1, 0.4, 0.25, 0.35, -0.05]))
     assert r["p_wilcoxon_vs_zero"] < 0.05
-    assert out["ceiling"]["n"] == 7  # √ of the mean reliability, the negative ones kept
-    assert_allclose(out["ceiling"]["mean"], np.sqrt((4 * 0.25 - 3 * 0.1) / 7))
+    assert out["ceiling"]["n"] == 7  # the halves' r pooled, the negative ones kept, corrected once
+    r = (4 * 0.25 - 3 * 0.1) / 7
+    assert_allclose(out["ceiling"]["mean"], np.sqrt(2 * r / (1 + r)))
 
 
 def test_redundant_needs_doubles_and_leaves_other_screens_alone():
@@ -386,3 +387,55 @@ def test_planted_hill_oracle_refuses_other_screens_and_unknown_genes(redundant_p
         datasets.planted_hill_predictor(datasets.toy_screen(), base=np.zeros(8), genes=["G1"])
     with pytest.raises(ValueError, match="NOPE"):
         datasets.planted_hill_predictor(raw, base=np.zeros(2), genes=[str(pairs.genes[0]), "NOPE"])
+
+
+def test_an_and_gate_hub_multiplies_its_activators_hill_terms():
+    # gate="and": hub = basal + 6 · hill(A) · hill(B), each term 0.5 at control (a regulator's
+    # noiseless level is its half-response), so the hub's noiseless level is basal + 1.5 and the
+    # double's fold follows from the single arms' folds by the product, whatever the knock-downs
+    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True, gate="and")
+    assert raw.uns["synthetic"]["gate"] == "and"
+    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
+    assert sorted(np.asarray(raw.uns["planted_hill"]["and_genes"]).astype(str)) == sorted(hubs)
+    genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
+    basal = dict(zip(genes, np.asarray(raw.uns["planted_hill"]["basal"], dtype=float), strict=True))
+    base = np.log1p(np.full(len(genes), 5.0))
+    oracle = datasets.planted_hill_predictor(raw, base=base, genes=genes)
+    gene = {g: i for i, g in enumerate(genes)}
+    planted = raw.uns["planted_network"]
+    src, tgt = np.asarray(planted["source"]).astype(str), np.asarray(planted["target"]).astype(str)
+    for hub in hubs:
+        a, b = sorted(src[tgt == hub])
+        folds = []
+        for targets, level in (((a,), 0.3), ((b,), 0.2), ((a, b), None)):
+            pre = base.astype(np.float32).copy()
+            for t, f in zip(targets, (0.3, 0.2) if level is None else (level,), strict=True):
+                pre[gene[t]] = np.log1p(f * np.expm1(base[gene[t]]))
+            folds.append(np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0)
+        b0, x0 = basal[hub], basal[hub] + 1.5
+        expected = (b0 + (folds[0] * x0 - b0) * (folds[1] * x0 - b0) / (x0 - b0)) / x0
+        assert_allclose(folds[2], expected, rtol=1e-4)
+        assert folds[0] < 0.5 and folds[1] < 0.5  # either arm alone shuts most of it
+    with pytest.raises(ValueError, match="gate"):
+        datasets.hill_screen(n_genes=30, n_cells=400, n_combinations=2, gate="and")  # needs redundant
+    with pytest.raises(ValueError, match="gate"):
+        datasets.hill_screen(n_genes=30, n_cells=400, n_combinations=2, redundant=True, gate="xor")
+
+
+def test_planted_hill_oracle_reads_any_gene_order_and_a_float64_base(redundant_pairs):
+    # the columns follow ``genes`` (a reversed subset gives the full predictor's values there, paths
+    # through the genes left out still counted), and a float64 base with a float32 pre-state of the
+    # same control state is no intervention at all
+    raw, pairs = redundant_pairs
+    base = pairs.control_mean("train").astype(np.float64)
+    full = datasets.planted_hill_predictor(raw, base=base, genes=pairs.genes)
+    gene = {g: i for i, g in enumerate(pairs.genes)}
+    source = gene[str(np.asarray(raw.uns["planted_network"]["source"])[0])]
+    subset = np.array(sorted({*range(0, pairs.n_genes, 2), source}))[::-1]
+    part = datasets.planted_hill_predictor(raw, base=base[subset], genes=np.asarray(pairs.genes)[subset])
+    pre = base.astype(np.float32).copy()
+    pre[source] = np.log1p(0.25 * np.expm1(base[source]))
+    moved = np.abs(full(pre) - base) > 1e-3
+    assert moved.sum() >= 2 and (moved & ~np.isin(np.arange(pairs.n_genes), subset)).any()
+    assert_allclose(part(pre[subset]), full(pre)[subset], rtol=1e-6)
+    assert_allclose(full((base + 1e-7).astype(np.float32)), base, atol=1e-5)

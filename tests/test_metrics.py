@@ -220,17 +220,19 @@ def _observed_summary(frame):
     return summary.set_index("metric")
 
 
-def test_a_sets_ceiling_is_the_root_of_its_mean_reliability_not_of_the_halves_that_agree():
+def test_a_sets_ceiling_pools_the_split_half_r_not_the_halves_that_agree():
     # no effect at all: the halves agree on about half the perturbations by chance, whose ceilings
-    # average far above 0; the set's ceiling, √ of the mean reliability (negatives kept), is near 0
+    # average far above 0; the set's ceiling, from the mean split-half r (negatives kept), is near 0
     fake, _, _ = noisy_screen(effect_sd=0.0, noise_sd=1.0, cells=40, n_ref=200)
     frame = evaluate(fake, methods=["null"])
     observed = frame[(frame["method"] == "observed") & (frame["set"] == "held_out_perturbations")]
     per = observed.pivot(index="perturbation", columns="metric", values="value")
     assert 10 < per["ceiling"].notna().sum() < 50 and per["ceiling"].mean() > 0.2
     row = _observed_summary(frame)
-    assert row.loc["ceiling", "mean"] == pytest.approx(set_ceiling(per["reliability"].mean()))
-    assert row.loc["ceiling", "mean"] < 0.15 and row.loc["ceiling", "n"] == 60
+    assert row.loc["ceiling", "mean"] == pytest.approx(set_ceiling(per["split_half_r"].mean()))
+    assert_allclose(per["reliability"], 2 * per["split_half_r"] / (1 + per["split_half_r"]))
+    # (√ is steep near 0: a mean r of 0.014, one standard error here, already reads 0.17)
+    assert row.loc["ceiling", "mean"] < 0.2 and row.loc["ceiling", "n"] == 60
     # a real effect: the set's ceiling is where the per-perturbation ones are
     fake, _, _ = noisy_screen(effect_sd=0.3, noise_sd=1.0, cells=40, n_ref=200)
     frame = evaluate(fake, methods=["null"])
@@ -238,7 +240,13 @@ def test_a_sets_ceiling_is_the_root_of_its_mean_reliability_not_of_the_halves_th
         index="perturbation", columns="metric", values="value")
     row = _observed_summary(frame)
     assert row.loc["ceiling", "mean"] == pytest.approx(per["ceiling"].mean(), abs=0.02)
-    assert set_ceiling(-0.2) == 0.0 and np.isnan(set_ceiling(np.nan)) and set_ceiling(0.25) == 0.5
+    assert set_ceiling(-0.2) == 0.0 and np.isnan(set_ceiling(np.nan))
+    assert set_ceiling(1 / 3) == pytest.approx(0.5 ** 0.5)  # r = 1/3 -> reliability 0.5
+    # one perturbation whose halves disagree badly does not wipe out a set that reproduces: the mean
+    # of the reliabilities (Spearman–Brown is unbounded below, SB(−0.9) = −18) would read 0
+    halves = np.array([0.5, 0.5, 0.5, -0.9])
+    assert np.mean(2 * halves / (1 + halves)) < 0
+    assert set_ceiling(halves.mean()) == pytest.approx(np.sqrt(2 * 0.15 / 1.15))  # mean r 0.15
 
 
 def test_perturbed_means_and_additive_by_hand():

@@ -117,5 +117,5 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
                         "counts_null": 0.22, "additive_counts": 0.25, "ceiling": 0.35, "oracle": 0.34,
                         "oracle_counts_null": 0.32}
     sentence = interaction_measured_sentence(measured)
-    assert "noise ceiling 0.35" in sentence and "scores 0.34" in sentence and "in counts 0.32" in sentence
+    assert "noise ceiling 0.35" in sentence and "score 0.34" in sentence and "in counts 0.32" in sentence
     assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete

@@ -161,8 +161,8 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
 
     published, counts = interaction("published"), interaction("anchored_counts")
     headroom = _read(results_dir / "interaction_headroom.json") or {}
-    oracle = next((row["summary"] for row in headroom.get("results", [])
-                   if row.get("cells") == 10000 and row.get("redundant")), None)
+    oracle = next((row["summary"] for row in headroom.get("results", []) if row.get("cells") == 10000
+                   and row.get("redundant") and row.get("gate", "or") == "or"), None)
     if not (published and counts and oracle):
         return None
     out = {

@@ -407,7 +407,7 @@ def set_summary(frame: pd.DataFrame, *, perturbation: str | None = None) -> dict
     """LazyNet's key figures on one set (or one perturbation) with the noise ceiling beside them.
 
     Keys: ``pearson_delta``, ``ceiling`` (split-half noise ceiling of Δ-Pearson: a perturbation's own,
-    or for a set :func:`lazynet_core.metrics.set_ceiling` of the mean reliability), ``slope``,
+    or for a set :func:`lazynet_core.metrics.set_ceiling` of the mean split-half r), ``slope``,
     ``norm_ratio``, ``intervention_response``, ``pearson_delta_specific``, ``specific_fraction``
     and ``n`` (perturbations). NaN where undefined.
     """
@@ -417,9 +417,12 @@ def set_summary(frame: pd.DataFrame, *, perturbation: str | None = None) -> dict
                   "specific_fraction")
     }
     out["ceiling"] = _mean_of(frame, "observed", "ceiling", perturbation)
-    reliability = _mean_of(frame, "observed", "reliability")
-    if perturbation is None and np.isfinite(reliability):  # a set: never the mean of the defined ceilings
-        out["ceiling"] = set_ceiling(reliability)
+    if perturbation is None:  # a set: the split-half r pooled, never the defined ceilings' mean
+        halves = frame[(frame["method"] == "observed") & (frame["metric"] == "split_half_r")
+                       & (frame["perturbation"] != "ALL")]
+        per = pd.to_numeric(halves["value"], errors="coerce").groupby(halves["perturbation"]).mean().dropna()
+        if len(per):
+            out["ceiling"] = set_ceiling(per.mean())
     rows = frame[(frame["method"] == "lazynet") & (frame["perturbation"] != "ALL")]
     if perturbation is not None:
         rows = rows[rows["perturbation"] == perturbation]
@@ -1047,9 +1050,9 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
         f"interaction correlates {m['published']} with the observed one, its dose-only null "
         f"{m['published_null']}; anchored_counts {m['counts']} (its log-space null {m['counts_log_null']}), "
         f"all of it because its output adds the arms in counts (its count-space null {m['counts_null']}); "
-        f"the count-space sum of the arms, no model, {m['additive_counts']}. The simulator itself, "
-        f"solved without noise (an oracle no method can be), scores {m['oracle']}, and its own arms "
-        f"added in counts {m['oracle_counts_null']}: the interaction of these doubles is count-space "
-        "addition, so there was little else to learn. LazyNet predicts combinations as additive in log "
-        "space unless its output adds in counts."
+        f"the count-space sum of the arms, no model, {m['additive_counts']}. The simulator's own "
+        f"dynamics, solved without noise (an oracle: it knows the network), score {m['oracle']}, and "
+        f"its own arms added in counts {m['oracle_counts_null']}: in these doubles' dynamics the "
+        "interaction is count-space addition. LazyNet predicts combinations as additive in log space "
+        "unless its output adds in counts."
     )
