@@ -117,5 +117,20 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
                         "counts_null": 0.22, "additive_counts": 0.25, "ceiling": 0.35, "oracle": 0.34,
                         "oracle_counts_null": 0.32}
     sentence = interaction_measured_sentence(measured)
+    assert "AND gates" not in sentence  # not run: not claimed
     assert "noise ceiling 0.35" in sentence and "score 0.34" in sentence and "in counts 0.32" in sentence
+    (tmp_path / "combinations_published_redundant_and_10000cells_tf0.5.json").write_text(json.dumps(
+        {"interaction": {"lazynet": r(0.09), "dose_only": r(0.074)}}))
+    (tmp_path / "interaction_headroom.json").write_text(json.dumps({"results": [
+        {"cells": 10000, "redundant": True, "summary": summary},
+        {"cells": 10000, "redundant": True, "gate": "and", "summary": {"planted_oracle": r(0.38),
+                                                                       "dose_only": r(0.08)}}]}))
+    measured = interaction_measured(tmp_path)
+    keys = ("and_published", "and_published_null", "and_oracle", "and_oracle_null")
+    assert {k: measured[k] for k in keys} == {
+        "and_published": 0.09, "and_published_null": 0.074, "and_oracle": 0.38, "and_oracle_null": 0.08}
+    assert measured["oracle"] == 0.34  # the OR screens' oracle, not the AND one
+    sentence = interaction_measured_sentence(measured)
+    assert "AND gates" in sentence and "oracle 0.38" in sentence
+    assert "(0.090 against its null 0.074)" in sentence
     assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete

@@ -150,19 +150,24 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         Keys ``published``, ``published_null`` (its log-space dose-only null), ``counts``,
         ``counts_log_null``, ``counts_null`` (``anchored_counts`` and its log- and count-space nulls),
         ``additive_counts``, ``ceiling``, ``oracle`` and ``oracle_counts_null``; ``None`` when a file
-        or figure is missing (an installed package without the benchmarks).
+        or figure is missing (an installed package without the benchmarks). Where the AND-gate hubs
+        were run too (``--gate and``), also ``and_published``, ``and_published_null``, ``and_oracle``
+        and ``and_oracle_null`` (the oracle's log-space null).
     """
     def r(block: dict[str, Any], name: str) -> float | None:
         return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
 
-    def interaction(recipe: str) -> dict[str, Any] | None:
-        stored = _read(results_dir / f"combinations_{recipe}{INTERACTION_DESIGN}.json") or {}
+    def interaction(recipe: str, design: str = INTERACTION_DESIGN) -> dict[str, Any] | None:
+        stored = _read(results_dir / f"combinations_{recipe}{design}.json") or {}
         return stored.get("interaction")
+
+    def headroom_of(gate: str) -> dict[str, Any] | None:
+        return next((row["summary"] for row in headroom.get("results", []) if row.get("cells") == 10000
+                     and row.get("redundant") and row.get("gate", "or") == gate), None)
 
     published, counts = interaction("published"), interaction("anchored_counts")
     headroom = _read(results_dir / "interaction_headroom.json") or {}
-    oracle = next((row["summary"] for row in headroom.get("results", []) if row.get("cells") == 10000
-                   and row.get("redundant") and row.get("gate", "or") == "or"), None)
+    oracle = headroom_of("or")
     if not (published and counts and oracle):
         return None
     out = {
@@ -172,4 +177,13 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         "ceiling": (oracle.get("planted_oracle") or {}).get("ceiling", {}).get("mean"),
         "oracle": r(oracle, "planted_oracle"), "oracle_counts_null": r(oracle, "dose_only_counts"),
     }
-    return None if any(v is None for v in out.values()) else {k: float(v) for k, v in out.items()}
+    if any(v is None for v in out.values()):
+        return None
+    and_published = interaction("published", "_redundant_and_10000cells_tf0.5")
+    and_oracle = headroom_of("and")
+    if and_published and and_oracle:
+        more = {"and_published": r(and_published, "lazynet"),
+                "and_published_null": r(and_published, "dose_only"),
+                "and_oracle": r(and_oracle, "planted_oracle"), "and_oracle_null": r(and_oracle, "dose_only")}
+        out.update(more if all(v is not None for v in more.values()) else {})
+    return {k: float(v) for k, v in out.items()}

@@ -1055,4 +1055,8 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
         f"its own arms added in counts {m['oracle_counts_null']}: in these doubles' dynamics the "
         "interaction is count-space addition. LazyNet predicts combinations as additive in log space "
         "unless its output adds in counts."
+        + (f" Where the hubs need both arms (AND gates, --gate and), the dynamics hold an interaction "
+           f"neither sum predicts (oracle {m['and_oracle']}, its log-space null {m['and_oracle_null']}); the "
+           f"published recipe learns a little of it ({measured['and_published']:.3f} against its null "
+           f"{measured['and_published_null']:.3f})." if "and_oracle" in m else "")
     )
