@@ -28,8 +28,8 @@ IR_HELP = (
 CEILING_HELP = (
     "Split-half noise ceiling: the Δ-Pearson a perfect predictor would reach given how noisy the "
     "observed effect is (two disjoint halves of the cells, Spearman–Brown corrected). For a set, the "
-    "square root of its perturbations' mean reliability: averaging only the perturbations whose "
-    "halves agree would show headroom that pure noise also has."
+    "halves' correlations of all its perturbations are averaged first and corrected once: averaging "
+    "only the perturbations whose halves agree would show headroom that pure noise also has."
 )
 SLOPE_HELP = (
     "Least-squares slope of predicted on observed Δ: 1 = effects of the right size, 0.1 = ten times "
