@@ -56,7 +56,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lazynet_core.metrics import _pearson, additive_counts_post, reference_mean, set_ceiling, spearman_brown
+from lazynet_core.metrics import (
+    _pearson,
+    additive_counts_post,
+    reference_mean,
+    root_reliability,
+    set_ceiling,
+    spearman_brown,
+)
 
 INTERACTION_METRICS = ("pearson_interaction", "interaction_explained")
 
@@ -149,7 +156,7 @@ def interaction_frame(
             rel = spearman_brown(r_half)
             records.append(("observed", label, "split_half_r", r_half))
             records.append(("observed", label, "reliability", rel))
-            records.append(("observed", label, "ceiling", _root(rel)))
+            records.append(("observed", label, "ceiling", root_reliability(rel)))
     frame = pd.DataFrame.from_records(records, columns=["method", "perturbation", "metric", "value"])
     frame.insert(0, "set", "combinations")
     frame.insert(1, "role", role)
@@ -231,14 +238,10 @@ def interaction_scores(predicted: np.ndarray, observed: np.ndarray) -> dict[str,
     }
 
 
-def _root(reliability: float) -> float:
-    return float(np.sqrt(reliability)) if np.isfinite(reliability) and reliability > 0 else float("nan")
-
-
 def interaction_ceiling(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:
     """√ of the split-half reliability of the observed interaction of ``sides = (double, *arms)``
     (:func:`interaction_split_half_r`, Spearman–Brown corrected); NaN when the halves do not agree."""
-    return _root(spearman_brown(interaction_split_half_r(pairs, sides, role, seed=seed)))
+    return root_reliability(spearman_brown(interaction_split_half_r(pairs, sides, role, seed=seed)))
 
 
 def interaction_split_half_r(pairs: Any, sides: tuple[int, ...], role: str, *, seed: int = 0) -> float:

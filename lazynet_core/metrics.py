@@ -176,6 +176,12 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / np.sqrt((a @ a) * (b @ b)))
 
 
+def root_reliability(reliability: float) -> float:
+    """The noise ceiling of one perturbation: √ of its split-half reliability, NaN where it is ≤ 0
+    or undefined (the halves do not reproduce)."""
+    return float(np.sqrt(reliability)) if np.isfinite(reliability) and reliability > 0 else float("nan")
+
+
 def set_ceiling(mean_split_half_r: float) -> float:
     """The noise ceiling of a set of perturbations from their mean split-half r.
 
@@ -671,8 +677,7 @@ def noise_ceiling(
     halves = [(pairs._mean(own[i::2]) - pairs._mean(ref[i::2])).astype(np.float64)[keep] for i in (0, 1)]
     r = _pearson(*halves)
     rel = spearman_brown(r)
-    return {"split_half_r": r, "reliability": rel,
-            "ceiling": float(np.sqrt(rel)) if np.isfinite(rel) and rel > 0 else np.nan}
+    return {"split_half_r": r, "reliability": rel, "ceiling": root_reliability(rel)}
 
 
 def evaluate(
