@@ -36,7 +36,7 @@ from benchmarks.common import RESULTS, machine_info, write_json
 from lazynet_core.metrics import summarize
 
 METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk", "additive_counts",
-           "additive_counts_shrunk", "control_covariance", "null", "linear")
+           "additive_counts_shrunk", "multiplicative_counts", "control_covariance", "null", "linear")
 
 
 def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int, redundant: bool = False,
@@ -89,7 +89,8 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     n = frame[frame["method"] == "lazynet"]["perturbation"].nunique()
     print(f"\ninteraction I = Δ(A+B) − Δ(A) − Δ(B), independent cells, {n} doubles "
           "(the additive model predicts I = 0: r undefined, explained 0):")
-    for model in ("lazynet", "dose_only", "dose_only_counts", "additive_counts"):
+    for model in ("lazynet", "dose_only", "dose_only_counts", "dose_only_folds", "additive_counts",
+                  "multiplicative_counts"):
         if model not in set(frame["method"]):
             continue
         one = interaction_summary(frame, model=model)
@@ -101,7 +102,8 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
     print(f"  noise ceiling of r: {out['lazynet']['ceiling']['mean']:.3f} "
           f"({out['lazynet']['ceiling']['n']} doubles with a split-half r)")
     paired = pd.concat([compare(frame, metric=m) for m in ("pearson_interaction", "interaction_explained")])
-    for row in paired[paired["baseline"].isin(["dose_only", "dose_only_counts", "additive_counts"])].to_dict("records"):
+    shown = ["dose_only", "dose_only_counts", "dose_only_folds", "additive_counts", "multiplicative_counts"]
+    for row in paired[paired["baseline"].isin(shown)].to_dict("records"):
         print(f"  lazynet − {row['baseline']} on {row['metric']}: {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
               f"{row['wins']}/{row['n']}, p = {row['p_wilcoxon']:.2g}")
     out["paired"] = paired.to_dict("records")
@@ -113,7 +115,7 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 INTERACTION_RUNS = (("published", ""), ("anchored", ""), ("anchored", "_shrink2"), ("anchored_counts", ""),
-                    ("anchored_counts", "_shrink2"))
+                    ("anchored_counts", "_shrink2"), ("anchored_folds", ""))
 
 
 def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
@@ -124,8 +126,9 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
         return f"{x:.0e}" if x < 1e-3 else f"{x:.2g}"
 
     lines = ["| screen | recipe | interaction r (> 0, p vs 0) | − own dose-only null (wins, p) "
-             "| − own count-space null (wins, p) | `additive_counts` r | ceiling | combination Δ-Pearson | − additive (p) "
-             "| − `additive_counts_shrunk` (wins, p) |", "|" + "---|" * 10]
+             "| − own count-space null (wins, p) | − own folds-multiplied null (wins, p) | `additive_counts` r "
+             "| `multiplicative_counts` r (LazyNet − it, p) | ceiling | combination Δ-Pearson | − additive (p) "
+             "| − `additive_counts_shrunk` (wins, p) |", "|" + "---|" * 12]
     for screen, redundant in (("redundant hubs", "_redundant"), ("AND hubs", "_redundant_and"), ("standard", "")):
         for recipe, shrink in INTERACTION_RUNS:
             path = RESULTS / f"combinations_{recipe}{shrink}{redundant}{tag}.json"
@@ -137,6 +140,9 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
             ipaired = {(row["baseline"], row["metric"]): row for row in inter["paired"]}
             null = ipaired.get(("dose_only", "pearson_interaction"))
             cnull = ipaired.get(("dose_only_counts", "pearson_interaction"))
+            fnull = ipaired.get(("dose_only_folds", "pearson_interaction"))
+            mult = (inter.get("multiplicative_counts") or {}).get("pearson_interaction")
+            mpair = ipaired.get(("multiplicative_counts", "pearson_interaction"))
             paired = {row["baseline"]: row for row in data["paired"] if row["reference"] == "independent"}
             rec = {(row["method"], row["metric"]): row for row in data["records"]
                    if row["reference"] == "independent"}
@@ -148,8 +154,12 @@ def interaction_table(tag: str = "_10000cells_tf0.5") -> str:
                    if null else "| – ")
                 + (f"| {cnull['mean_diff']:+.3f} ({cnull['wins']}/{cnull['n']}, p = {p(cnull['p_wilcoxon'])}) "
                    if cnull else "| not run ")
+                + (f"| {fnull['mean_diff']:+.3f} ({fnull['wins']}/{fnull['n']}, p = {p(fnull['p_wilcoxon'])}) "
+                   if fnull else "| not run ")
                 + f"| {inter['additive_counts']['pearson_interaction']['mean']:.3f} "
-                f"| {inter['lazynet']['ceiling']['mean']:.3f} "
+                + (f"| {mult['mean']:.3f} (LazyNet − it {mpair['mean_diff']:+.3f}, p = {p(mpair['p_wilcoxon'])}) "
+                   if mult and mpair else "| not run ")
+                +                 f"| {inter['lazynet']['ceiling']['mean']:.3f} "
                 f"| {rec[('lazynet', 'pearson_delta')]['mean']:.3f} "
                 f"| {add['mean_diff']:+.3f} (p = {p(add['p_wilcoxon'])}) "
                 + (f"| {acs['mean_diff']:+.3f} ({acs['wins']}/{acs['n']}, p = {p(acs['p_wilcoxon'])}) |"

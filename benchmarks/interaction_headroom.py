@@ -8,7 +8,8 @@ the double's targets, ``--redundant``; hubs that are AND gates, ``--redundant --
 noise-free; an oracle no method can be) exactly as ``combinations.py`` scores LazyNet, on the same
 screens, splits and held-out cells, no training. Beside it: the oracle's own nulls (its arms at the
 double's doses added in log space, ``dose_only``, and in expression, ``dose_only_counts``), the
-count-space additive model (``additive_counts``, no model), the split-half ceiling of the observed
+count-space additive model (``additive_counts``, no model), the arms' fold changes multiplied
+(``multiplicative_counts``, no model: log-space addition without log1p's pseudo-count), the split-half ceiling of the observed
 interaction, and every stored LazyNet run of the same design (``results/combinations*.json``).
 
 What it answers: if the oracle's interaction r is far below the ceiling, the reproducible part of the
@@ -43,7 +44,8 @@ ORACLE = "planted_oracle"
 DESIGNS = ((5000, 0.2), (10000, 0.5))
 #: (redundant, gate) of the screens: standard doubles, OR-gate hubs, AND-gate hubs
 SCREENS = ((False, "or"), (True, "or"), (True, "and"))
-COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk")
+COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk",
+                         "multiplicative_counts")
 
 
 def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, seeds,
@@ -90,7 +92,8 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
     inter = frame[(frame["part"] == "interaction")
                   & frame["metric"].isin(["pearson_interaction", "interaction_explained", "split_half_r"])]
     out: dict[str, Any] = {m: interaction_summary(inter, model=m)
-                           for m in (ORACLE, "dose_only", "dose_only_counts", "additive_counts")}
+                           for m in (ORACLE, "dose_only", "dose_only_counts", "dose_only_folds",
+                                     "additive_counts", "multiplicative_counts")}
     paired = pd.concat([compare(inter, model=ORACLE, metric=m)
                         for m in ("pearson_interaction", "interaction_explained")])
     out["paired"] = paired[paired["baseline"] != "additive"].to_dict("records")
@@ -122,11 +125,15 @@ def stored_runs(*, cells: int, test_fraction: float, redundant: bool, gate: str 
 
 def print_summary(label: str, summary: dict[str, Any], runs: dict[str, float]) -> None:
     """One block of figures per design and screen."""
-    r = {m: summary[m]["pearson_interaction"] for m in (ORACLE, "dose_only", "dose_only_counts", "additive_counts")}
+    r = {m: summary[m]["pearson_interaction"]
+         for m in (ORACLE, "dose_only", "dose_only_counts", "dose_only_folds", "additive_counts",
+                   "multiplicative_counts")}
     print(f"\n{label}: interaction r over {r[ORACLE]['n']} doubles (independent cells; ceiling "
           f"{summary[ORACLE]['ceiling']['mean']:.3f} on {summary[ORACLE]['ceiling']['n']})")
     names = {ORACLE: "planted dynamics (oracle)", "dose_only": "  its arms added in log space",
-             "dose_only_counts": "  its arms added in expression", "additive_counts": "additive_counts (no model)"}
+             "dose_only_counts": "  its arms added in expression", "dose_only_folds": "  its arms' folds multiplied",
+             "additive_counts": "additive_counts (no model)",
+             "multiplicative_counts": "multiplicative_counts (no model)"}
     for m, name in names.items():
         print(f"  {name:32s} r {r[m]['mean']:.3f} ± {r[m]['sd']:.3f} (> 0 on {r[m]['above_zero']}/{r[m]['n']})")
     for row in summary["paired"]:

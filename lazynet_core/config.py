@@ -40,6 +40,8 @@ def _check(condition: bool, message: str) -> None:
 
 #: Which training cells a covariance start, baseline or co-expression reads (ModelConfig.covariance_cells).
 COVARIANCE_CELLS = ("controls", "pooled")
+#: Where the output layer's change is added (``ModelConfig.output``).
+OUTPUTS = ("log", "counts", "fold")
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,12 @@ class ModelConfig(_Config):
         double's interaction that log-space addition cannot. Jacobians stay log-space elasticities.
         The change is scaled per gene, ``g = e^x_ref ⊙ W_out (h − h_ref)``, with ``x_ref`` set by the
         Jacobian start (1 otherwise), so a step of ``W_out`` moves every gene's ``f`` by about as much
-        near the control state, as with ``"log"``.
+        near the control state, as with ``"log"``. Or ``"fold"``: ``g`` is a log fold change of
+        expression, ``F(x) = log1p(expm1(x) · e^g(x))``, so the units' contributions multiply
+        expression exactly (log-space addition without log1p's pseudo-count, which on a gene of few
+        counts makes the product of two arms' folds read as an interaction: an AND gate's double,
+        README, Combinations); ``g = 0`` is no change, a gene not expressed stays so. Scaled per gene
+        by ``e^x_ref / expm1(x_ref)`` so that the Jacobian start is the log-output one.
     covariance_cells
         Which training cells the ``"control_covariance"`` start's regression reads (our addition,
         issue 11): ``"controls"`` (default) or ``"pooled"``, the controls and every trained
@@ -126,7 +133,7 @@ class ModelConfig(_Config):
             "covariance_cells='pooled' needs start='control_covariance' (it picks that start's cells).",
         )
         _check(
-            self.output in ("log", "counts"), f"output must be 'log' or 'counts', got {self.output!r}."
+            self.output in OUTPUTS, f"output must be one of {list(OUTPUTS)}, got {self.output!r}."
         )
         _check(self.hidden is None or self.hidden >= 1, f"hidden must be >= 1 or None, got {self.hidden}.")
         _check(self.depth >= 1, f"depth must be >= 1, got {self.depth}.")
@@ -413,6 +420,8 @@ class NetworkConfig(_Config):
 #: regression and a trained perturbation's is fitted to its measured change (README, Results).
 #: ``anchored_counts``: anchored, with the output change added in expression rather than log space
 #: (``ModelConfig.output="counts"``), where redundant regulators' effects add (README, Combinations).
+#: ``anchored_folds``: anchored, with the output a fold change of expression (``ModelConfig.output="fold"``),
+#: where the effects of regulators that are both needed (an AND gate) multiply (README, Combinations).
 #: ``anchored_pooled``: anchored, its start the regression over the controls *and* the training perturbed
 #: cells, each group centred on its own mean (``ModelConfig.covariance_cells="pooled"``; README, Results).
 RECIPES: dict[str, dict[str, dict[str, Any]]] = {
@@ -426,6 +435,11 @@ RECIPES: dict[str, dict[str, dict[str, Any]]] = {
     "anchored_counts": {
         "model": {"start": "control_covariance", "init_noise": 0.0, "centre_log": True,
                   "freeze_unperturbed": True, "anchor": True, "output": "counts"},
+        "pair": {"pairing": "control_mean", "control_pairs": 0.0},
+    },
+    "anchored_folds": {
+        "model": {"start": "control_covariance", "init_noise": 0.0, "centre_log": True,
+                  "freeze_unperturbed": True, "anchor": True, "output": "fold"},
         "pair": {"pairing": "control_mean", "control_pairs": 0.0},
     },
     "anchored_pooled": {

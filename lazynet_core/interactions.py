@@ -27,7 +27,9 @@ Metrics per double (target genes excluded):
 Methods: the model; ``additive`` (``I = 0``); ``additive_counts``, the arms' training changes added
 in expression (count) space instead of log space, ``log1p(Σ expm1(arm) − (n − 1)·expm1(control))``:
 no model, but it does predict an interaction (an OR gate that each arm halves, the double shuts), so
-it says whether a simple principle already gets the interaction that a model should.
+it says whether a simple principle already gets the interaction that a model should;
+``multiplicative_counts``, the arms' fold changes of expression multiplied (their log changes added
+without log1p's pseudo-count), the same for a gene that needs both regulators (an AND gate).
 
 ``dose_only`` is the model's own no-interaction null on the same inputs: the double's predicted
 change replaced by the sum of its arms' predicted changes, each arm taken alone at its level in the
@@ -39,6 +41,8 @@ only where it beats ``dose_only`` (paired), not just 0.
 ``log1p(Σ expm1 F(a@AB) − (n − 1)·expm1 F(0))`` in place of the double's prediction. A model whose
 output adds its inputs' effects in expression (``ModelConfig(output="counts")``, near the control
 state) matches it by construction; only what it predicts beyond it is learned beyond that form.
+``dose_only_folds`` likewise multiplies the arms' predicted fold changes of expression
+(:func:`lazynet_core.metrics.multiplicative_counts_post`), the form of ``ModelConfig(output="fold")``.
 
 ``split_half_r``, ``reliability``, ``ceiling`` (method ``observed``)
     The r of the observed ``I`` of two halves (every side halved), its Spearman–Brown reliability and
@@ -59,6 +63,7 @@ import pandas as pd
 from lazynet_core.metrics import (
     _pearson,
     additive_counts_post,
+    multiplicative_counts_post,
     reference_mean,
     root_reliability,
     set_ceiling,
@@ -119,7 +124,8 @@ def interaction_frame(
         Maps pre states (n, G) float32 to predicted post states, e.g. ``Ensemble.predict``.
     name
         Method label of ``predict``. The additive model (``I = 0``) is added as ``"additive"``, the
-        count-space additive model as ``"additive_counts"`` and ``predict``'s own arms at the
+        count-space additive model as ``"additive_counts"``, the arms' folds multiplied as
+        ``"multiplicative_counts"`` and ``predict``'s own arms at the
         double's doses as ``"dose_only"`` (added in log space) and ``"dose_only_counts"`` (added in
         count space; module docstring).
     role
@@ -143,11 +149,15 @@ def interaction_frame(
         predicted, observed = genes["predicted"].to_numpy()[keep], genes["observed"].to_numpy()[keep]
         label = str(pairs.perturbations[p])
         counts = additive_counts_interaction(pairs, arms)
+        folds = multiplicative_counts_interaction(pairs, arms)
         methods = [(name, predicted), ("additive", np.zeros_like(observed)),
                    ("dose_only", genes["dose_only"].to_numpy()[keep]),
-                   ("dose_only_counts", genes["dose_only_counts"].to_numpy()[keep])]
+                   ("dose_only_counts", genes["dose_only_counts"].to_numpy()[keep]),
+                   ("dose_only_folds", genes["dose_only_folds"].to_numpy()[keep])]
         if counts is not None:
             methods.append(("additive_counts", counts[keep]))
+        if folds is not None:
+            methods.append(("multiplicative_counts", folds[keep]))
         for method, pred in methods:
             for metric, value in interaction_scores(pred, observed).items():
                 records.append((method, label, metric, value))
@@ -180,9 +190,9 @@ def double_interaction(
     -------
     pandas.DataFrame
         ``gene``, ``observed``, ``predicted`` (``I`` of the module docstring), ``dose_only`` and
-        ``dose_only_counts`` (the same model's no-interaction nulls on the same inputs, its arms
-        added in log and in count space) and ``is_target`` (the double's
-        targets: their levels are inputs, so they are left out of every score).
+        ``dose_only_counts`` and ``dose_only_folds`` (the same model's no-interaction nulls on the
+        same inputs, its arms added in log and in count space, and their folds multiplied) and
+        ``is_target`` (the double's targets: their levels are inputs, so they are left out of every score).
     """
     ref = np.asarray(reference_mean(pairs, "independent"), dtype=np.float64)
     base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
@@ -202,6 +212,7 @@ def double_interaction(
     control_out, alone, at_dose = out[n_sides], out[1:n_sides], out[n_sides + 1:]
     extra = len(arms) - 1
     counts_post = np.log1p(np.maximum(np.expm1(at_dose).sum(axis=0) - extra * np.expm1(control_out), 0.0))
+    folds_post = multiplicative_counts_post(list(at_dose), control_out)
     is_target = np.zeros(pairs.n_genes, dtype=bool)
     is_target[pairs.pert_targets[sides[0]]] = True
     return pd.DataFrame({
@@ -210,6 +221,7 @@ def double_interaction(
         "predicted": _interaction(out[0], list(out[1:n_sides]), out[n_sides]),
         "dose_only": at_dose.sum(axis=0) - alone.sum(axis=0),
         "dose_only_counts": counts_post - alone.sum(axis=0) + extra * control_out,
+        "dose_only_folds": folds_post - alone.sum(axis=0) + extra * control_out,
         "is_target": is_target,
     })
 
@@ -221,11 +233,25 @@ def additive_counts_interaction(pairs: Any, arms: tuple[int, ...]) -> np.ndarray
     means and ``c`` the training control mean (log space), clipped at no expression. None when an
     arm has no training cells.
     """
+    return _training_arms_interaction(pairs, arms, additive_counts_post)
+
+
+def multiplicative_counts_interaction(pairs: Any, arms: tuple[int, ...]) -> np.ndarray | None:
+    """Interaction predicted by multiplying the arms' training fold changes of expression (all genes).
+
+    :func:`lazynet_core.metrics.multiplicative_counts_post` of the arms' training means, less their
+    log1p changes: the part of log1p's pseudo-count alone, large only where a gene has few counts.
+    None when an arm has no training cells.
+    """
+    return _training_arms_interaction(pairs, arms, multiplicative_counts_post)
+
+
+def _training_arms_interaction(pairs: Any, arms: tuple[int, ...], combine) -> np.ndarray | None:
     base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     means = [np.asarray(pairs.pert_mean(int(a), "train"), dtype=np.float64) for a in arms]
     if not all(np.isfinite(m).all() for m in means):
         return None
-    return _interaction(additive_counts_post(means, base), means, base)
+    return _interaction(combine(means, base), means, base)
 
 
 def interaction_scores(predicted: np.ndarray, observed: np.ndarray) -> dict[str, float]:

@@ -82,6 +82,7 @@ BASELINES = (
     "additive_shrunk",
     "additive_counts",
     "additive_counts_shrunk",
+    "multiplicative_counts",
     "null",
     "own_training_mean",
     "own_training_mean_shrunk",
@@ -513,6 +514,12 @@ def baseline_predictions(
         ``additive_counts_shrunk``
             ``additive_counts`` on the arms soft-thresholded as in ``additive_shrunk``: both
             principles together, still no model (NaN on pairs streamed from disk).
+        ``multiplicative_counts``
+            combinations only: the arms' fold changes of expression multiplied,
+            ``log1p(expm1(base) · Π expm1(arm mean) / expm1(base))`` (:func:`multiplicative_counts_post`),
+            which is addition of the arms' log changes *without* log1p's pseudo-count: right for a gene
+            that needs both regulators (an AND gate, the product of their Hill terms), wrong for an OR
+            gate. On a gene of a few counts it differs from ``additive`` by the pseudo-count alone.
         ``null``
             the mean of a random half (redrawn per perturbation) of the control cells outside
             training and the reference: knows nothing about the perturbation, so its score is
@@ -564,12 +571,13 @@ def baseline_predictions(
         linear = nan.copy()
     single_of = {int(pairs.pert_targets[q][0]): q for q in singles}
     additive, additive_shrunk, additive_counts = nan.copy(), nan.copy(), nan.copy()
-    additive_counts_shrunk = nan.copy()
+    additive_counts_shrunk, multiplicative_counts = nan.copy(), nan.copy()
     for row, t in enumerate(targets):
         if len(t) > 1 and all(int(g) in single_of for g in t):
             arms = [single_of[int(g)] for g in t]
             additive[row] = base + sum(means[q] - base for q in arms)
             additive_counts[row] = additive_counts_post([means[q] for q in arms], base)
+            multiplicative_counts[row] = multiplicative_counts_post([means[q] for q in arms], base)
             shrunk = [_shrunk_training_delta(pairs, q, base) for q in arms]
             if all(d is not None for d in shrunk):
                 additive_shrunk[row] = base + sum(shrunk)
@@ -586,6 +594,7 @@ def baseline_predictions(
         "additive_shrunk": additive_shrunk,
         "additive_counts": additive_counts,
         "additive_counts_shrunk": additive_counts_shrunk,
+        "multiplicative_counts": multiplicative_counts,
         "null": null,
         "own_training_mean": means[evals].copy(),
         "own_training_mean_shrunk": _own_shrunk(pairs, evals, base, counts),
@@ -613,6 +622,21 @@ def additive_counts_post(arm_means: Sequence[np.ndarray], base: np.ndarray) -> n
     n = len(arm_means)
     summed = sum(np.expm1(np.asarray(m, dtype=np.float64)) for m in arm_means) - (n - 1) * np.expm1(base)
     return np.log1p(np.clip(summed, 0.0, None))
+
+
+def multiplicative_counts_post(arm_means: Sequence[np.ndarray], base: np.ndarray) -> np.ndarray:
+    """Arms' fold changes of expression multiplied: ``log1p(e_0 · Π expm1(m_a) / e_0)``, e_0 = expm1(base).
+
+    ``arm_means`` and ``base`` are mean log1p expression. In log expression without log1p's
+    pseudo-count this is the arms' changes added; a gene not expressed in ``base`` stays at 0.
+    """
+    e0 = np.expm1(np.asarray(base, dtype=np.float64))
+    fold = np.ones_like(e0)
+    expressed = e0 > 0
+    for m in arm_means:
+        arm = np.clip(np.expm1(np.asarray(m, dtype=np.float64)), 0.0, None)
+        fold[expressed] *= arm[expressed] / e0[expressed]
+    return np.log1p(e0 * fold)
 
 
 #: Threshold of the ``additive_shrunk`` baseline, in standard errors (the shrunk recipe's ``shrink``).

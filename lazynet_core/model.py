@@ -43,6 +43,17 @@ def _linear_start_W_L(n_out: int, n_in: int, gen: torch.Generator) -> torch.Tens
     return W_L
 
 
+def _output_scale(output: str, ref: torch.Tensor) -> torch.Tensor:
+    """Per-gene scale of the output change so that ``∂f/∂x`` at ``ref`` is ``W_out ∂h/∂x``.
+
+    ``"counts"``: ``e^x`` (``f = log1p(g e^−x)``); ``"fold"``: ``e^x / expm1(x)``
+    (``f = log1p(expm1(x) e^g) − x``), capped at 1e3 for a gene of (almost) no expression.
+    """
+    if output == "counts":
+        return torch.exp(ref)
+    return (torch.exp(ref) / torch.expm1(ref).clamp_min(1e-3)).clamp(max=1e3)
+
+
 class LogLinExpBlock(nn.Module):
     """One block ``h = exp(W_E · log(clamp(W_L · x + b_L)) + b_E)``.
 
@@ -156,7 +167,7 @@ class LazyNet(nn.Module):
             self.register_buffer("x_ref", torch.zeros(self.n_genes))
         else:
             self.x_ref = None
-        if config.output == "counts":  # per-gene scale of the change, e^x_ref once started
+        if config.output in ("counts", "fold"):  # per-gene scale of the change, set by the start
             self.register_buffer("out_scale", torch.ones(self.n_genes))
         else:
             self.out_scale = None
@@ -209,7 +220,7 @@ class LazyNet(nn.Module):
             # g = e^x_ref ⊙ W_out (h - h_ref): at x_ref, ∂f/∂x = e^(-x_ref) ∂g/∂x = W_out ∂h/∂x, so the
             # start is the log-output one, and a unit of W_out moves every gene's f by about as much
             # (without the scale, Adam fitted a highly expressed gene e^x times slower)
-            self.out_scale.copy_(torch.exp(ref))
+            self.out_scale.copy_(_output_scale(self.config.output, ref))
         weight = torch.linalg.solve(dh.T, target.to(dh.dtype).T).T  # W_out · dh = target
         self.out.weight.copy_(weight)
         self.out.bias.zero_()
@@ -231,6 +242,9 @@ class LazyNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self._output_change(x)
+        if self.config.output == "fold":  # g is a log fold of expression: log1p(expm1(x) e^g) - x
+            g = (g * self.out_scale).clamp(max=self.config.exp_clamp)
+            return torch.log1p(torch.expm1(x).clamp_min(0.0) * torch.exp(g)) - x
         if self.out_scale is not None:
             g = g * self.out_scale  # g is a change in expression: log1p(expm1(x) + g) - x,
             # clamped so that the predicted expression expm1(x) + g is >= 0 (F = 0, f = -x); a tie

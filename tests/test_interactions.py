@@ -255,12 +255,33 @@ def test_additive_counts_by_hand():
     assert_allclose(additive_counts_post(over, base)[0], 0.0)
 
 
-def test_additive_counts_baseline_uses_the_arms_training_means(redundant_pairs):
-    from lazynet_core.metrics import additive_counts_post, baseline_predictions
+def test_multiplicative_counts_by_hand():
+    from lazynet_core.metrics import additive_counts_post, multiplicative_counts_post
+
+    base = np.log1p(np.array([4.0, 4.0, 1.0, 0.0]))
+    arms = [np.log1p(np.array([2.0, 8.0, 1.0, 0.0])), np.log1p(np.array([2.0, 4.0, 3.0, 2.0]))]
+    # gene 0: each arm halves 4 -> 2, the two together a quarter (an AND gate's product); genes 1, 2:
+    # one arm moves each; gene 3 is not expressed at base: no fold, it stays at 0
+    assert_allclose(multiplicative_counts_post(arms, base), np.log1p([1.0, 8.0, 3.0, 0.0]))
+    assert_allclose(additive_counts_post(arms, base)[0], 0.0)  # the OR gate's sum shuts it
+    # on a gene of many counts log1p is log: the folds multiplied are the log changes added
+    high = np.log1p(np.array([1e6]))
+    folds = [np.log1p(np.array([2e5])), np.log1p(np.array([5e5]))]
+    assert_allclose(multiplicative_counts_post(folds, high), high + sum(f - high for f in folds), atol=1e-5)
+    # on a gene of few counts the pseudo-count makes log1p addition shut it more than the product
+    low, halves = np.log1p(np.array([0.5])), [np.log1p(np.array([0.25]))] * 2
+    assert multiplicative_counts_post(halves, low)[0] > low[0] + 2 * (halves[0][0] - low[0]) + 0.05
+
+
+@pytest.mark.parametrize("method", ["additive_counts", "multiplicative_counts"])
+def test_count_space_baselines_use_the_arms_training_means(redundant_pairs, method):
+    from lazynet_core import metrics
+    from lazynet_core.interactions import interaction_frame
 
     _, pairs = redundant_pairs
+    combine = getattr(metrics, f"{method}_post")
     evals = pairs.evaluation_perturbations("test")
-    preds = baseline_predictions(pairs)["additive_counts"]
+    preds = metrics.baseline_predictions(pairs)[method]
     base = pairs.control_mean("train").astype(np.float64)
     arms = dict(double_arms(pairs))
     checked = 0
@@ -269,10 +290,40 @@ def test_additive_counts_baseline_uses_the_arms_training_means(redundant_pairs):
             assert len(pairs.pert_targets[p]) > 1 or np.isnan(preds[row]).all()  # singles: not defined
             continue
         keep = np.setdiff1d(np.arange(pairs.n_genes), pairs.pert_targets[p])
-        expected = additive_counts_post([pairs.pert_mean(a, "train") for a in arms[p]], base)
+        expected = combine([pairs.pert_mean(a, "train") for a in arms[p]], base)
         assert_allclose(preds[row, keep], expected[keep], rtol=1e-6)
         checked += 1
     assert checked == 3
+    frame = interaction_frame(pairs, lambda x: x, ceiling=False)
+    assert frame[frame["method"] == method]["perturbation"].nunique() == 3
+
+
+def test_an_and_gates_oracle_double_is_nearly_its_arms_folds_multiplied():
+    # hub = basal + 6 · hill(A) · hill(B): but for the small basal production, the double's fold of
+    # the hub is the product of its arms' folds, which multiplicative_counts predicts from the arms
+    # alone and log1p addition does not (the hub has few counts: the pseudo-count matters)
+    from lazynet_core.metrics import multiplicative_counts_post
+
+    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True, gate="and")
+    genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
+    base = np.log1p(np.full(len(genes), 0.8))
+    oracle = datasets.planted_hill_predictor(raw, base=base, genes=genes)
+    gene = {g: i for i, g in enumerate(genes)}
+    planted = raw.uns["planted_network"]
+    src, tgt = np.asarray(planted["source"]).astype(str), np.asarray(planted["target"]).astype(str)
+    for hub in raw.uns["synthetic"]["redundant_hubs"].split(","):
+        a, b = sorted(src[tgt == hub])
+        states = []
+        for targets in ((a,), (b,), (a, b)):
+            pre = base.astype(np.float32).copy()
+            for t in targets:
+                pre[gene[t]] = np.log1p(0.3 * np.expm1(base[gene[t]]))
+            states.append(oracle(pre).astype(np.float64))
+        h = gene[hub]
+        product = multiplicative_counts_post(states[:2], base)[h]
+        log_sum = base[h] + (states[0][h] - base[h]) + (states[1][h] - base[h])
+        assert abs(states[2][h] - product) < 0.02
+        assert states[2][h] - log_sum > 0.05
 
 
 def test_a_double_with_validation_cells_is_not_scored(redundant_pairs):
