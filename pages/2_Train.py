@@ -26,7 +26,9 @@ RECIPE_NOTE = (
     "with its arms shrunk the same way scores 0.715. Where doubles truly interact (redundant "
     "regulators), only anchored_counts predicts part of the interaction (r 0.21, all from adding the "
     "arms in counts: its count-space null scores 0.22), and the arms summed in counts with no model "
-    "predict it better (0.25)."
+    "predict it better (0.25). Where a gene needs both regulators (an AND gate), the double is the product "
+    "of its arms' fold changes; anchored_folds multiplies them by its output form, and the arms' folds "
+    "multiplied with no model still predict it better (README, Combinations)."
 )
 
 ui.frame_guard("pages/2_Train.py")
@@ -149,7 +151,9 @@ with st.form("train_form"):
         "target is predicted by the control cells' regression, a trained one fitted to its measured "
         "change (its pre-state is the control mean, so it ignores the Pairing choice). Anchored_counts: "
         "anchored, with the output change added in expression instead of log space, so that redundant "
-        "regulators' effects add as they do in the cell. Anchored_pooled: anchored, its start read from "
+        "regulators' effects add as they do in the cell. Anchored_folds: anchored, with the output a fold "
+        "change of expression (log without the pseudo-count of 1), so that the effects of regulators a gene "
+        "needs both of multiply, also at genes of few counts. Anchored_pooled: anchored, its start read from "
         "the control cells and the training perturbed cells, each group centred on its own mean (more "
         "cells, a less noisy regression). Covariance and the anchored recipes need one "
         "hidden unit per gene (hidden width 0 and at most 1024 genes). "

@@ -124,13 +124,22 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
     (tmp_path / "interaction_headroom.json").write_text(json.dumps({"results": [
         {"cells": 10000, "redundant": True, "summary": summary},
         {"cells": 10000, "redundant": True, "gate": "and", "summary": {"planted_oracle": r(0.38),
-                                                                       "dose_only": r(0.08)}}]}))
+                                                                       "dose_only": r(0.08),
+                                                                       "multiplicative_counts": r(0.39)}}]}))
     measured = interaction_measured(tmp_path)
-    keys = ("and_published", "and_published_null", "and_oracle", "and_oracle_null")
-    assert {k: measured[k] for k in keys} == {
-        "and_published": 0.09, "and_published_null": 0.074, "and_oracle": 0.38, "and_oracle_null": 0.08}
+    keys = ("and_published", "and_published_null", "and_oracle", "and_oracle_null", "and_multiplicative")
+    expected = {"and_published": 0.09, "and_published_null": 0.074, "and_oracle": 0.38,
+                "and_oracle_null": 0.08,
+                "and_multiplicative": 0.39}
+    assert {k: measured[k] for k in keys} == expected
+    assert "and_folds" not in measured and "anchored_folds" not in interaction_measured_sentence(measured)
     assert measured["oracle"] == 0.34  # the OR screens' oracle, not the AND one
     sentence = interaction_measured_sentence(measured)
     assert "AND gates" in sentence and "oracle 0.38" in sentence
-    assert "(0.090 against its null 0.074)" in sentence
+    assert "(0.090 against its null 0.074)" in sentence and "no model, score 0.39" in sentence
+    (tmp_path / "combinations_anchored_folds_redundant_and_10000cells_tf0.5.json").write_text(json.dumps(
+        {"interaction": {"lazynet": r(0.31)}}))
+    measured = interaction_measured(tmp_path)
+    assert measured["and_folds"] == 0.31
+    assert "anchored_folds, whose output multiplies folds, 0.31." in interaction_measured_sentence(measured)
     assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete

@@ -24,6 +24,7 @@ RECIPE_FILES = {
     "covariance": "_control_covariance_k256",
     "anchored": "_anchored",
     "anchored_counts": "_anchored_counts",
+    "anchored_folds": "_anchored_folds",
     "anchored_pooled": "_anchored_pooled",
 }
 SCREENS = ("real", "demo", "hill")
@@ -151,8 +152,9 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         ``counts_log_null``, ``counts_null`` (``anchored_counts`` and its log- and count-space nulls),
         ``additive_counts``, ``ceiling``, ``oracle`` and ``oracle_counts_null``; ``None`` when a file
         or figure is missing (an installed package without the benchmarks). Where the AND-gate hubs
-        were run too (``--gate and``), also ``and_published``, ``and_published_null``, ``and_oracle``
-        and ``and_oracle_null`` (the oracle's log-space null).
+        were run too (``--gate and``), also ``and_published``, ``and_published_null``, ``and_oracle``,
+        ``and_oracle_null`` (the oracle's log-space null) and ``and_multiplicative`` (the arms' folds
+        multiplied, no model), and ``and_folds`` where the ``anchored_folds`` recipe was run there.
     """
     def r(block: dict[str, Any], name: str) -> float | None:
         return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
@@ -184,6 +186,10 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
     if and_published and and_oracle:
         more = {"and_published": r(and_published, "lazynet"),
                 "and_published_null": r(and_published, "dose_only"),
-                "and_oracle": r(and_oracle, "planted_oracle"), "and_oracle_null": r(and_oracle, "dose_only")}
+                "and_oracle": r(and_oracle, "planted_oracle"), "and_oracle_null": r(and_oracle, "dose_only"),
+                "and_multiplicative": r(and_oracle, "multiplicative_counts")}
         out.update(more if all(v is not None for v in more.values()) else {})
+        and_folds = interaction("anchored_folds", "_redundant_and_10000cells_tf0.5")
+        if "and_oracle" in out and and_folds and r(and_folds, "lazynet") is not None:
+            out["and_folds"] = r(and_folds, "lazynet")
     return {k: float(v) for k, v in out.items()}

@@ -1056,8 +1056,13 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
         f"its own arms added in counts {m['oracle_counts_null']}: in these doubles' dynamics the "
         "interaction is count-space addition. LazyNet predicts combinations as additive in log space "
         "unless its output adds in counts."
-        + (f" Where the hubs need both arms (AND gates, --gate and), the dynamics hold an interaction "
-           f"neither sum predicts (oracle {m['and_oracle']}, its log-space null {m['and_oracle_null']}); the "
-           f"published recipe learns a little of it ({measured['and_published']:.3f} against its null "
-           f"{measured['and_published_null']:.3f})." if "and_oracle" in m else "")
+        + (f" Where the hubs need both arms (AND gates, --gate and), the double is the product of its arms' "
+           f"fold changes, which log expression with its pseudo-count of 1 reads as an interaction at "
+           f"genes of few counts: the arms' folds multiplied, no model, score {m['and_multiplicative']}, the "
+           f"oracle {m['and_oracle']} (its log-space null {m['and_oracle_null']}); the published recipe "
+           f"learns a little of it ({measured['and_published']:.3f} against its null "
+           f"{measured['and_published_null']:.3f})"
+           + (f", anchored_folds, whose output multiplies folds, {m['and_folds']}"
+              if "and_folds" in m else "")
+           + "." if "and_oracle" in m else "")
     )
