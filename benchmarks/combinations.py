@@ -115,7 +115,7 @@ def print_interaction(frame: pd.DataFrame) -> dict[str, Any]:
 
 
 INTERACTION_RUNS = (("published", ""), ("anchored", ""), ("anchored", "_shrink2"), ("anchored_counts", ""),
-                    ("anchored_counts", "_shrink2"), ("anchored_folds", ""))
+                    ("anchored_counts", "_shrink2"), ("anchored_folds", ""), ("anchored_folds", "_shrink2"))
 
 
 def interaction_table(tag: str = "_10000cells_tf0.5") -> str:

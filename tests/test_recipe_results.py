@@ -139,7 +139,11 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
     assert "(0.090 against its null 0.074)" in sentence and "no model, score 0.39" in sentence
     (tmp_path / "combinations_anchored_folds_redundant_and_10000cells_tf0.5.json").write_text(json.dumps(
         {"interaction": {"lazynet": r(0.31)}}))
+    assert "and_folds" not in interaction_measured(tmp_path)  # a run without its folds null: not claimed
+    (tmp_path / "combinations_anchored_folds_redundant_and_10000cells_tf0.5.json").write_text(json.dumps(
+        {"interaction": {"lazynet": r(0.31), "dose_only_folds": r(0.305)}}))
     measured = interaction_measured(tmp_path)
-    assert measured["and_folds"] == 0.31
-    assert "anchored_folds, whose output multiplies folds, 0.31." in interaction_measured_sentence(measured)
+    assert (measured["and_folds"], measured["and_folds_null"]) == (0.31, 0.305)
+    assert ("anchored_folds, whose output multiplies folds, 0.31, all of it from that output form "
+            "(its folds-multiplied null 0.30)") in interaction_measured_sentence(measured)
     assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete

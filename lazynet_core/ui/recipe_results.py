@@ -154,7 +154,8 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         or figure is missing (an installed package without the benchmarks). Where the AND-gate hubs
         were run too (``--gate and``), also ``and_published``, ``and_published_null``, ``and_oracle``,
         ``and_oracle_null`` (the oracle's log-space null) and ``and_multiplicative`` (the arms' folds
-        multiplied, no model), and ``and_folds`` where the ``anchored_folds`` recipe was run there.
+        multiplied, no model), and ``and_folds`` with ``and_folds_null`` (its folds-multiplied dose-only
+        null) where the ``anchored_folds`` recipe was run there.
     """
     def r(block: dict[str, Any], name: str) -> float | None:
         return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
@@ -189,7 +190,8 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
                 "and_oracle": r(and_oracle, "planted_oracle"), "and_oracle_null": r(and_oracle, "dose_only"),
                 "and_multiplicative": r(and_oracle, "multiplicative_counts")}
         out.update(more if all(v is not None for v in more.values()) else {})
-        and_folds = interaction("anchored_folds", "_redundant_and_10000cells_tf0.5")
-        if "and_oracle" in out and and_folds and r(and_folds, "lazynet") is not None:
-            out["and_folds"] = r(and_folds, "lazynet")
+        and_folds = interaction("anchored_folds", "_redundant_and_10000cells_tf0.5") or {}
+        folds = {"and_folds": r(and_folds, "lazynet"), "and_folds_null": r(and_folds, "dose_only_folds")}
+        if "and_oracle" in out and all(v is not None for v in folds.values()):
+            out.update(folds)
     return {k: float(v) for k, v in out.items()}

@@ -1062,7 +1062,8 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
            f"oracle {m['and_oracle']} (its log-space null {m['and_oracle_null']}); the published recipe "
            f"learns a little of it ({measured['and_published']:.3f} against its null "
            f"{measured['and_published_null']:.3f})"
-           + (f", anchored_folds, whose output multiplies folds, {m['and_folds']}"
-              if "and_folds" in m else "")
+           + (f", anchored_folds, whose output multiplies folds, {m['and_folds']}, all of it from that "
+              f"output form (its folds-multiplied null {m['and_folds_null']}); no recipe beats the arms' "
+              "folds multiplied" if "and_folds" in m else "")
            + "." if "and_oracle" in m else "")
     )
