@@ -36,7 +36,8 @@ from benchmarks.common import RESULTS, machine_info, write_json
 from lazynet_core.metrics import summarize
 
 METHODS = ("perturbed_mean", "perturbed_mean_ex", "additive", "additive_shrunk", "additive_counts",
-           "additive_counts_shrunk", "multiplicative_counts", "control_covariance", "null", "linear")
+           "additive_counts_shrunk", "multiplicative_counts", "multiplicative_counts_shrunk", "control_covariance",
+           "null", "linear")
 
 
 def screen_with_doubles(seed: int, *, n_genes: int, n_cells: int, n_combinations: int, redundant: bool = False,

@@ -45,7 +45,7 @@ DESIGNS = ((5000, 0.2), (10000, 0.5))
 #: (redundant, gate) of the screens: standard doubles, OR-gate hubs, AND-gate hubs
 SCREENS = ((False, "or"), (True, "or"), (True, "and"))
 COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk",
-                         "multiplicative_counts")
+                         "multiplicative_counts", "multiplicative_counts_shrunk")
 
 
 def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, seeds,

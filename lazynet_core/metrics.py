@@ -83,6 +83,7 @@ BASELINES = (
     "additive_counts",
     "additive_counts_shrunk",
     "multiplicative_counts",
+    "multiplicative_counts_shrunk",
     "null",
     "own_training_mean",
     "own_training_mean_shrunk",
@@ -520,6 +521,10 @@ def baseline_predictions(
             which is addition of the arms' log changes *without* log1p's pseudo-count: right for a gene
             that needs both regulators (an AND gate, the product of their Hill terms), wrong for an OR
             gate. On a gene of a few counts it differs from ``additive`` by the pseudo-count alone.
+        ``multiplicative_counts_shrunk``
+            ``multiplicative_counts`` on the arms soft-thresholded as in ``additive_shrunk``: the fair
+            comparison for a model whose output multiplies folds (``ModelConfig(output="fold")``)
+            trained with ``TrainConfig.shrink`` (NaN on pairs streamed from disk).
         ``null``
             the mean of a random half (redrawn per perturbation) of the control cells outside
             training and the reference: knows nothing about the perturbation, so its score is
@@ -571,7 +576,7 @@ def baseline_predictions(
         linear = nan.copy()
     single_of = {int(pairs.pert_targets[q][0]): q for q in singles}
     additive, additive_shrunk, additive_counts = nan.copy(), nan.copy(), nan.copy()
-    additive_counts_shrunk, multiplicative_counts = nan.copy(), nan.copy()
+    additive_counts_shrunk, multiplicative_counts, multiplicative_shrunk = nan.copy(), nan.copy(), nan.copy()
     for row, t in enumerate(targets):
         if len(t) > 1 and all(int(g) in single_of for g in t):
             arms = [single_of[int(g)] for g in t]
@@ -582,6 +587,7 @@ def baseline_predictions(
             if all(d is not None for d in shrunk):
                 additive_shrunk[row] = base + sum(shrunk)
                 additive_counts_shrunk[row] = additive_counts_post([base + d for d in shrunk], base)
+                multiplicative_shrunk[row] = multiplicative_counts_post([base + d for d in shrunk], base)
     null = _null_posts(pairs, evals)
     preds = {
         "identity": pre.copy(),
@@ -595,6 +601,7 @@ def baseline_predictions(
         "additive_counts": additive_counts,
         "additive_counts_shrunk": additive_counts_shrunk,
         "multiplicative_counts": multiplicative_counts,
+        "multiplicative_counts_shrunk": multiplicative_shrunk,
         "null": null,
         "own_training_mean": means[evals].copy(),
         "own_training_mean_shrunk": _own_shrunk(pairs, evals, base, counts),

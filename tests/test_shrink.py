@@ -101,6 +101,13 @@ def test_additive_shrunk_by_hand(doubles_pairs):
         summed = sum(np.expm1(base + shrunk_arm(g)) for g in targets) - (len(targets) - 1) * np.expm1(base)
         counts = np.log1p(np.clip(summed, 0.0, None))
         assert_allclose(preds["additive_counts_shrunk"][row, keep], counts[keep], rtol=1e-4, atol=1e-5)
+        # and their fold changes multiplied: log1p(expm1(base) · Π expm1(base + d_a) / expm1(base))
+        on = keep[np.expm1(base[keep]) > 0]
+        e0 = np.expm1(base[on])
+        folds = [np.clip(np.expm1(base[on] + shrunk_arm(g)[on]), 0.0, None) / e0 for g in targets]
+        product = preds["multiplicative_counts_shrunk"][row, on]
+        assert_allclose(product, np.log1p(e0 * np.prod(folds, axis=0)), rtol=1e-4, atol=1e-5)
+        assert not np.allclose(product, counts[on], atol=1e-3)  # not the count-space sum
         moved = preds["additive"][row, keep] - base[keep]
         assert np.abs(expected[keep] - base[keep]).sum() < np.abs(moved).sum()  # shrunk toward no change
         checked += 1

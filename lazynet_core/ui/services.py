@@ -39,6 +39,7 @@ METHOD_LABELS = {
     "additive_counts": "additive in counts (not log)",
     "additive_counts_shrunk": "additive in counts, arms soft-thresholded at 2 SE",
     "multiplicative_counts": "arms' fold changes multiplied (log without the pseudo-count)",
+    "multiplicative_counts_shrunk": "arms' fold changes multiplied, arms soft-thresholded at 2 SE",
     "own_training_mean": "own training-cell mean",
     "own_training_mean_shrunk": "own training-cell mean, soft-thresholded at 2 SE",
     "null": "null (random control cells)",
