@@ -679,7 +679,9 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         gate's 3.02), so either arm alone shuts most of it. Were it not for the basal production and
         the saturation of the Hill terms, the arms would add in log space at the hub (a product);
         with them the double shuts it less than that sum, and in expression far more than the sum of
-        the arms' changes: an interaction neither additive model predicts. The hubs are listed in
+        the arms' changes. Scored in log1p expression, the interaction is close to the arms' fold
+        changes multiplied (``metrics.multiplicative_counts_post``: log1p's pseudo-count makes a
+        product of folds read as an interaction at genes of few counts). The hubs are listed in
         ``uns["planted_hill"]["and_genes"]``; ``uns["synthetic"]["gate"]`` is ``"and"``. The network,
         design and random draws are those of ``gate="or"``.
     n_controls
