@@ -67,3 +67,49 @@ def test_rehead_swaps_the_observed_records_only_where_the_data_reproduce_them():
     assert stored[0]["metric"] == "pearson_delta" and stored[1:] == fresh  # the model's rows untouched
     with pytest.raises(ValueError, match="do not reproduce"):
         replace_observed(stored, [rec("observed", "reliability", 0.25)])
+
+
+def test_trained_doubles_holds_out_only_the_scored_doubles_in_the_half_arm():
+    """``trained_doubles.py``'s half arm trains on the unscored doubles; its none arm on no double."""
+    from benchmarks.combinations import screen_with_doubles
+
+    adata = screen_with_doubles(0, n_genes=30, n_cells=1500, n_combinations=6, redundant=True, gate="and")
+    doubles = tuple(sorted(p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p))
+    scored, other = set(doubles[::2]), set(doubles[1::2])
+    assert len(scored) == 3 and len(other) == 3
+    trained = {}
+    for arm, held_out in (("none", doubles), ("half", tuple(sorted(scored)))):
+        pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=held_out, seed=0))
+        trained[arm] = {str(pairs.perturbations[p]) for p in np.unique(pairs.cell_pert[
+            (pairs.cell_pert >= 0) & (pairs.cell_role == "train")])}
+    assert not trained["none"] & set(doubles)
+    assert trained["half"] & set(doubles) == other
+    assert trained["half"] - other == trained["none"]  # the singles train in both arms
+
+
+def test_trained_doubles_summary_pairs_the_excess_over_the_own_null_between_arms():
+    """Known answer: LazyNet 0.3/0.5 over a null of 0.2/0.2 gains 0.2 in the half arm, on every double."""
+    import pandas as pd
+
+    from benchmarks.trained_doubles import summarize_arms
+
+    rows = []
+    for arm, lazy in (("none_trained", 0.3), ("half_trained", 0.5)):
+        for pert, bump in (("a+b", 0.0), ("c+d", 0.1), ("e+f", -0.1)):
+            for seed in (0, 1):  # seeds average per double before pairing
+                jitter = 0.01 if seed else -0.01
+                for method, value in (("lazynet", lazy + bump + jitter), ("dose_only_folds", 0.2 + bump),
+                                      ("dose_only", 0.9), ("multiplicative_counts", 0.4)):
+                    rows.append({"arm": arm, "method": method, "perturbation": pert, "seed": seed,
+                                 "metric": "pearson_interaction", "reference": "independent", "value": value})
+    frame = pd.DataFrame(rows)
+    noise = frame.assign(reference="training", value=-5.0)  # other references must not leak in
+    summary = summarize_arms(pd.concat([frame, noise]), null="dose_only_folds")
+    assert summary["own_null"] == "dose_only_folds"
+    assert np.isclose(summary["per_arm"]["none_trained"]["lazynet_minus_own_null"], 0.1)
+    assert np.isclose(summary["per_arm"]["half_trained"]["lazynet_minus_own_null"], 0.3)
+    assert np.isclose(summary["per_arm"]["half_trained"]["multiplicative_counts"], 0.4)
+    gain = summary["half_minus_none_excess_over_null"]
+    assert np.isclose(gain["mean"], 0.2) and np.isclose(gain["sd"], 0.0, atol=1e-12)
+    assert gain["n"] == 3 and gain["wins"] == 3
+    assert np.isclose(summary["half_minus_none_lazynet_r"]["mean"], 0.2)
