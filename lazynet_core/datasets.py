@@ -617,22 +617,42 @@ def _pairs_within(members: np.ndarray) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for i, a in enumerate(members) for b in members[i + 1:]]
 
 
-def _make_redundant(rng: np.random.Generator, doubles: list[tuple[str, str]], genes: np.ndarray, taken: set,
-                    basal: np.ndarray, parents: list, k: list) -> list[str]:
-    """Rewire the network in place so that each double's two targets are the only activators (K = 3
-    each) of one fresh later gene, which in turn regulates up to four later genes. The hub is an OR
-    gate (either arm keeps it on) unless :func:`_hill_solve` is told it is an AND gate. Returns the
-    hub genes (one per double that found a free later gene)."""
+def _hill_triads(rng: np.random.Generator, perts: list[tuple[str, str]], genes: np.ndarray,
+                 n: int) -> tuple[list[tuple[str, str]], list[tuple[int, int, int]]]:
+    """``n`` disjoint triads of single CRISPRi targets and their three doubles each (AB, AC, BC).
+
+    Targets among the last 15 % of genes are left out (a hub must come after its triad), and the
+    triads are returned latest first, so that those with the fewest later genes choose their hub first.
+    """
     index = {g: i for i, g in enumerate(genes)}
+    crispri = [index[g] for g, mod in perts if mod == "CRISPRi" and index[g] < 0.85 * len(genes)]
+    crispri = rng.permutation(sorted(crispri))
+    if 3 * n > len(crispri):
+        msg = (f"shared_hubs needs {3 * n} distinct CRISPRi targets for {n} triads (n_combinations={3 * n}); "
+               f"the screen has {len(crispri)} early enough to have a later hub. Ask for at most "
+               f"{3 * (len(crispri) // 3)} doubles.")
+        raise ValueError(msg)
+    triads = sorted((tuple(sorted(int(t) for t in crispri[3 * i: 3 * i + 3])) for i in range(n)),
+                    key=lambda t: -t[-1])
+    doubles = [(f"{genes[a]}+{genes[b]}", "CRISPRi") for t in triads for a, b in _pairs_within(np.array(t))]
+    return doubles, triads
+
+
+def _make_redundant(rng: np.random.Generator, groups: list[tuple[int, ...]], genes: np.ndarray, taken: set,
+                    basal: np.ndarray, parents: list, k: list) -> list[str]:
+    """Rewire the network in place so that each group of targets (a double's two, or a triad's three)
+    are the only activators (K = 3 each) of one fresh later gene, which in turn regulates up to four
+    later genes. The hub is an OR gate (any arm keeps it on) unless :func:`_hill_solve` is told it is
+    an AND gate. Returns the hub genes (one per group that found a free later gene)."""
     hubs = []
-    for label, _ in doubles:
-        a, b = sorted(index[g] for g in label.split("+"))
-        free = [i for i in range(b + 1, len(genes)) if i not in taken]
+    for group in groups:
+        last = max(group)
+        free = [i for i in range(last + 1, len(genes)) if i not in taken]
         if not free:
             continue
         hub = int(rng.choice(free))
         taken.add(hub)
-        parents[hub], k[hub] = np.array([a, b]), np.full(2, 3.0)
+        parents[hub], k[hub] = np.array(sorted(group)), np.full(len(group), 3.0)
         basal[hub] = 0.02
         later = [i for i in range(hub + 1, len(genes)) if i not in taken]
         for child in rng.choice(later, min(4, len(later)), replace=False) if later else []:
@@ -643,7 +663,8 @@ def _make_redundant(rng: np.random.Generator, doubles: list[tuple[str, str]], ge
 
 
 def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_combinations: int = 0,
-                redundant: bool = False, n_controls: int | None = None, gate: str = "or") -> ad.AnnData:
+                redundant: bool = False, n_controls: int | None = None, gate: str = "or",
+                shared_hubs: bool = False) -> ad.AnnData:
     """A screen whose dynamics are not the model's form: SERGIO-style Hill kinetics.
 
     Genes are in topological order; the first 15 % are master regulators (basal production
@@ -684,6 +705,15 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         product of folds read as an interaction at genes of few counts). The hubs are listed in
         ``uns["planted_hill"]["and_genes"]``; ``uns["synthetic"]["gate"]`` is ``"and"``. The network,
         design and random draws are those of ``gate="or"``.
+    shared_hubs
+        With ``redundant`` and ``gate="and"``: the doubles come in triads that share one hub, so that
+        trained doubles carry what a held-out one needs. ``n_combinations / 3`` disjoint triads of
+        single CRISPRi targets (A, B, C) each give the doubles A+B, A+C and B+C, and one hub needs all
+        three (production ``basal + 9 · hill(A) · hill(B) · hill(C)``). Training on A+B and A+C then
+        shows the hub at two corners of the plane that B+C reaches. The triads are listed as
+        ``"A+B+C"``, comma-separated, in ``uns["synthetic"]["shared_hub_triads"]`` (hub order: the
+        ``redundant_hubs``). False (default) leaves the AND screen as above. The network and draws
+        differ from ``gate="and"`` from the doubles on.
     n_controls
         Number of control cells instead of ~12 % of ``n_cells``. The planted network, the
         perturbations and their cell counts (``n_cells`` minus that 12 %) stay as they are; every
@@ -718,6 +748,11 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         msg = (f"gate must be 'or' or 'and' (the latter with redundant=True), got {gate!r} "
                f"(redundant={redundant}).")
         raise ValueError(msg)
+    if shared_hubs and (gate != "and" or n_combinations % 3):
+        msg = (f"shared_hubs=True needs redundant=True, gate='and' and n_combinations a multiple of 3 "
+               f"(three doubles per triad); got gate={gate!r}, redundant={redundant}, "
+               f"n_combinations={n_combinations}.")
+        raise ValueError(msg)
     if n_controls is not None and n_controls < 20:
         msg = f"hill_screen needs n_controls >= 20 (training and reference controls); got {n_controls}."
         raise ValueError(msg)
@@ -727,12 +762,22 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     targets = np.r_[targets, rng.choice(rest, max(n_pert - len(targets), 0), replace=False)][:n_pert]
     perts = [(str(genes[t]), "CRISPRi" if i % 3 else "CRISPRa") for i, t in enumerate(targets)]
     if n_combinations:
-        doubles = _hill_combinations(np.random.default_rng([seed, 1]), perts, genes, parents, n_combinations)
+        draws = np.random.default_rng([seed, 1])
+        if shared_hubs:
+            doubles, groups = _hill_triads(draws, perts, genes, n_combinations // 3)
+        else:
+            doubles = _hill_combinations(draws, perts, genes, parents, n_combinations)
+            groups = [tuple(sorted(int(np.flatnonzero(genes == g)[0]) for g in label.split("+")))
+                      for label, _ in doubles]
         perts += doubles
     hubs: list[str] = []
     if redundant:
         taken = {int(t) for t in targets}
-        hubs = _make_redundant(np.random.default_rng([seed, 2]), doubles, genes, taken, basal, parents, k)
+        hubs = _make_redundant(np.random.default_rng([seed, 2]), groups, genes, taken, basal, parents, k)
+        if shared_hubs and len(hubs) < len(groups):
+            msg = (f"shared_hubs found a later hub for {len(hubs)} of {len(groups)} triads at "
+                   f"n_genes={n_genes}; ask for fewer doubles or more genes.")
+            raise ValueError(msg)
         h = np.full(n_genes, np.nan)
         and_genes = [int(np.flatnonzero(genes == hub)[0]) for hub in hubs] if gate == "and" else []
         _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)), and_genes=and_genes)  # rewired levels
@@ -755,6 +800,8 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     extra = {"redundant_hubs": ",".join(hubs)} if redundant else {}
     if gate == "and":
         extra["gate"] = "and"
+    if shared_hubs:
+        extra["shared_hub_triads"] = ",".join("+".join(str(genes[t]) for t in g) for g in groups)
     if n_controls is not None:
         extra["n_controls"] = int(n_controls)
     synthetic = _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0, **extra)

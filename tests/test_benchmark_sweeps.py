@@ -113,3 +113,15 @@ def test_trained_doubles_summary_pairs_the_excess_over_the_own_null_between_arms
     assert np.isclose(gain["mean"], 0.2) and np.isclose(gain["sd"], 0.0, atol=1e-12)
     assert gain["n"] == 3 and gain["wins"] == 3
     assert np.isclose(summary["half_minus_none_lazynet_r"]["mean"], 0.2)
+
+
+def test_trained_doubles_scores_one_double_per_shared_hub_triad_in_turn():
+    import pytest
+
+    from benchmarks.trained_doubles import scored_doubles
+
+    doubles = ("A+B", "A+C", "B+C", "D+E", "D+F", "E+F", "G+H", "G+I", "H+I", "J+K", "J+L", "K+L")
+    assert scored_doubles(doubles) == ("A+B", "B+C", "D+F", "G+H", "H+I", "J+L")
+    assert scored_doubles(doubles, triads="A+B+C,D+E+F,G+H+I,J+K+L") == ("B+C", "D+F", "G+H", "K+L")
+    with pytest.raises(ValueError, match="W\\+Y"):
+        scored_doubles(doubles, triads="A+B+C,W+X+Y")

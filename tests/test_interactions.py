@@ -326,6 +326,44 @@ def test_an_and_gates_oracle_double_is_nearly_its_arms_folds_multiplied():
         assert states[2][h] - log_sum > 0.05
 
 
+def test_shared_hubs_give_each_triad_one_and_hub_of_all_three_targets():
+    # shared_hubs: triads (A, B, C) of disjoint CRISPRi targets give A+B, A+C, B+C, and one hub needs all
+    # three: basal + 9 · hill(A) · hill(B) · hill(C), each term 0.5 at control, so with all three clamped
+    # at folds f the hub's fold is (basal + 9 Π f²/(f² + 1)) / (basal + 9/8), whatever lies upstream
+    raw = datasets.hill_screen(n_genes=60, n_cells=1200, seed=3, n_combinations=6, redundant=True, gate="and",
+                               shared_hubs=True)
+    triads = [t.split("+") for t in raw.uns["synthetic"]["shared_hub_triads"].split(",")]
+    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
+    assert len(triads) == len(hubs) == 2 and len({g for t in triads for g in t}) == 6  # disjoint
+    doubles = {p for p in raw.obs["perturbation"].unique() if "+" in p}
+    assert doubles == {f"{a}+{b}" for t in triads for a, b in ((t[0], t[1]), (t[0], t[2]), (t[1], t[2]))}
+    assert sorted(np.asarray(raw.uns["planted_hill"]["and_genes"]).astype(str)) == sorted(hubs)
+    genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
+    basal = dict(zip(genes, np.asarray(raw.uns["planted_hill"]["basal"], dtype=float), strict=True))
+    planted = raw.uns["planted_network"]
+    src, tgt = np.asarray(planted["source"]).astype(str), np.asarray(planted["target"]).astype(str)
+    base = np.log1p(np.full(len(genes), 5.0))
+    oracle = datasets.planted_hill_predictor(raw, base=base, genes=genes)
+    gene = {g: i for i, g in enumerate(genes)}
+    folds = np.array([0.3, 0.2, 0.6])
+    for triad, hub in zip(triads, hubs, strict=True):
+        assert sorted(src[tgt == hub]) == sorted(triad)
+        pre = base.astype(np.float32).copy()
+        for t, f in zip(triad, folds, strict=True):
+            pre[gene[t]] = np.log1p(f * np.expm1(base[gene[t]]))
+        fold = np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0
+        b0 = basal[hub]
+        assert_allclose(fold, (b0 + 9 * np.prod(folds**2 / (folds**2 + 1))) / (b0 + 9 / 8), rtol=1e-4)
+    with pytest.raises(ValueError, match="shared_hubs"):
+        datasets.hill_screen(n_genes=60, n_cells=400, n_combinations=6, redundant=True, shared_hubs=True)
+    with pytest.raises(ValueError, match="multiple of 3"):
+        datasets.hill_screen(n_genes=60, n_cells=400, n_combinations=4, redundant=True, gate="and",
+                             shared_hubs=True)
+    with pytest.raises(ValueError, match="CRISPRi targets"):
+        datasets.hill_screen(n_genes=60, n_cells=400, n_combinations=30, redundant=True, gate="and",
+                             shared_hubs=True)
+
+
 def test_a_double_with_validation_cells_is_not_scored(redundant_pairs):
     # validation cells choose the early-stopping checkpoint: such a double is not independent
     _, pairs = redundant_pairs
