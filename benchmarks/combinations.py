@@ -186,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="a named recipe (config.RECIPES); overrides --start")
     parser.add_argument("--redundant", action="store_true",
                         help="hill_screen(redundant=True): each double's targets are redundant activators of a hub")
-    parser.add_argument("--gate", default="or", choices=["or", "and"],
-                        help="with --redundant: hubs need either arm (or, default) or both (and)")
+    parser.add_argument("--gate", default="or", choices=["or", "and", "backup"],
+                        help="with --redundant: hubs sum their arms (or, default), need both (and) or "
+                             "either (backup, a noisy-OR)")
     parser.add_argument("--test-fraction", type=float, default=0.2,
                         help="share of each single arm's cells held out (the interaction's independent side)")
     parser.add_argument("--shrink", type=float, default=0.0,
@@ -198,8 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         print(interaction_table())
         return 0
-    if args.gate == "and" and not args.redundant:
-        parser.error("--gate and rewires the redundant hubs; add --redundant")
+    if args.gate != "or" and not args.redundant:
+        parser.error(f"--gate {args.gate} rewires the redundant hubs; add --redundant")
     screens, seeds = ([0], (0,)) if args.quick else (args.screens, tuple(args.seeds))
     train = TrainConfig(shrink=args.shrink, **({"epochs": 3} if args.quick else {}))
     model, pair = ModelConfig(start=args.start), PairConfig()
@@ -235,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.shrink:
         suffix += f"_shrink{args.shrink:g}"
     if args.redundant:
-        suffix += "_redundant" + ("_and" if args.gate == "and" else "")
+        suffix += "_redundant" + ("" if args.gate == "or" else f"_{args.gate}")
     if args.cells != 5000 or args.test_fraction != 0.2:
         suffix += f"_{args.cells}cells_tf{args.test_fraction:g}"
     write_json(f"combinations{suffix}", payload)

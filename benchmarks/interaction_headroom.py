@@ -42,8 +42,8 @@ from benchmarks.common import RESULTS, machine_info, write_json
 ORACLE = "planted_oracle"
 #: (cells, test fraction) of the two designs ``combinations.py`` was run at (README tables)
 DESIGNS = ((5000, 0.2), (10000, 0.5))
-#: (redundant, gate) of the screens: standard doubles, OR-gate hubs, AND-gate hubs
-SCREENS = ((False, "or"), (True, "or"), (True, "and"))
+#: (redundant, gate) of the screens: standard doubles, OR-gate hubs, AND-gate hubs, backup (noisy-OR) hubs
+SCREENS = ((False, "or"), (True, "or"), (True, "and"), (True, "backup"))
 COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk",
                          "multiplicative_counts", "multiplicative_counts_shrunk")
 

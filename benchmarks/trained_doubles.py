@@ -12,9 +12,12 @@ folds multiplied with no model and, in the shared design, the planted dynamics a
 excess over its own null (by output form) is paired between the two arms per double. A model that
 learns how arms combine from trained doubles would gain there. With its own hub per double nothing
 specific can transfer, only a general rule; with shared hubs the trained siblings carry the hub.
+``--gate backup`` makes the hubs noisy-ORs (either activator suffices), whose doubles are neither the
+sum nor the product of their arms (``interaction_headroom.py``); ``--gate and`` (default) the AND hubs.
 
     PYTHONPATH=. python benchmarks/trained_doubles.py --recipe anchored --shrink 2
     PYTHONPATH=. python benchmarks/trained_doubles.py --design shared --recipe anchored_folds
+    PYTHONPATH=. python benchmarks/trained_doubles.py --design shared --gate backup --recipe anchored_counts
     PYTHONPATH=. python benchmarks/trained_doubles.py --quick
 """
 
@@ -32,7 +35,8 @@ from benchmarks.combinations import screen_with_doubles
 from benchmarks.common import machine_info, write_json
 
 ARMS = ("none_trained", "half_trained")
-SHOWN = ("lazynet", "dose_only", "dose_only_counts", "dose_only_folds", "multiplicative_counts", "planted_oracle")
+SHOWN = ("lazynet", "dose_only", "dose_only_counts", "dose_only_folds", "additive_counts", "multiplicative_counts",
+         "planted_oracle")
 #: doubles per screen of each design (the shared design: 9 triads, all that 120 genes give hubs for)
 N_DOUBLES = {"own": 20, "shared": 27}
 #: The recipe's own no-interaction null by where its output change is added (``ModelConfig.output``).
@@ -120,6 +124,8 @@ def main() -> int:
     parser.add_argument("--shrink", type=float, default=0.0, help="TrainConfig.shrink (standard errors)")
     parser.add_argument("--design", default="own", choices=sorted(N_DOUBLES),
                         help="own: each double its own hub (every second scored); shared: triads share a hub")
+    parser.add_argument("--gate", default="and", choices=["and", "backup"],
+                        help="the hubs' gate: both arms needed (and, default) or either suffices (backup)")
     parser.add_argument("--cells", type=int, default=10000)
     parser.add_argument("--test-fraction", type=float, default=0.5)
     args = parser.parse_args()
@@ -132,11 +138,11 @@ def main() -> int:
     for s in screens:
         if shared:
             raw = datasets.hill_screen(n_genes=120, n_cells=args.cells, seed=s, n_combinations=N_DOUBLES["shared"],
-                                       redundant=True, gate="and", shared_hubs=True)
+                                       redundant=True, gate=args.gate, shared_hubs=True)
             adata = read_screen(raw)
         else:
             raw, adata = None, screen_with_doubles(s, n_genes=120, n_cells=args.cells, n_combinations=20,
-                                                   redundant=True, gate="and")
+                                                   redundant=True, gate=args.gate)
         frames.append(score_arms(adata, screen_seed=s, seeds=seeds, model=model, pair=pair, train=train,
                                  test_fraction=args.test_fraction, raw=raw))
     frame = pd.concat(frames, ignore_index=True)
@@ -148,13 +154,14 @@ def main() -> int:
         d = summary[f"half_minus_none_{name}"]
         p = "n/a" if d["p_wilcoxon"] is None else f"{d['p_wilcoxon']:.2g}"
         print(f"  half − none trained, {name}: {d['mean']:+.3f} ± {d['sd']:.3f}, {d['wins']}/{d['n']}, p = {p}")
-    name = "trained_doubles" + ("_shared" if shared else "") + ("_quick" if args.quick else "") + f"_{args.recipe}"
+    name = ("trained_doubles" + ("_shared" if shared else "") + ("" if args.gate == "and" else f"_{args.gate}")
+            + ("_quick" if args.quick else "") + f"_{args.recipe}")
     name += f"_shrink{args.shrink:g}" if args.shrink else ""
     write_json(name, {
         "benchmark": "trained_doubles", "summary": summary,
         "design": {"screen_seeds": list(screens), "training_seeds": list(seeds), "n_cells": args.cells,
                    "test_fraction": args.test_fraction, "recipe": args.recipe, "design": args.design,
-                   "train_config": train.to_dict(), "gate": "and", "shared_hubs": shared,
+                   "train_config": train.to_dict(), "gate": args.gate, "shared_hubs": shared,
                    "n_combinations": N_DOUBLES[args.design], "n_genes": 120},
         "wall_s": time.perf_counter() - t0, "lazynet_version": __version__, "machine": machine_info(),
     })

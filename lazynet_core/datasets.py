@@ -565,26 +565,34 @@ def write_demo(path: str | Path | None = None) -> Path:
 
 
 # ----------------------------------------------------------------------------- Hill kinetics
+#: The hubs' gates of :func:`hill_screen` (``redundant=True``): a sum, a product, a noisy-OR of Hill terms.
+GATES = ("or", "and", "backup")
+
+
 def _hill(x: np.ndarray, h: np.ndarray, n: float, activating: np.ndarray) -> np.ndarray:
     """Activating ``x^n / (h^n + x^n)`` or repressing ``h^n / (h^n + x^n)`` Hill function."""
     act = x**n / (h**n + x**n)
     return np.where(activating, act, 1.0 - act)
 
 
-def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None, and_genes=()) -> np.ndarray:
+def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None, and_genes=(),
+                backup_genes=()) -> np.ndarray:
     """Steady state ``x_i = production_i`` (decay 1) gene by gene in index (topological) order.
 
     Entries of ``h`` that are NaN are filled in place with the gene's mean level as soon as it is
     computed (run once without noise: SERGIO's half-response at the regulator's own level). A gene
     in ``and_genes`` is produced at ``basal + Σ|K| · Π hill`` (every regulator needed, an AND gate)
-    instead of ``basal + Σ |K| hill``.
+    instead of ``basal + Σ |K| hill``; one in ``backup_genes`` at ``basal + Σ|K| · (1 − Π (1 − hill))``
+    (any regulator suffices, a noisy-OR: each is the others' backup).
     """
     x = np.zeros_like(noise)
-    and_genes = set(and_genes)
+    and_genes, backup_genes = set(and_genes), set(backup_genes)
     for i in range(noise.shape[1]):
         terms = [_hill(x[:, j], h[j], n, kij > 0) for j, kij in zip(parents[i], k[i], strict=True)]
         if i in and_genes:
             prod = basal[i] + np.abs(k[i]).sum() * np.prod(terms, axis=0)
+        elif i in backup_genes:
+            prod = basal[i] + np.abs(k[i]).sum() * (1.0 - np.prod([1.0 - t for t in terms], axis=0))
         else:
             prod = np.full(noise.shape[0], basal[i])
             for kij, term in zip(k[i], terms, strict=True):
@@ -705,11 +713,20 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         product of folds read as an interaction at genes of few counts). The hubs are listed in
         ``uns["planted_hill"]["and_genes"]``; ``uns["synthetic"]["gate"]`` is ``"and"``. The network,
         design and random draws are those of ``gate="or"``.
+        ``"backup"``: each activator alone keeps most of the hub on (a noisy-OR, each the other's
+        backup), production ``basal + 6 · (1 − (1 − hill(A)) · (1 − hill(B)))`` (4.52 at control), so
+        one arm shuts about a third of it and the double nearly all: more than the sum of the arms'
+        changes in expression and more than their folds multiplied, an interaction that neither the
+        count-space nor the fold-space no-model combination predicts. Listed in
+        ``uns["planted_hill"]["backup_genes"]``; ``uns["synthetic"]["gate"]`` is ``"backup"``; network,
+        design and draws those of ``gate="or"``.
     shared_hubs
-        With ``redundant`` and ``gate="and"``: the doubles come in triads that share one hub, so that
+        With ``redundant`` and ``gate="and"`` or ``"backup"``: the doubles come in triads that share one
+        hub, so that
         trained doubles carry what a held-out one needs. ``n_combinations / 3`` disjoint triads of
         single CRISPRi targets (A, B, C) each give the doubles A+B, A+C and B+C, and one hub needs all
-        three (production ``basal + 9 · hill(A) · hill(B) · hill(C)``). Training on A+B and A+C then
+        three (production ``basal + 9 · hill(A) · hill(B) · hill(C)``, or with ``"backup"``
+        ``basal + 9 · (1 − Π (1 − hill))``). Training on A+B and A+C then
         shows the hub at two corners of the plane that B+C reaches. The triads are listed as
         ``"A+B+C"``, comma-separated, in ``uns["synthetic"]["shared_hub_triads"]`` (hub order: the
         ``redundant_hubs``). False (default) leaves the AND screen as above. The network and draws
@@ -744,12 +761,13 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     if redundant and not n_combinations:
         msg = "redundant=True rewires the doubles' shared gene; ask for doubles too (n_combinations > 0)."
         raise ValueError(msg)
-    if gate not in ("or", "and") or (gate == "and" and not redundant):
-        msg = (f"gate must be 'or' or 'and' (the latter with redundant=True), got {gate!r} "
+    if gate not in GATES or (gate != "or" and not redundant):
+        msg = (f"gate must be one of {GATES} ('and' and 'backup' with redundant=True), got {gate!r} "
                f"(redundant={redundant}).")
         raise ValueError(msg)
-    if shared_hubs and (gate != "and" or n_combinations % 3):
-        msg = (f"shared_hubs=True needs redundant=True, gate='and' and n_combinations a multiple of 3 "
+    if shared_hubs and (gate == "or" or n_combinations % 3):
+        msg = (f"shared_hubs=True needs redundant=True, gate 'and' or 'backup' and n_combinations a "
+               f"multiple of 3 "
                f"(three doubles per triad); got gate={gate!r}, redundant={redundant}, "
                f"n_combinations={n_combinations}.")
         raise ValueError(msg)
@@ -779,17 +797,21 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
                    f"n_genes={n_genes}; ask for fewer doubles or more genes.")
             raise ValueError(msg)
         h = np.full(n_genes, np.nan)
-        and_genes = [int(np.flatnonzero(genes == hub)[0]) for hub in hubs] if gate == "and" else []
-        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)), and_genes=and_genes)  # rewired levels
+        hub_index = [int(np.flatnonzero(genes == hub)[0]) for hub in hubs]
+        and_genes = hub_index if gate == "and" else []
+        backup_genes = hub_index if gate == "backup" else []
+        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)), and_genes=and_genes,
+                    backup_genes=backup_genes)  # rewired levels
     else:
-        and_genes = []
+        and_genes, backup_genes = [], []
     n_perturbed = n_cells - int(0.12 * n_cells)
     cells_per = np.full(len(perts), n_perturbed // len(perts))
     cells_per[: n_perturbed % len(perts)] += 1
     obs = _design(rng, perts, cells_per, int(0.12 * n_cells) if n_controls is None else n_controls)
     noise = np.exp(rng.normal(0.0, 0.3, (len(obs), n_genes)))
-    x0 = _hill_solve(basal, parents, k, h, 2.0, noise, and_genes=and_genes)
-    x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0, and_genes=and_genes)
+    gated = {"and_genes": and_genes, "backup_genes": backup_genes}
+    x0 = _hill_solve(basal, parents, k, h, 2.0, noise, **gated)
+    x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0, **gated)
     capture = np.exp(rng.normal(0.0, 0.8, n_genes))
     scale = 4000.0 / (h * capture).sum()
     mean = _size_factors(rng, len(obs))[:, None] * scale * capture * x
@@ -798,8 +820,8 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     tgt = np.concatenate([np.full(len(p), i) for i, p in enumerate(parents)])
     net = PlantedNetwork(genes, src.astype(int), tgt.astype(int), np.concatenate(k).astype(float))
     extra = {"redundant_hubs": ",".join(hubs)} if redundant else {}
-    if gate == "and":
-        extra["gate"] = "and"
+    if gate != "or":
+        extra["gate"] = gate
     if shared_hubs:
         extra["shared_hub_triads"] = ",".join("+".join(str(genes[t]) for t in g) for g in groups)
     if n_controls is not None:
@@ -807,8 +829,8 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     synthetic = _synthetic("hill_screen", seed, obs, n_genes, "hill", hill_n=2.0, **extra)
     adata = _anndata(counts, obs, net, synthetic)
     adata.uns["planted_hill"] = {"genes": genes.astype(str), "basal": basal.astype(float)}
-    if gate == "and":
-        adata.uns["planted_hill"]["and_genes"] = genes[and_genes].astype(str)
+    if gate != "or":
+        adata.uns["planted_hill"][f"{gate}_genes"] = genes[and_genes or backup_genes].astype(str)
     return adata
 
 
@@ -873,9 +895,9 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
     parents = [source[target == i] for i in range(len(universe))]
     k = [weight[target == i] for i in range(len(universe))]
     n = float(adata.uns.get("synthetic", {}).get("hill_n", 2.0))
-    and_genes = [index[str(g)] for g in hill.get("and_genes", [])]
+    gated = {key: [index[str(g)] for g in hill.get(key, [])] for key in ("and_genes", "backup_genes")}
     h = np.full(len(universe), np.nan)
-    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))), and_genes=and_genes)[0]
+    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))), **gated)[0]
     base = np.asarray(base, dtype=np.float64)
     base32 = base.astype(np.float32)
 
@@ -888,7 +910,7 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
         fold = np.expm1(pre2[rows, where].astype(np.float64)) / np.maximum(np.expm1(base[where]), 1e-6)
         clamps = (rows, cols[where], np.log(np.clip(fold, 1e-6, 1e6)))
         x = _hill_solve(basal, parents, k, h, n, np.ones((len(pre2), len(universe))), clamps,
-                        base=np.broadcast_to(x0, (len(pre2), len(universe))), and_genes=and_genes)
+                        base=np.broadcast_to(x0, (len(pre2), len(universe))), **gated)
         post = np.log1p(np.expm1(base)[None, :] * x[:, cols] / x0[cols])
         post[rows, where] = pre2[rows, where]
         post = post.astype(np.float32)

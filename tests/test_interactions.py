@@ -511,6 +511,66 @@ def test_an_and_gate_hub_multiplies_its_activators_hill_terms():
         datasets.hill_screen(n_genes=30, n_cells=400, n_combinations=2, redundant=True, gate="xor")
 
 
+def test_a_backup_gate_hub_loses_more_to_the_double_than_the_sum_or_product_of_its_arms():
+    # gate="backup": hub = basal + 6 · (1 − (1 − hill(A)) · (1 − hill(B))), each term 0.5 at control,
+    # so the noiseless hub is basal + 4.5; with A and B clamped at folds f the term is f²/(f² + 1).
+    # Either arm alone keeps most of it; the double shuts it far more than the arms' count changes
+    # added or their folds multiplied (the no-model combinations), which is what makes it a test
+    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True,
+                               gate="backup")
+    assert raw.uns["synthetic"]["gate"] == "backup"
+    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
+    assert sorted(np.asarray(raw.uns["planted_hill"]["backup_genes"]).astype(str)) == sorted(hubs)
+    assert "and_genes" not in raw.uns["planted_hill"]
+    genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
+    basal = dict(zip(genes, np.asarray(raw.uns["planted_hill"]["basal"], dtype=float), strict=True))
+    base = np.log1p(np.full(len(genes), 5.0))
+    oracle = datasets.planted_hill_predictor(raw, base=base, genes=genes)
+    gene = {g: i for i, g in enumerate(genes)}
+    planted = raw.uns["planted_network"]
+    src, tgt = np.asarray(planted["source"]).astype(str), np.asarray(planted["target"]).astype(str)
+    term = {0.3: 0.09 / 1.09, 0.2: 0.04 / 1.04}
+    for hub in hubs:
+        a, b = sorted(src[tgt == hub])
+        folds = []
+        for targets, levels in (((a,), (0.3,)), ((b,), (0.2,)), ((a, b), (0.3, 0.2))):
+            pre = base.astype(np.float32).copy()
+            for t, f in zip(targets, levels, strict=True):
+                pre[gene[t]] = np.log1p(f * np.expm1(base[gene[t]]))
+            folds.append(np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0)
+        b0, x0 = basal[hub], basal[hub] + 4.5
+        assert_allclose(folds[0], (b0 + 6 * (1 - (1 - term[0.3]) * 0.5)) / x0, rtol=1e-4)
+        assert_allclose(folds[2], (b0 + 6 * (1 - (1 - term[0.3]) * (1 - term[0.2]))) / x0, rtol=1e-4)
+        assert folds[0] > 0.6 and folds[1] > 0.6  # either arm alone keeps most of it
+        assert folds[2] < 0.5 * folds[0] * folds[1]  # far below the product of the arms' folds
+        assert folds[2] < 0.5 * (folds[0] + folds[1] - 1)  # and below their count changes added
+    with pytest.raises(ValueError, match="gate"):
+        datasets.hill_screen(n_genes=30, n_cells=400, n_combinations=2, gate="backup")  # needs redundant
+
+
+def test_shared_backup_hubs_need_any_of_their_three_targets():
+    # shared_hubs with gate="backup": hub = basal + 9 · (1 − Π (1 − hill)), 9 · 7/8 above basal at control
+    raw = datasets.hill_screen(n_genes=60, n_cells=1200, seed=3, n_combinations=6, redundant=True,
+                               gate="backup", shared_hubs=True)
+    triads = [t.split("+") for t in raw.uns["synthetic"]["shared_hub_triads"].split(",")]
+    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
+    assert sorted(np.asarray(raw.uns["planted_hill"]["backup_genes"]).astype(str)) == sorted(hubs)
+    genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
+    basal = dict(zip(genes, np.asarray(raw.uns["planted_hill"]["basal"], dtype=float), strict=True))
+    base = np.log1p(np.full(len(genes), 5.0))
+    oracle = datasets.planted_hill_predictor(raw, base=base, genes=genes)
+    gene = {g: i for i, g in enumerate(genes)}
+    folds = np.array([0.3, 0.2, 0.6])
+    for triad, hub in zip(triads, hubs, strict=True):
+        pre = base.astype(np.float32).copy()
+        for t, f in zip(triad, folds, strict=True):
+            pre[gene[t]] = np.log1p(f * np.expm1(base[gene[t]]))
+        fold = np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0
+        b0 = basal[hub]
+        expected = (b0 + 9 * (1 - np.prod(1 - folds**2 / (folds**2 + 1)))) / (b0 + 9 * 7 / 8)
+        assert_allclose(fold, expected, rtol=1e-4)
+
+
 def test_planted_hill_oracle_reads_any_gene_order_and_a_float64_base(redundant_pairs):
     # the columns follow ``genes`` (a reversed subset gives the full predictor's values there, paths
     # through the genes left out still counted), and a float64 base with a float32 pre-state of the
