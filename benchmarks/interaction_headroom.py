@@ -3,7 +3,8 @@
 Issue 11, goal 2 asks a model to predict held-out double perturbations beyond the additive model,
 that is, to predict the interaction ``I = Δ(A+B) − Δ(A) − Δ(B)``. This script asks how much there is
 to predict on the Hill screens of ``combinations.py`` (standard doubles; hubs that are OR gates of
-the double's targets, ``--redundant``; hubs that are AND gates, ``--redundant --gate and``): it scores the **planted dynamics themselves**
+the double's targets, ``--redundant``; hubs that are AND gates, ``--redundant --gate and``; backup
+(noisy-OR) hubs, ``--redundant --gate backup``): it scores the **planted dynamics themselves**
 (``datasets.planted_hill_predictor``: the network, its Hill constants and basal production, solved
 noise-free; an oracle no method can be) exactly as ``combinations.py`` scores LazyNet, on the same
 screens, splits and held-out cells, no training. Beside it: the oracle's own nulls (its arms at the
@@ -19,7 +20,7 @@ which ``additive_counts`` already is.
 
 Usage (from the repo root)::
 
-    PYTHONPATH=. python benchmarks/interaction_headroom.py           # both designs, about 1 min
+    PYTHONPATH=. python benchmarks/interaction_headroom.py           # both designs, about 2 min
     PYTHONPATH=. python benchmarks/interaction_headroom.py --quick   # one screen, one split
 
 Writes ``benchmarks/results/interaction_headroom[_quick].json``.

@@ -729,7 +729,7 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         ``basal + 9 · (1 − Π (1 − hill))``). Training on A+B and A+C then
         shows the hub at two corners of the plane that B+C reaches. The triads are listed as
         ``"A+B+C"``, comma-separated, in ``uns["synthetic"]["shared_hub_triads"]`` (hub order: the
-        ``redundant_hubs``). False (default) leaves the AND screen as above. The network and draws
+        ``redundant_hubs``). False (default) leaves the AND or backup screen as above. The network and draws
         differ from ``gate="and"`` from the doubles on.
     n_controls
         Number of control cells instead of ~12 % of ``n_cells``. The planted network, the
@@ -830,7 +830,7 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
     adata = _anndata(counts, obs, net, synthetic)
     adata.uns["planted_hill"] = {"genes": genes.astype(str), "basal": basal.astype(float)}
     if gate != "or":
-        adata.uns["planted_hill"][f"{gate}_genes"] = genes[and_genes or backup_genes].astype(str)
+        adata.uns["planted_hill"][f"{gate}_genes"] = genes[hub_index].astype(str)
     return adata
 
 

@@ -540,6 +540,7 @@ def test_a_backup_gate_hub_loses_more_to_the_double_than_the_sum_or_product_of_i
             folds.append(np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0)
         b0, x0 = basal[hub], basal[hub] + 4.5
         assert_allclose(folds[0], (b0 + 6 * (1 - (1 - term[0.3]) * 0.5)) / x0, rtol=1e-4)
+        assert_allclose(folds[1], (b0 + 6 * (1 - (1 - term[0.2]) * 0.5)) / x0, rtol=1e-4)
         assert_allclose(folds[2], (b0 + 6 * (1 - (1 - term[0.3]) * (1 - term[0.2]))) / x0, rtol=1e-4)
         assert folds[0] > 0.6 and folds[1] > 0.6  # either arm alone keeps most of it
         assert folds[2] < 0.5 * folds[0] * folds[1]  # far below the product of the arms' folds
