@@ -478,14 +478,14 @@ def test_planted_hill_oracle_refuses_other_screens_and_unknown_genes(redundant_p
         datasets.planted_hill_predictor(raw, base=np.zeros(2), genes=[str(pairs.genes[0]), "NOPE"])
 
 
-def test_an_and_gate_hub_multiplies_its_activators_hill_terms():
-    # gate="and": hub = basal + 6 · hill(A) · hill(B), each term 0.5 at control (a regulator's
-    # noiseless level is its half-response), so the hub's noiseless level is basal + 1.5 and the
-    # double's fold follows from the single arms' folds by the product, whatever the knock-downs
-    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True, gate="and")
-    assert raw.uns["synthetic"]["gate"] == "and"
+def _gate_hub_folds(gate: str) -> tuple[dict, dict]:
+    """Per hub of a small ``gate`` screen: its fold with arm A at 0.3, arm B at 0.2 and both (the
+    noise-free dynamics on a flat base of 5 counts), and its basal production."""
+    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True, gate=gate)
+    assert raw.uns["synthetic"]["gate"] == gate
     hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
-    assert sorted(np.asarray(raw.uns["planted_hill"]["and_genes"]).astype(str)) == sorted(hubs)
+    assert sorted(np.asarray(raw.uns["planted_hill"][f"{gate}_genes"]).astype(str)) == sorted(hubs)
+    assert set(raw.uns["planted_hill"]) == {"genes", "basal", f"{gate}_genes"}
     genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
     basal = dict(zip(genes, np.asarray(raw.uns["planted_hill"]["basal"], dtype=float), strict=True))
     base = np.log1p(np.full(len(genes), 5.0))
@@ -493,18 +493,28 @@ def test_an_and_gate_hub_multiplies_its_activators_hill_terms():
     gene = {g: i for i, g in enumerate(genes)}
     planted = raw.uns["planted_network"]
     src, tgt = np.asarray(planted["source"]).astype(str), np.asarray(planted["target"]).astype(str)
+    folds = {}
     for hub in hubs:
         a, b = sorted(src[tgt == hub])
-        folds = []
-        for targets, level in (((a,), 0.3), ((b,), 0.2), ((a, b), None)):
+        folds[hub] = []
+        for targets, levels in (((a,), (0.3,)), ((b,), (0.2,)), ((a, b), (0.3, 0.2))):
             pre = base.astype(np.float32).copy()
-            for t, f in zip(targets, (0.3, 0.2) if level is None else (level,), strict=True):
+            for t, f in zip(targets, levels, strict=True):
                 pre[gene[t]] = np.log1p(f * np.expm1(base[gene[t]]))
-            folds.append(np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0)
+            folds[hub].append(np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0)
+    return folds, {hub: basal[hub] for hub in hubs}
+
+
+def test_an_and_gate_hub_multiplies_its_activators_hill_terms():
+    # gate="and": hub = basal + 6 · hill(A) · hill(B), each term 0.5 at control (a regulator's
+    # noiseless level is its half-response), so the hub's noiseless level is basal + 1.5 and the
+    # double's fold follows from the single arms' folds by the product, whatever the knock-downs
+    folds, basal = _gate_hub_folds("and")
+    for hub, (fa, fb, fab) in folds.items():
         b0, x0 = basal[hub], basal[hub] + 1.5
-        expected = (b0 + (folds[0] * x0 - b0) * (folds[1] * x0 - b0) / (x0 - b0)) / x0
-        assert_allclose(folds[2], expected, rtol=1e-4)
-        assert folds[0] < 0.5 and folds[1] < 0.5  # either arm alone shuts most of it
+        expected = (b0 + (fa * x0 - b0) * (fb * x0 - b0) / (x0 - b0)) / x0
+        assert_allclose(fab, expected, rtol=1e-4)
+        assert fa < 0.5 and fb < 0.5  # either arm alone shuts most of it
     with pytest.raises(ValueError, match="gate"):
         datasets.hill_screen(n_genes=30, n_cells=400, n_combinations=2, gate="and")  # needs redundant
     with pytest.raises(ValueError, match="gate"):
@@ -516,35 +526,16 @@ def test_a_backup_gate_hub_loses_more_to_the_double_than_the_sum_or_product_of_i
     # so the noiseless hub is basal + 4.5; with A and B clamped at folds f the term is f²/(f² + 1).
     # Either arm alone keeps most of it; the double shuts it far more than the arms' count changes
     # added or their folds multiplied (the no-model combinations), which is what makes it a test
-    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True,
-                               gate="backup")
-    assert raw.uns["synthetic"]["gate"] == "backup"
-    hubs = raw.uns["synthetic"]["redundant_hubs"].split(",")
-    assert sorted(np.asarray(raw.uns["planted_hill"]["backup_genes"]).astype(str)) == sorted(hubs)
-    assert "and_genes" not in raw.uns["planted_hill"]
-    genes = np.asarray(raw.uns["planted_hill"]["genes"]).astype(str)
-    basal = dict(zip(genes, np.asarray(raw.uns["planted_hill"]["basal"], dtype=float), strict=True))
-    base = np.log1p(np.full(len(genes), 5.0))
-    oracle = datasets.planted_hill_predictor(raw, base=base, genes=genes)
-    gene = {g: i for i, g in enumerate(genes)}
-    planted = raw.uns["planted_network"]
-    src, tgt = np.asarray(planted["source"]).astype(str), np.asarray(planted["target"]).astype(str)
+    folds, basal = _gate_hub_folds("backup")
     term = {0.3: 0.09 / 1.09, 0.2: 0.04 / 1.04}
-    for hub in hubs:
-        a, b = sorted(src[tgt == hub])
-        folds = []
-        for targets, levels in (((a,), (0.3,)), ((b,), (0.2,)), ((a, b), (0.3, 0.2))):
-            pre = base.astype(np.float32).copy()
-            for t, f in zip(targets, levels, strict=True):
-                pre[gene[t]] = np.log1p(f * np.expm1(base[gene[t]]))
-            folds.append(np.expm1(oracle(pre)[gene[hub]].astype(np.float64)) / 5.0)
+    for hub, (fa, fb, fab) in folds.items():
         b0, x0 = basal[hub], basal[hub] + 4.5
-        assert_allclose(folds[0], (b0 + 6 * (1 - (1 - term[0.3]) * 0.5)) / x0, rtol=1e-4)
-        assert_allclose(folds[1], (b0 + 6 * (1 - (1 - term[0.2]) * 0.5)) / x0, rtol=1e-4)
-        assert_allclose(folds[2], (b0 + 6 * (1 - (1 - term[0.3]) * (1 - term[0.2]))) / x0, rtol=1e-4)
-        assert folds[0] > 0.6 and folds[1] > 0.6  # either arm alone keeps most of it
-        assert folds[2] < 0.5 * folds[0] * folds[1]  # far below the product of the arms' folds
-        assert folds[2] < 0.5 * (folds[0] + folds[1] - 1)  # and below their count changes added
+        assert_allclose(fa, (b0 + 6 * (1 - (1 - term[0.3]) * 0.5)) / x0, rtol=1e-4)
+        assert_allclose(fb, (b0 + 6 * (1 - (1 - term[0.2]) * 0.5)) / x0, rtol=1e-4)
+        assert_allclose(fab, (b0 + 6 * (1 - (1 - term[0.3]) * (1 - term[0.2]))) / x0, rtol=1e-4)
+        assert fa > 0.6 and fb > 0.6  # either arm alone keeps most of it
+        assert fab < 0.5 * fa * fb  # far below the product of the arms' folds
+        assert fab < 0.5 * (fa + fb - 1)  # and below their count changes added
     with pytest.raises(ValueError, match="gate"):
         datasets.hill_screen(n_genes=30, n_cells=400, n_combinations=2, gate="backup")  # needs redundant
 
