@@ -146,4 +146,24 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
     assert (measured["and_folds"], measured["and_folds_null"]) == (0.31, 0.305)
     assert ("anchored_folds, whose output multiplies folds, 0.31, all of it from that output form "
             "(its folds-multiplied null 0.30)") in interaction_measured_sentence(measured)
+    assert "backup" not in interaction_measured_sentence(measured)  # not run: not claimed
+    (tmp_path / "trained_doubles_backup_anchored_counts.json").write_text(json.dumps({"summary": {"per_arm": {
+        "none_trained": {"lazynet": 0.114, "dose_only_counts": 0.12},
+        "half_trained": {"lazynet": 0.16, "lazynet_minus_own_null": -0.002}}}}))
+    assert "backup_oracle" not in interaction_measured(tmp_path)  # no headroom row for the backup hubs
+    rows = json.loads((tmp_path / "interaction_headroom.json").read_text())["results"]
+    rows.append({"cells": 10000, "redundant": True, "gate": "backup",
+                 "summary": {"planted_oracle": r(0.43), "dose_only_counts": r(0.32),
+                             "additive_counts": r(0.18)}})
+    (tmp_path / "interaction_headroom.json").write_text(json.dumps({"results": rows}))
+    measured = interaction_measured(tmp_path)
+    assert measured["oracle"] == 0.34 and measured["and_oracle"] == 0.38  # each gate reads its own row
+    assert {k: v for k, v in measured.items() if k.startswith("backup")} == {
+        "backup_oracle": 0.43, "backup_oracle_counts_null": 0.32, "backup_additive_counts": 0.18,
+        "backup_counts": 0.114, "backup_counts_null": 0.12, "backup_trained_excess": -0.002}
+    sentence = interaction_measured_sentence(measured)
+    assert "the oracle scores 0.43 (its own arms added in counts 0.32) against 0.18" in sentence
+    assert "anchored_counts (on half of these doubles) 0.11, level with its count-space null 0.12" in sentence
+    assert "trained -0.002 from it: LazyNet does not learn this interaction." in sentence
     assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete
+    assert "backup_oracle" in interaction_measured(RESULTS_DIR)

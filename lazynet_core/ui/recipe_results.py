@@ -155,7 +155,12 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         were run too (``--gate and``), also ``and_published``, ``and_published_null``, ``and_oracle``,
         ``and_oracle_null`` (the oracle's log-space null) and ``and_multiplicative`` (the arms' folds
         multiplied, no model), and ``and_folds`` with ``and_folds_null`` (its folds-multiplied dose-only
-        null) where the ``anchored_folds`` recipe was run there.
+        null) where the ``anchored_folds`` recipe was run there. Where the backup (noisy-OR) hubs were
+        run (``interaction_headroom.py`` and ``trained_doubles.py --gate backup --recipe anchored_counts``),
+        also ``backup_oracle``, ``backup_oracle_counts_null``, ``backup_additive_counts`` (the headroom
+        run's), ``backup_counts`` and ``backup_counts_null`` (``anchored_counts`` and its count-space null,
+        singles only) and ``backup_trained_excess`` (its excess over that null with the other doubles
+        trained).
     """
     def r(block: dict[str, Any], name: str) -> float | None:
         return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
@@ -194,4 +199,24 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         folds = {"and_folds": r(and_folds, "lazynet"), "and_folds_null": r(and_folds, "dose_only_folds")}
         if "and_oracle" in out and all(v is not None for v in folds.values()):
             out.update(folds)
+    trained = _read(results_dir / "trained_doubles_backup_anchored_counts.json")
+    out.update(_backup_measured(headroom_of("backup"), trained))
     return {k: float(v) for k, v in out.items()}
+
+
+def _backup_measured(oracle: dict[str, Any] | None, trained: dict[str, Any] | None) -> dict[str, float]:
+    """The backup-hub figures of :func:`interaction_measured`, or nothing where either run is missing."""
+    if not (oracle and trained):
+        return {}
+    arms = (trained.get("summary") or {}).get("per_arm") or {}
+    none, half = arms.get("none_trained") or {}, arms.get("half_trained") or {}
+    figures = {
+        "backup_oracle": ((oracle.get("planted_oracle") or {}).get("pearson_interaction") or {}).get("mean"),
+        "backup_oracle_counts_null": ((oracle.get("dose_only_counts") or {}).get("pearson_interaction")
+                                      or {}).get("mean"),
+        "backup_additive_counts": ((oracle.get("additive_counts") or {}).get("pearson_interaction")
+                                   or {}).get("mean"),
+        "backup_counts": none.get("lazynet"), "backup_counts_null": none.get("dose_only_counts"),
+        "backup_trained_excess": half.get("lazynet_minus_own_null"),
+    }
+    return figures if all(v is not None for v in figures.values()) else {}

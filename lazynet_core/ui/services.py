@@ -1067,4 +1067,12 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
               f"output form (its folds-multiplied null {m['and_folds_null']}); no recipe beats the arms' "
               "folds multiplied" if "and_folds" in m else "")
            + "." if "and_oracle" in m else "")
+        + (f" Where either arm keeps the hub on (backup hubs, --gate backup) the double's interaction is "
+           f"neither the sum nor the product of its arms: the oracle scores {m['backup_oracle']} (its own "
+           f"arms added in counts {m['backup_oracle_counts_null']}) against "
+           f"{m['backup_additive_counts']} for the observed arms' count sum, no model; anchored_counts "
+           f"(on half of these doubles) "
+           f"{m['backup_counts']}, level with its count-space null {m['backup_counts_null']}, and with the "
+           f"other doubles trained {measured['backup_trained_excess']:+.3f} from it: LazyNet does not "
+           "learn this interaction." if "backup_oracle" in m else "")
     )
