@@ -1057,7 +1057,7 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
         f"its own arms added in counts {m['oracle_counts_null']}: in these doubles' dynamics the "
         "interaction is count-space addition. LazyNet predicts combinations as additive in log space "
         "unless its output adds in counts."
-        + (f" Where the hubs need both arms (AND gates, --gate and), the double is the product of its arms' "
+        + (f"\n\nWhere the hubs need both arms (AND gates, --gate and), the double is the product of its arms' "
            f"fold changes, which log expression with its pseudo-count of 1 reads as an interaction at "
            f"genes of few counts: the arms' folds multiplied, no model, score {m['and_multiplicative']}, the "
            f"oracle {m['and_oracle']} (its log-space null {m['and_oracle_null']}); the published recipe "
@@ -1067,7 +1067,7 @@ def interaction_measured_sentence(measured: dict[str, float] | None) -> str | No
               f"output form (its folds-multiplied null {m['and_folds_null']}); no recipe beats the arms' "
               "folds multiplied" if "and_folds" in m else "")
            + "." if "and_oracle" in m else "")
-        + (f" Where either arm keeps the hub on (backup hubs, --gate backup) the double's interaction is "
+        + (f"\n\nWhere either arm keeps the hub on (backup hubs, --gate backup) the double's interaction is "
            f"neither the sum nor the product of its arms: the oracle scores {m['backup_oracle']} (its own "
            f"arms added in counts {m['backup_oracle_counts_null']}) against "
            f"{m['backup_additive_counts']} for the observed arms' count sum, no model; anchored_counts "
