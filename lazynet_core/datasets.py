@@ -575,23 +575,22 @@ def _hill(x: np.ndarray, h: np.ndarray, n: float, activating: np.ndarray) -> np.
     return np.where(activating, act, 1.0 - act)
 
 
-def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None, and_genes=(),
-                backup_genes=()) -> np.ndarray:
+def _hill_solve(basal, parents, k, h, n, noise, clamps=None, base=None, gates=None) -> np.ndarray:
     """Steady state ``x_i = production_i`` (decay 1) gene by gene in index (topological) order.
 
     Entries of ``h`` that are NaN are filled in place with the gene's mean level as soon as it is
-    computed (run once without noise: SERGIO's half-response at the regulator's own level). A gene
-    in ``and_genes`` is produced at ``basal + Σ|K| · Π hill`` (every regulator needed, an AND gate)
-    instead of ``basal + Σ |K| hill``; one in ``backup_genes`` at ``basal + Σ|K| · (1 − Π (1 − hill))``
-    (any regulator suffices, a noisy-OR: each is the others' backup).
+    computed (run once without noise: SERGIO's half-response at the regulator's own level). ``gates``
+    maps a gene to its gate: ``"and"`` is produced at ``basal + Σ|K| · Π hill`` (every regulator
+    needed), ``"backup"`` at ``basal + Σ|K| · (1 − Π (1 − hill))`` (any regulator suffices, a noisy-OR:
+    each is the others' backup); every other gene at ``basal + Σ |K| hill``.
     """
     x = np.zeros_like(noise)
-    and_genes, backup_genes = set(and_genes), set(backup_genes)
+    gates = gates or {}
     for i in range(noise.shape[1]):
         terms = [_hill(x[:, j], h[j], n, kij > 0) for j, kij in zip(parents[i], k[i], strict=True)]
-        if i in and_genes:
+        if gates.get(i) == "and":
             prod = basal[i] + np.abs(k[i]).sum() * np.prod(terms, axis=0)
-        elif i in backup_genes:
+        elif gates.get(i) == "backup":
             prod = basal[i] + np.abs(k[i]).sum() * (1.0 - np.prod([1.0 - t for t in terms], axis=0))
         else:
             prod = np.full(noise.shape[0], basal[i])
@@ -721,16 +720,15 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         ``uns["planted_hill"]["backup_genes"]``; ``uns["synthetic"]["gate"]`` is ``"backup"``; network,
         design and draws those of ``gate="or"``.
     shared_hubs
-        With ``redundant`` and ``gate="and"`` or ``"backup"``: the doubles come in triads that share one
-        hub, so that
-        trained doubles carry what a held-out one needs. ``n_combinations / 3`` disjoint triads of
-        single CRISPRi targets (A, B, C) each give the doubles A+B, A+C and B+C, and one hub needs all
-        three (production ``basal + 9 · hill(A) · hill(B) · hill(C)``, or with ``"backup"``
-        ``basal + 9 · (1 − Π (1 − hill))``). Training on A+B and A+C then
-        shows the hub at two corners of the plane that B+C reaches. The triads are listed as
-        ``"A+B+C"``, comma-separated, in ``uns["synthetic"]["shared_hub_triads"]`` (hub order: the
-        ``redundant_hubs``). False (default) leaves the AND or backup screen as above. The network and draws
-        differ from ``gate="and"`` from the doubles on.
+        With ``redundant`` and ``gate="and"`` or ``"backup"``: the doubles come in triads that share
+        one hub, so that trained doubles carry what a held-out one needs. ``n_combinations / 3``
+        disjoint triads of single CRISPRi targets (A, B, C) each give the doubles A+B, A+C and B+C, and
+        one hub needs all three (production ``basal + 9 · hill(A) · hill(B) · hill(C)``, or with
+        ``"backup"`` ``basal + 9 · (1 − Π (1 − hill))``). Training on A+B and A+C then shows the hub at
+        two corners of the plane that B+C reaches. The triads are listed as ``"A+B+C"``,
+        comma-separated, in ``uns["synthetic"]["shared_hub_triads"]`` (hub order: the
+        ``redundant_hubs``). False (default) leaves the AND or backup screen as above. The network and
+        draws differ from ``gate="and"`` from the doubles on.
     n_controls
         Number of control cells instead of ~12 % of ``n_cells``. The planted network, the
         perturbations and their cell counts (``n_cells`` minus that 12 %) stay as they are; every
@@ -767,8 +765,7 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
         raise ValueError(msg)
     if shared_hubs and (gate == "or" or n_combinations % 3):
         msg = (f"shared_hubs=True needs redundant=True, gate 'and' or 'backup' and n_combinations a "
-               f"multiple of 3 "
-               f"(three doubles per triad); got gate={gate!r}, redundant={redundant}, "
+               f"multiple of 3 (three doubles per triad); got gate={gate!r}, redundant={redundant}, "
                f"n_combinations={n_combinations}.")
         raise ValueError(msg)
     if n_controls is not None and n_controls < 20:
@@ -798,20 +795,17 @@ def hill_screen(*, n_genes: int = 120, n_cells: int = 4000, seed: int = 0, n_com
             raise ValueError(msg)
         h = np.full(n_genes, np.nan)
         hub_index = [int(np.flatnonzero(genes == hub)[0]) for hub in hubs]
-        and_genes = hub_index if gate == "and" else []
-        backup_genes = hub_index if gate == "backup" else []
-        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)), and_genes=and_genes,
-                    backup_genes=backup_genes)  # rewired levels
+        gates = {i: gate for i in hub_index} if gate != "or" else {}
+        _hill_solve(basal, parents, k, h, 2.0, np.ones((1, n_genes)), gates=gates)  # rewired levels
     else:
-        and_genes, backup_genes = [], []
+        gates = {}
     n_perturbed = n_cells - int(0.12 * n_cells)
     cells_per = np.full(len(perts), n_perturbed // len(perts))
     cells_per[: n_perturbed % len(perts)] += 1
     obs = _design(rng, perts, cells_per, int(0.12 * n_cells) if n_controls is None else n_controls)
     noise = np.exp(rng.normal(0.0, 0.3, (len(obs), n_genes)))
-    gated = {"and_genes": and_genes, "backup_genes": backup_genes}
-    x0 = _hill_solve(basal, parents, k, h, 2.0, noise, **gated)
-    x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0, **gated)
+    x0 = _hill_solve(basal, parents, k, h, 2.0, noise, gates=gates)
+    x = _hill_solve(basal, parents, k, h, 2.0, noise, _clamps(rng, obs, genes), base=x0, gates=gates)
     capture = np.exp(rng.normal(0.0, 0.8, n_genes))
     scale = 4000.0 / (h * capture).sum()
     mean = _size_factors(rng, len(obs))[:, None] * scale * capture * x
@@ -895,9 +889,9 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
     parents = [source[target == i] for i in range(len(universe))]
     k = [weight[target == i] for i in range(len(universe))]
     n = float(adata.uns.get("synthetic", {}).get("hill_n", 2.0))
-    gated = {key: [index[str(g)] for g in hill.get(key, [])] for key in ("and_genes", "backup_genes")}
+    gates = {index[str(g)]: gate for gate in GATES[1:] for g in hill.get(f"{gate}_genes", [])}
     h = np.full(len(universe), np.nan)
-    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))), **gated)[0]
+    x0 = _hill_solve(basal, parents, k, h, n, np.ones((1, len(universe))), gates=gates)[0]
     base = np.asarray(base, dtype=np.float64)
     base32 = base.astype(np.float32)
 
@@ -910,7 +904,7 @@ def planted_hill_predictor(adata: ad.AnnData, *, base, genes) -> Callable[[np.nd
         fold = np.expm1(pre2[rows, where].astype(np.float64)) / np.maximum(np.expm1(base[where]), 1e-6)
         clamps = (rows, cols[where], np.log(np.clip(fold, 1e-6, 1e6)))
         x = _hill_solve(basal, parents, k, h, n, np.ones((len(pre2), len(universe))), clamps,
-                        base=np.broadcast_to(x0, (len(pre2), len(universe))), **gated)
+                        base=np.broadcast_to(x0, (len(pre2), len(universe))), gates=gates)
         post = np.log1p(np.expm1(base)[None, :] * x[:, cols] / x0[cols])
         post[rows, where] = pre2[rows, where]
         post = post.astype(np.float32)

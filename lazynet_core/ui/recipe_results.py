@@ -162,8 +162,7 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
         singles only) and ``backup_trained_excess`` (its excess over that null with the other doubles
         trained).
     """
-    def r(block: dict[str, Any], name: str) -> float | None:
-        return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
+    r = _pearson_interaction
 
     def interaction(recipe: str, design: str = INTERACTION_DESIGN) -> dict[str, Any] | None:
         stored = _read(results_dir / f"combinations_{recipe}{design}.json") or {}
@@ -204,6 +203,11 @@ def interaction_measured(results_dir: Path = RESULTS_DIR) -> dict[str, float] | 
     return {k: float(v) for k, v in out.items()}
 
 
+def _pearson_interaction(block: dict[str, Any], name: str) -> float | None:
+    """The mean interaction r of method ``name`` in a benchmark's interaction block, or None."""
+    return ((block.get(name) or {}).get("pearson_interaction") or {}).get("mean")
+
+
 def _backup_measured(oracle: dict[str, Any] | None, trained: dict[str, Any] | None) -> dict[str, float]:
     """The backup-hub figures of :func:`interaction_measured`, or nothing where either run is missing."""
     if not (oracle and trained):
@@ -211,11 +215,9 @@ def _backup_measured(oracle: dict[str, Any] | None, trained: dict[str, Any] | No
     arms = (trained.get("summary") or {}).get("per_arm") or {}
     none, half = arms.get("none_trained") or {}, arms.get("half_trained") or {}
     figures = {
-        "backup_oracle": ((oracle.get("planted_oracle") or {}).get("pearson_interaction") or {}).get("mean"),
-        "backup_oracle_counts_null": ((oracle.get("dose_only_counts") or {}).get("pearson_interaction")
-                                      or {}).get("mean"),
-        "backup_additive_counts": ((oracle.get("additive_counts") or {}).get("pearson_interaction")
-                                   or {}).get("mean"),
+        "backup_oracle": _pearson_interaction(oracle, "planted_oracle"),
+        "backup_oracle_counts_null": _pearson_interaction(oracle, "dose_only_counts"),
+        "backup_additive_counts": _pearson_interaction(oracle, "additive_counts"),
         "backup_counts": none.get("lazynet"), "backup_counts_null": none.get("dose_only_counts"),
         "backup_trained_excess": half.get("lazynet_minus_own_null"),
     }
