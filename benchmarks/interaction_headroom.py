@@ -18,12 +18,20 @@ observed interaction is not gene regulation and no model of the network can lear
 beats its count-space null by little, the dynamics' interaction is count-space addition of the arms,
 which ``additive_counts`` already is.
 
+Where the interaction could be learned from (``lazynet_core.cross_terms``): the oracle's own cross
+term at the control state extrapolated to the double's doses (``oracle_local_cross``: how much of the
+interaction is local curvature), and two no-model readings of that cross term from the cells that
+reached training, the controls' co-variation of the two targets (``control_cross``) and how each arm
+changes the genes' slopes on the other target (``arm_slope_change``), each paired with
+``additive_counts``.
+
 Usage (from the repo root)::
 
-    PYTHONPATH=. python benchmarks/interaction_headroom.py           # both designs, about 2 min
-    PYTHONPATH=. python benchmarks/interaction_headroom.py --quick   # one screen, one split
+    PYTHONPATH=. python benchmarks/interaction_headroom.py                  # both designs, about 2 min
+    PYTHONPATH=. python benchmarks/interaction_headroom.py --quick          # one screen, one split
+    PYTHONPATH=. python benchmarks/interaction_headroom.py --cells 100000   # ten times the cells
 
-Writes ``benchmarks/results/interaction_headroom[_quick].json``.
+Writes ``benchmarks/results/interaction_headroom[_quick][_<cells>cells].json``.
 """
 
 from __future__ import annotations
@@ -35,6 +43,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a plain script too
@@ -47,6 +56,54 @@ DESIGNS = ((5000, 0.2), (10000, 0.5))
 SCREENS = ((False, "or"), (True, "or"), (True, "and"), (True, "backup"))
 COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "additive_counts_shrunk",
                          "multiplicative_counts", "multiplicative_counts_shrunk")
+#: the cross-term readings (``lazynet_core.cross_terms``, and the oracle's own cross term at the control state)
+CROSS_TERMS = ("oracle_local_cross", "control_cross", "arm_slope_change")
+#: step (log1p units, down) of the oracle's second difference at the control state
+LOCAL_STEP = 0.1  # a third of the cells' own noise (sd 0.3); float32 rounding / step² stays < 1e-4
+
+
+def local_cross_interaction(oracle, pairs, p_idx: int, *, arms) -> np.ndarray:
+    """The planted dynamics' cross term at the control state, extrapolated to the double's doses.
+
+    The oracle's second difference ``F(a+b) − F(a) − F(b) + F(0)`` for both targets stepped down by
+    :data:`LOCAL_STEP` from the training control mean, times ``ΔA · ΔB / step²``: the interaction a
+    second-order expansion around the control state predicts, which enough cells' co-variation would
+    estimate (``lazynet_core.cross_terms``).
+    """
+    ta, tb = (int(pairs.pert_targets[a][0]) for a in arms)
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float32)
+    pre = np.asarray(pairs.pre_state(p_idx, "test"), dtype=np.float64)
+    inputs = np.repeat(base[None, :], 4, axis=0)
+    inputs[[1, 3], ta] -= LOCAL_STEP
+    inputs[[2, 3], tb] -= LOCAL_STEP
+    out = np.asarray(oracle(inputs), dtype=np.float64)
+    second = out[3] - out[1] - out[2] + out[0]
+    return second * (pre[ta] - base[ta]) * (pre[tb] - base[tb]) / LOCAL_STEP**2
+
+
+def cross_term_frame(pairs, oracle) -> pd.DataFrame:
+    """Interaction scores of :data:`CROSS_TERMS` on every held-out double, tidy like ``interaction_frame``."""
+    from lazynet_core.cross_terms import arm_slope_interaction, control_cross_interaction
+    from lazynet_core.interactions import double_arms, double_interaction, interaction_scores
+
+    records = []
+    for p, arms in double_arms(pairs):
+        genes = double_interaction(pairs, oracle, p, arms=arms)
+        keep = ~genes["is_target"].to_numpy()
+        observed = genes["observed"].to_numpy()[keep]
+        predictions = {"oracle_local_cross": local_cross_interaction(oracle, pairs, p, arms=arms),
+                       "control_cross": control_cross_interaction(pairs, p, arms=arms),
+                       "arm_slope_change": arm_slope_interaction(pairs, p, arms=arms)}
+        for method, predicted in predictions.items():
+            if predicted is None:
+                continue
+            for metric, value in interaction_scores(predicted[keep], observed).items():
+                records.append((method, str(pairs.perturbations[p]), metric, value))
+    frame = pd.DataFrame.from_records(records, columns=["method", "perturbation", "metric", "value"])
+    frame.insert(0, "set", "combinations")
+    frame.insert(1, "role", "test")
+    frame.insert(2, "reference", "independent")
+    return frame
 
 
 def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, seeds,
@@ -73,7 +130,8 @@ def score_design(*, cells: int, test_fraction: float, redundant: bool, screens, 
             pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, seed=seed,
                                                  test_fraction=test_fraction))
             oracle = datasets.planted_hill_predictor(raw, base=pairs.control_mean("train"), genes=pairs.genes)
-            inter = interaction_frame(pairs, oracle, name=ORACLE, seed=seed)
+            inter = pd.concat([interaction_frame(pairs, oracle, name=ORACLE, seed=seed),
+                               cross_term_frame(pairs, oracle)], ignore_index=True)
             combo = evaluate(pairs, oracle, methods=COMBINATION_BASELINES, name=ORACLE)
             combo = combo[combo["set"] == "combinations"]
             inter["part"], combo["part"] = "interaction", "combination"  # both are set "combinations"
@@ -94,10 +152,16 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
                   & frame["metric"].isin(["pearson_interaction", "interaction_explained", "split_half_r"])]
     out: dict[str, Any] = {m: interaction_summary(inter, model=m)
                            for m in (ORACLE, "dose_only", "dose_only_counts", "dose_only_folds",
-                                     "additive_counts", "multiplicative_counts")}
+                                     "additive_counts", "multiplicative_counts", *CROSS_TERMS)}
     paired = pd.concat([compare(inter, model=ORACLE, metric=m)
                         for m in ("pearson_interaction", "interaction_explained")])
     out["paired"] = paired[paired["baseline"] != "additive"].to_dict("records")
+    out["cross_terms_vs_additive_counts"] = {}  # each cross-term reading − the no-model count sum
+    for m in CROSS_TERMS:
+        rows = compare(inter, model=m, metric="pearson_interaction")
+        rows = rows[rows["baseline"] == "additive_counts"].to_dict("records")
+        if rows:
+            out["cross_terms_vs_additive_counts"][m] = rows[0]
     combo = frame[frame["part"] == "combination"]
     observed = combo[combo["method"] == "observed"]
     out["combination_observed"] = [r for r in records(observed) if r["method"] == "observed"]
@@ -137,8 +201,15 @@ def print_summary(label: str, summary: dict[str, Any], runs: dict[str, float]) -
              "multiplicative_counts": "multiplicative_counts (no model)"}
     for m, name in names.items():
         print(f"  {name:32s} r {r[m]['mean']:.3f} ± {r[m]['sd']:.3f} (> 0 on {r[m]['above_zero']}/{r[m]['n']})")
+    names = {"oracle_local_cross": "  its cross term at control", "control_cross": "control_cross (no model)",
+             "arm_slope_change": "arm_slope_change (no model)"}
+    for m, name in names.items():
+        v = summary[m]["pearson_interaction"]
+        vs = summary["cross_terms_vs_additive_counts"].get(m, {})
+        print(f"  {name:32s} r {v['mean']:.3f} ± {v['sd']:.3f} (> 0 on {v['above_zero']}/{v['n']}); "
+              f"− additive_counts {vs.get('mean_diff', np.nan):+.3f}, p = {vs.get('p_wilcoxon', np.nan):.2g}")
     for row in summary["paired"]:
-        if row["metric"] == "pearson_interaction":
+        if row["metric"] == "pearson_interaction" and row["baseline"] not in CROSS_TERMS:
             print(f"  oracle − {row['baseline']:16s} {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
                   f"{row['wins']}/{row['n']}, p = {row['p_wilcoxon']:.2g}")
     for stem, value in runs.items():
@@ -152,9 +223,15 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="one screen, one split, the first design")
+    parser.add_argument("--cells", type=int, default=None,
+                        help="one design of this many cells (test fraction 0.5) instead of the two stored ones")
     args = parser.parse_args(argv)
+    if args.cells is not None and args.cells < 1000:
+        parser.error(f"--cells {args.cells}: a screen needs at least 1000 cells to hold 20 doubles and their arms")
     screens, seeds = ((0,), (0,)) if args.quick else ((0, 1, 2), (0, 1, 2))
     designs = DESIGNS[:1] if args.quick else DESIGNS
+    if args.cells is not None:
+        designs = ((args.cells, 0.5),)
     t0 = time.perf_counter()
     results = []
     for cells, test_fraction in designs:
@@ -172,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
                           "n_combinations": 20},
                "wall_s": time.perf_counter() - t0, "lazynet_version": __version__, "machine": machine_info()}
     print(f"\nwall {payload['wall_s']:.0f} s")
-    write_json("interaction_headroom" + ("_quick" if args.quick else ""), payload)
+    suffix = ("_quick" if args.quick else "") + (f"_{args.cells}cells" if args.cells is not None else "")
+    write_json("interaction_headroom" + suffix, payload)
     return 0
 
 

@@ -47,6 +47,34 @@ def test_interaction_headroom_scores_the_oracle_on_the_combinations_design():
     assert abs(r[ORACLE] - r["dose_only_counts"]) < abs(r[ORACLE] - r["dose_only"]), r
     combo = summary["combination_pearson_delta"]
     assert combo[ORACLE]["mean"] > combo["additive"]["mean"]  # noise-free arms beat the noisy sums
+    for method in ("oracle_local_cross", "control_cross", "arm_slope_change"):  # every double read
+        assert summary[method]["pearson_interaction"]["n"] == 20
+        assert summary["cross_terms_vs_additive_counts"][method]["n"] == 20
+
+
+def test_the_oracles_local_cross_term_of_a_known_quadratic_is_its_coefficient_times_the_doses():
+    """A dynamics whose gene 2 moves by 0.8·(a − a₀)(b − b₀) + 0.3·a and gene 3 by a only: the second
+    difference at the control state, extrapolated, is exactly 0.8·ΔA·ΔB on gene 2 and 0 elsewhere."""
+    from benchmarks.interaction_headroom import local_cross_interaction
+    from tests.test_metrics import make_fake
+
+    base = np.array([2.0, 3.0, 1.0, 1.0])
+    rows = np.vstack([base + 0.1, base - 0.1, [1.0, 3.0, 1.0, 1.0], [1.0, 1.5, 1.0, 1.0]])
+    pairs = make_fake(rows, [-1, -1, 2, 2], ["train"] * 2 + ["test"] * 2, ["A", "B", "A+B"],
+                      [[0], [1], [0, 1]])
+    pre = pairs.pre_state(2, "test")
+    da, db = pre[0] - base[0], pre[1] - base[1]
+    assert (da, db) == (-1.0, -0.75)
+
+    def dynamics(x):
+        x = np.asarray(x, dtype=np.float64)
+        out = x.copy()
+        out[:, 2] += 0.8 * (x[:, 0] - base[0]) * (x[:, 1] - base[1]) + 0.3 * x[:, 0]
+        out[:, 3] += x[:, 0]
+        return out
+
+    np.testing.assert_allclose(local_cross_interaction(dynamics, pairs, 2, arms=(0, 1)),
+                               [0.0, 0.0, 0.8 * da * db, 0.0], atol=1e-5)  # float32 steps
 
 
 def test_rehead_swaps_the_observed_records_only_where_the_data_reproduce_them():
