@@ -220,7 +220,9 @@ def loss_curves(history: pd.DataFrame | Mapping[int, Sequence[tuple]], *, log_y:
     fig.update_layout(
         **_LAYOUT,
         height=320,
-        title="Loss per replica (solid: train, dashed: validation)",
+        title="Loss per replica" + (" (solid: train, dashed: validation)"
+                                    if "val_loss" in history and history["val_loss"].notna().any()
+                                    else " (training cells; no validation split)"),
         # whole epochs only: plotly would otherwise label 1, 1.5, 2… as "1 2 2"
         xaxis={"title": "epoch", "tickformat": "d",
                "dtick": max(1, int(np.ceil((history["epoch"].max() + 1 if len(history) else 1) / 10)))},

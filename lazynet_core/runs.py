@@ -333,7 +333,12 @@ def check_split(ensemble: Ensemble, pairs) -> None:
 
 
 def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
-    """Table of the complete runs under ``root`` (half-written directories are skipped)."""
+    """Table of the complete runs under ``root`` (half-written directories are skipped).
+
+    ``best_loss`` is the replicas' mean best monitored loss and ``loss_on`` what it was measured on:
+    ``"validation"`` cells when the run had a validation split, else ``"train"`` (early stopping and
+    the kept checkpoint follow the same loss).
+    """
     rows = []
     root = Path(root).expanduser()
     leftovers = [c.name for c in root.iterdir() if c.name.startswith(".")] if root.is_dir() else []
@@ -348,6 +353,7 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
         except RunError:
             continue
         losses = [r.get("best_loss") for r in m.get("replicas", []) if r.get("best_loss") is not None]
+        sets = {r.get("best_loss_on") for r in m.get("replicas", []) if r.get("best_loss_on")}
         rows.append(
             dict(
                 name=child.name,
@@ -355,9 +361,10 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
                 created=m.get("created"),
                 n_genes=m.get("n_genes"),
                 replicas=len(m.get("replicas", [])),
-                best_val_loss=float(np.mean(losses)) if losses else None,
+                best_loss=float(np.mean(losses)) if losses else None,
+                loss_on=" / ".join(sorted(sets)) if sets else None,  # None: a run saved before it was kept
                 source=m.get("provenance", {}).get("source"),
             )
         )
-    columns = ["name", "path", "created", "n_genes", "replicas", "best_val_loss", "source"]
+    columns = ["name", "path", "created", "n_genes", "replicas", "best_loss", "loss_on", "source"]
     return pd.DataFrame(rows, columns=columns)

@@ -265,6 +265,7 @@ class _Trainer:
             lr=lr,
             epochs_run=epoch + 1,
             best_loss=best[0],
+            best_loss_on="validation" if math.isfinite(val_loss) else "train",  # what was monitored
             stopped=stopped,
             clamped_fraction=model.clamped_fraction(
                 torch.from_numpy(self.pairs.control_mean("train")[None, :]).to(cfg.device)

@@ -80,12 +80,14 @@ with col_demo:
     st.markdown("**Bundled screens**")
     st.caption("A synthetic neuronal-like CRISPRi/a screen with a planted gene network (ground truth).")
     if st.button("Load demo screen", type="primary", icon=":material/play_arrow:", key="load_demo"):
+        loaders.forget_failed_attempt()
         with ui.user_errors("Could not load the demo screen"):
             loaders.try_load_screen(loaders.bundled_spec("demo"))
             ui.toast_after_rerun("Demo screen loaded.")
             st.rerun()
     st.caption(services.REAL_SCREEN["summary"])
     if st.button(services.REAL_SCREEN["title"], icon=":material/biotech:", key="load_real"):
+        loaders.forget_failed_attempt()
         with ui.user_errors("Could not load the real screen"):
             loaders.try_load_screen(loaders.bundled_spec("real"))
             ui.toast_after_rerun("Real screen (Schraivogel et al. 2020) loaded.")
@@ -95,6 +97,7 @@ with col_path:
     with tab_path, st.form("path_form", border=False):
         path = st.text_input("Path to an .h5ad file on this machine", placeholder="~/data/screen.h5ad")
         if st.form_submit_button("Load file", icon=":material/folder_open:"):
+            loaders.forget_failed_attempt()
             with ui.user_errors("Could not load that file"):
                 loaders.try_load_screen(loaders.screen_spec(loaders.resolve_h5ad(path)))
                 ui.toast_after_rerun("Screen loaded.")
@@ -106,8 +109,11 @@ with col_path:
             key="upload",
         )
         if upload is not None and st.button("Load upload", key="load_upload"):
-            with ui.user_errors("Could not load the upload"):
+            loaders.forget_failed_attempt()
+            shown: dict[str, str] = {}  # the message names the upload as the user knows it
+            with ui.user_errors("Could not load the upload", rename=shown):
                 source = loaders.save_upload(upload.name, upload.getvalue())
+                shown[str(source)] = f"{upload.name} (upload)"
                 loaders.try_load_screen(loaders.screen_spec(source, label=upload.name.removesuffix(".h5ad")))
                 ui.toast_after_rerun("Upload loaded.")
                 st.rerun()
@@ -121,8 +127,9 @@ if attempt and attempt_choices and attempt_choices["columns"]:
         icon=":material/tune:",
     ):
         st.caption(
-            "The file could not be read with the automatic settings. Pick the column that holds the "
-            "perturbations, the label of the control cells and where the raw counts are, then re-read it."
+            "The file was not accepted with the automatic settings (the message above says why). If the "
+            "perturbations, the control cells or the raw counts are elsewhere in the file, pick them here "
+            "and re-read it; if the values themselves are bad, fix the file and load it again."
         )
         read_form(attempt, attempt_choices, key="retry")
 

@@ -24,11 +24,13 @@ st.caption(
 modules = services.module_choices()
 kinds = ["module", "top genes by |J|", "typed list"]
 wanted = ui.query_get("gene_set") or ""
+in_model = services.module_gene_counts(ens.genes)
+modules_fit = any(n >= 2 for n in in_model.values())  # a small panel may hold none of the modules
 c1, c2 = st.columns([1, 2])
 kind = c1.radio(
     "Gene set",
     kinds,
-    index=2 if wanted.startswith("list:") else 1 if wanted.startswith("top:") else 0,
+    index=2 if wanted.startswith("list:") else 1 if wanted.startswith("top:") or not modules_fit else 0,
     key="jac_kind",
 )
 genes: list[str] = []
@@ -43,6 +45,12 @@ with c2:
             index=names.index(wanted[7:]) if wanted[7:] in names else 0,
         )
         genes, missing = services.check_genes_known(module_genes(module), ens.genes)
+        if len(genes) < 2:
+            st.info(
+                f"Only {len(genes)} of the {modules[module].lower()} module's {len(genes) + len(missing)} "
+                f"genes {'is' if len(genes) == 1 else 'are'} among this model's {len(ens.genes)}: choose "
+                "**top genes by |J|** or a **typed list** instead.", icon=":material/info:",
+            )
         st.caption(
             f"{len(genes)} of the module's genes are modelled"
             + (
@@ -58,12 +66,17 @@ with c2:
             genes = services.top_genes_by_abs_j(loaders.run_jacobian(None), n)
         tag = f"top:{n}"
     else:
+        example = services.check_genes_known(("GPX4", "SLC7A11", "NFE2L2", "FTH1", "TFRC", "NCOA4"),
+                                             ens.genes)[0]
         text = st.text_area(
             "Genes (comma, space or new line separated)",
-            value="GPX4 SLC7A11 NFE2L2 FTH1 TFRC NCOA4",
+            value=" ".join(example if len(example) >= 2 else ens.genes[:6].tolist()),
             key="jac_list",
         )
         genes, unknown = services.check_genes_known(services.parse_gene_list(text), ens.genes)
+        if not genes and not unknown:
+            st.info("Type at least two gene symbols of the model (e.g. "
+                    f"{', '.join(md(g) for g in ens.genes[:3])}).", icon=":material/info:")
         if unknown:
             st.error(
                 f"Not in the model's genes: {', '.join(md(g) for g in unknown[:20])}. Check the spelling "

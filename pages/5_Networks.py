@@ -30,6 +30,15 @@ module = st.radio(
 )
 ui.query_set("gene_set", f"module:{module}")
 present, missing = services.seeds_in_universe(module, ens.genes)
+fallback = [] if present else services.perturbed_genes(pairs)
+if fallback:  # a panel with none of the module's seeds (a TAP-seq panel): start from what it perturbed
+    st.info(
+        f"None of the {modules[module].lower()} seed genes ({', '.join(md(g) for g in missing)}) is among "
+        f"this model's {len(ens.genes)} genes, so the network starts from the screen's most-perturbed "
+        f"targets: {', '.join(md(g) for g in fallback)}. Pick any modelled gene under Seeds.",
+        icon=":material/info:",
+    )
+    present, missing = fallback, []
 view = st.session_state.get("net_view")
 if not view or view.get("module") != module:  # a fresh session reads the URL; a new module its seeds
     query = st.query_params.to_dict() if wanted == module or not view else {}

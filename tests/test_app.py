@@ -142,6 +142,23 @@ def test_train_and_effects_on_the_real_screen(runs_dir):
     assert not at.error
     assert [m.label for m in at.metric][0] == "LazyNet Δ-Pearson"
     assert any("against the best baseline" in b.value for b in [*at.info, *at.warning, *at.success])
+    # A 72-gene TAP-seq panel holds none of the modules' seeds: the Networks page starts from the screen's
+    # most-perturbed targets and says so; the Jacobian page opens on the top genes by |J|, with a heatmap.
+    _goto(at, "5_Networks")
+    assert not at.error, [e.value for e in at.error]
+    told = " ".join(i.value for i in at.info)
+    assert "most-perturbed targets" in told and "GPX4" in told
+    from lazynet_core import datasets
+    from lazynet_core.data import read_screen
+    from lazynet_core.pairs import make_pairs
+    from lazynet_core.ui import services
+
+    targets = services.perturbed_genes(make_pairs(read_screen(str(datasets.real_screen_path()))), limit=6)
+    assert at.multiselect(key="net_seeds_ferroptosis").value == targets
+    _goto(at, "4_Jacobian")
+    assert not at.error, [e.value for e in at.error]
+    assert at.radio(key="jac_kind").value == "top genes by |J|"
+    assert len(at.get("plotly_chart")) == 1
 
 
 def test_train_page_says_how_reproducible_the_screens_co_variation_is():
@@ -215,6 +232,31 @@ def test_data_page_non_screen_file_shows_error(tmp_path):
     at.button(key="FormSubmitter:path_form-Load file").click().run()
     _ok(at)
     assert at.error and at.session_state["screen"] is None
+    retry = [e for e in at.expander if e.label.startswith("Choose how to read")]
+    assert retry and "message above says why" in " ".join(c.value for c in at.caption)
+    # a new load starts clean: its own error, not the old file's form
+    at.text_input[0].set_value(str(tmp_path / "missing.h5ad"))
+    at.button(key="FormSubmitter:path_form-Load file").click().run()
+    _ok(at)
+    assert "File not found" in at.error[0].value
+    assert not [e for e in at.expander if e.label.startswith("Choose how to read")]
+
+
+def test_an_error_names_an_upload_as_the_user_knows_it():
+    def script():
+        from lazynet_core import ui
+        from lazynet_core.errors import ScreenError
+
+        shown = {}
+        with ui.user_errors("Could not load the upload", rename=shown):
+            shown["/tmp/lazynet_uploads/0123abcd/fake.h5ad"] = "fake.h5ad (upload)"
+            raise ScreenError("'/tmp/lazynet_uploads/0123abcd/fake.h5ad' is a text table, not an .h5ad file.")
+
+    at = AppTest.from_function(script).run()
+    _ok(at)
+    assert len(at.error) == 1
+    message = at.error[0].value
+    assert "'fake.h5ad (upload)' is a text table" in message and "lazynet_uploads" not in message
 
 
 def test_override_with_wrong_control_label_shows_error():

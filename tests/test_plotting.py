@@ -152,10 +152,12 @@ def test_loss_curves_from_history_and_live_curves():
             "val_loss": [1.2, 0.7, 1.3, 0.8],
         }
     )
-    assert len(plotting.loss_curves(hist).data) == 4
+    fig = plotting.loss_curves(hist)
+    assert len(fig.data) == 4 and "dashed: validation" in fig.layout.title.text
     live = {0: [(0, 1.0, None), (1, 0.5, None)]}
     fig = plotting.loss_curves(live)
     assert len(fig.data) == 1 and list(fig.data[0].x) == [1, 2]
+    assert "validation" not in fig.layout.title.text.replace("no validation split", "")  # none drawn
 
 
 def test_data_page_figures():

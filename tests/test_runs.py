@@ -48,6 +48,10 @@ def test_half_written_and_missing_runs(toy_ensemble, tmp_path):
         load_run(tmp_path / "good")
     table = list_runs(tmp_path)
     assert list(table.name) == ["good"]  # the half-written one is skipped
+    monitored = {r.get("best_loss_on") for r in ensemble.info["replicas"]}
+    assert table.loc[0, "loss_on"] == " / ".join(sorted(monitored)) and monitored <= {"train", "validation"}
+    losses = [r["best_loss"] for r in ensemble.info["replicas"]]
+    assert table.loc[0, "best_loss"] == pytest.approx(sum(losses) / len(losses))
 
 
 def test_failed_save_leaves_nothing(toy_ensemble, tmp_path, monkeypatch):

@@ -55,16 +55,19 @@ label, label p, [data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p
 
 
 @contextmanager
-def user_errors(what: str) -> Iterator[None]:
+def user_errors(what: str, *, rename: dict[str, str] | None = None) -> Iterator[None]:
     """Show the core's user-facing errors as ``st.error`` (never a traceback) and carry on.
 
     ``what`` and the message are both shown literally (escaped): either may quote a label, a path
-    or a URL parameter.
+    or a URL parameter. ``rename`` maps text of the message to what the user knows it as (an upload's
+    server-side path to its file name); it is read when an error is shown, so the block may fill it.
     """
     try:
         yield
     except USER_ERRORS as exc:
         text = str(exc)
+        for old, new in (rename or {}).items():
+            text = text.replace(old, new)
         if len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":  # a KeyError's repr quotes
             text = text[1:-1]
         text = for_app(text) or type(exc).__name__

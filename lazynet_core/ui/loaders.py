@@ -195,6 +195,11 @@ def try_load_screen(spec: dict[str, Any]) -> Any:
     return adata
 
 
+def forget_failed_attempt() -> None:
+    """Drop the last failed attempt: a new load starts clean (its own failure, if any, replaces it)."""
+    st.session_state.pop(ATTEMPT_KEY, None)
+
+
 def failed_attempt() -> dict[str, Any] | None:
     """The spec of the last screen that could not be read (``None`` after a successful load)."""
     return st.session_state.get(ATTEMPT_KEY)

@@ -656,6 +656,29 @@ def seeds_in_universe(module: str, genes: Iterable[str]) -> tuple[list[str], lis
     return check_genes_known(default_seeds(module), genes)
 
 
+def perturbed_genes(pairs: Any, *, limit: int = 6) -> list[str]:
+    """The screen's perturbed target genes, most cells first (at most ``limit``; ties by name).
+
+    The fallback seeds of a panel that holds none of a module's genes (e.g. a 72-gene TAP-seq panel).
+    """
+    cells = np.bincount(np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_pert) >= 0],
+                        minlength=len(pairs.perturbations))
+    count: dict[str, int] = {}
+    for p, targets in enumerate(pairs.pert_targets):
+        for t in np.asarray(targets).tolist():
+            gene = str(pairs.genes[t])
+            count[gene] = count.get(gene, 0) + int(cells[p])
+    return sorted(count, key=lambda g: (-count[g], g))[:limit]
+
+
+def module_gene_counts(genes: Iterable[str]) -> dict[str, int]:
+    """How many of each module's genes are among ``genes`` (the model's), by module name."""
+    from lazynet_core.modules import module_genes
+
+    universe = list(map(str, genes))
+    return {m: len(check_genes_known(module_genes(m), universe)[0]) for m in module_choices()}
+
+
 NETWORK_DEFAULTS: dict[str, Any] = {
     "breadth": 4,
     "depth": 2,
