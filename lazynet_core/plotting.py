@@ -117,12 +117,26 @@ def figure_html(fig: go.Figure) -> bytes:
 
 
 # ---- data page ---------------------------------------------------------------------------------
+#: More bars than this and their names would overlap on a half-width chart: names move to the hover.
+MAX_BAR_LABELS = 30
+
+
+def _bar_names_axis(names: list[str], shown: list[str], *, what: str) -> dict[str, Any]:
+    """A categorical x axis that labels every bar, or none (hover names them) past MAX_BAR_LABELS."""
+    if len(names) <= MAX_BAR_LABELS:
+        return {"title": None, "tickmode": "array", "tickvals": names, "ticktext": shown}
+    return {"title": f"{len(names)} {what}, sorted (hover a bar for its name)", "showticklabels": False}
+
+
 def cells_per_perturbation(counts: pd.DataFrame, *, top: int = 60) -> go.Figure:
     """Bar chart of cells per perturbation coloured by modality.
 
     ``counts`` has columns ``perturbation``, ``modality``, ``cells``; the ``top`` largest are shown.
     """
     data = counts.sort_values("cells", ascending=False).head(top)
+    title = "Cells per perturbation"
+    if len(data) < len(counts):
+        title += f" (the {len(data)} largest of {len(counts)})"
     fig = go.Figure()
     colours = {"CRISPRi": PALETTE["neg"], "CRISPRa": PALETTE["pos"]}
     ticks: dict[str, str] = {}
@@ -138,13 +152,14 @@ def cells_per_perturbation(counts: pd.DataFrame, *, top: int = 60) -> go.Figure:
         )
     fig.update_layout(
         **_LAYOUT,
-        title="Cells per perturbation",
+        title=title,
         barmode="overlay",
         height=340,
-        xaxis={"categoryorder": "total descending", "title": None, "tickmode": "array",
-               "tickvals": list(ticks), "ticktext": list(ticks.values())},
+        xaxis={"categoryorder": "total descending",
+               **_bar_names_axis(list(ticks), list(ticks.values()), what="perturbations")},
         yaxis_title="cells",
-        legend_title="modality",
+        legend={"title": "modality", "orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1,
+                "xanchor": "right"},
     )
     return fig
 
@@ -179,8 +194,7 @@ def target_check_plot(check: Mapping[str, Mapping[str, Any]]) -> go.Figure:
     fig.update_layout(
         **_LAYOUT,
         height=340,
-        xaxis={"title": None, "tickmode": "array", "tickvals": names,
-               "ticktext": _plot_texts(frame["target"], max_len=24)},
+        xaxis=_bar_names_axis(list(names), list(_plot_texts(frame["target"], max_len=24)), what="targets"),
         yaxis_title="log2 FC of target vs control",
         title=f"Target check: {len(frame) - n_bad} as expected, {n_bad} not (red)",
     )
@@ -393,13 +407,16 @@ def effects_scatter(
         **_LAYOUT,
         height=500,
         title=plot_text(title, max_len=120) if title else "Predicted vs observed effect",
-        xaxis_title="observed Δ log expression (vs reference controls)" if quantity == "Δ"
+        xaxis_title="observed Δ (vs reference controls)" if quantity == "Δ"
         else f"observed {quantity} (held-out cells)",
-        yaxis_title="predicted Δ log expression<br>(vs training controls)" if quantity == "Δ"
+        yaxis_title="predicted Δ (vs training controls)" if quantity == "Δ"
         else f"predicted {quantity}",
-        legend={"orientation": "h", "y": -0.18},
+        legend={"orientation": "h", "y": -0.2, "yanchor": "top"},
     )
-    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    # one range on both axes, the data's: y = x is the diagonal, and no axis is padded with empty range
+    # (an equal aspect ratio would pad x on a wide plot, or shrink the plot in presentation mode)
+    fig.update_xaxes(range=[-lim, lim], automargin=True)
+    fig.update_yaxes(range=[-lim, lim], automargin=True)
     return fig
 
 
@@ -418,10 +435,11 @@ def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Fi
     )
     fig.update_layout(
         **_LAYOUT,
-        height=max(320, 18 * len(data) + 100),
+        height=max(320, 26 * len(data) + 100),  # room for every label, also at presentation font sizes
         title=plot_text(title, max_len=120) if title else "Predicted response",
         xaxis_title="predicted Δ log expression",
     )
+    fig.update_yaxes(tickmode="linear", dtick=1, automargin=True)  # plotly would drop every other gene
     return fig
 
 

@@ -79,14 +79,16 @@ col_demo, col_path = st.columns([1, 2], gap="large")
 with col_demo:
     st.markdown("**Bundled screens**")
     st.caption("A synthetic neuronal-like CRISPRi/a screen with a planted gene network (ground truth).")
-    if st.button("Load demo screen", type="primary", icon=":material/play_arrow:", key="load_demo"):
+    if st.button("Load demo screen", type="primary", icon=":material/play_arrow:", key="load_demo",
+                 width="stretch"):
         loaders.forget_failed_attempt()
         with ui.user_errors("Could not load the demo screen"):
             loaders.try_load_screen(loaders.bundled_spec("demo"))
             ui.toast_after_rerun("Demo screen loaded.")
             st.rerun()
     st.caption(services.REAL_SCREEN["summary"])
-    if st.button(services.REAL_SCREEN["title"], icon=":material/biotech:", key="load_real"):
+    if st.button("Load real screen (K562 TAP-seq)", icon=":material/biotech:", key="load_real",
+                 width="stretch", help=services.REAL_SCREEN["title"]):  # short: fits the one-third column
         loaders.forget_failed_attempt()
         with ui.user_errors("Could not load the real screen"):
             loaders.try_load_screen(loaders.bundled_spec("real"))

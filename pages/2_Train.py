@@ -106,8 +106,15 @@ job = ui.session_job()
 active = job is not None and job.progress().active
 st.fragment(live_job, run_every=POLL_S if active else None)()
 
-st.subheader("Settings")
-with st.form("train_form"):
+# While a job trains the settings fold away, so its progress and Cancel are what the page shows (the
+# browser keeps its scroll position: a long form would leave them off screen after Start).
+if active:
+    settings_box = st.expander("Settings (one job trains at a time; open to prepare the next)",
+                               expanded=False, icon=":material/tune:")
+else:
+    st.subheader("Settings")
+    settings_box = st.container()
+with settings_box, st.form("train_form"):
     c1, c2, c3, c4 = st.columns(4)
     replicas = c1.number_input("Replicas", 1, 10, 3, help="Independently seeded models; the paper uses 3.")
     hidden = c2.number_input(
@@ -159,6 +166,8 @@ with st.form("train_form"):
         "hidden unit per gene (hidden width 0 and at most 1024 genes). "
         "How each compares with its baselines: README, Results.",
     )
+    if sentence := recipe_results.default_recipe_sentence():
+        st.caption(sentence)
     shrink = st.columns(4)[0].number_input(
         "Shrink (standard errors)", 0.0, 10.0, 0.0, step=0.5,
         help="L1 prior on each perturbation's predicted change: changes smaller than this many standard "

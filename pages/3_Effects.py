@@ -125,10 +125,14 @@ st.caption(
 st.subheader("One perturbation, gene by gene")
 table = services.perturbation_table(pairs)
 c1, c2, c3 = st.columns([1.4, 2.4, 1.6])
+modalities = ["all", *sorted(table["modality"].unique())]
+wanted_modality = ui.query_get("eff_modality")
 modality = c1.radio(
-    "Modality", ["all", *sorted(table["modality"].unique())], horizontal=True, key="eff_modality",
+    "Modality", modalities, horizontal=True, key="eff_modality",
+    index=modalities.index(wanted_modality) if wanted_modality in modalities else 0,
     format_func=md,  # radio options render Markdown
 )
+ui.query_set("eff_modality", None if modality == "all" else modality)
 shown = table if modality == "all" else table[table["modality"] == modality]
 options = shown["perturbation"].tolist()
 wanted = st.session_state.get("perturbation") or ui.query_get("perturbation")
@@ -140,14 +144,17 @@ pert = c2.selectbox(
 st.session_state["perturbation"] = pert
 ui.query_set("perturbation", pert)
 row = table[table["perturbation"] == pert].iloc[0]
+gene_names = [str(g) for g in pairs.genes]
+wanted_gene = ui.query_get("eff_gene")
 gene = c3.selectbox(
     "Find a gene (ringed in the scatter)",
-    [str(g) for g in pairs.genes],
-    index=None,
+    gene_names,
+    index=gene_names.index(wanted_gene) if wanted_gene in gene_names else None,
     placeholder="type a gene name…",
     format_func=display_name,
     key="eff_gene",
 )
+ui.query_set("eff_gene", gene)  # a shared link rings the same gene
 
 frame = None
 with ui.user_errors("Could not compute this perturbation's effects"):
@@ -185,7 +192,10 @@ else:
     else:
         notes.append("The noise ceiling bounds Δ-Pearson for this perturbation's cell numbers.")
     st.caption(" ".join(notes))
-left, right = st.columns([1.1, 1], gap="medium")
+if st.session_state.get("presentation"):  # large fonts need the full width: scatter, then its table
+    left, right = st.container(), st.container()
+else:
+    left, right = st.columns([1.1, 1], gap="medium")
 with left:
     where = {
         "held_out_perturbations": "held-out perturbation",

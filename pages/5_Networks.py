@@ -156,10 +156,15 @@ m_col, p_col = st.columns([2, 3], gap="large")
 with m_col, ui.user_errors("Could not evaluate the module"):
     rec = services.module_evaluation(G, module, ens.genes)
     both = (rec["modelled"]["n_found"], rec["modelled"]["n"]) != (rec["all"]["n_found"], rec["all"]["n"])
-    r1, r2 = st.columns(2) if both else (st.container(), None)
-    r1.metric("Recall (modelled genes)", f"{rec['modelled']['n_found']}/{rec['modelled']['n']}",
-              help="Curated module genes that the model includes and the subgraph reaches.")
-    if both:
+    none_modelled = rec["modelled"]["n"] == 0
+    r1, r2 = st.columns(2) if both and not none_modelled else (st.container(), None)
+    if none_modelled:  # a recall of 0/0 says nothing
+        st.caption(f"No curated {modules[module].lower()} gene is among this model's genes "
+                   f"(0 of {rec['all']['n']}), so the subgraph cannot be scored against the module.")
+    else:
+        r1.metric("Recall (modelled genes)", f"{rec['modelled']['n_found']}/{rec['modelled']['n']}",
+                  help="Curated module genes that the model includes and the subgraph reaches.")
+    if both and not none_modelled:
         r2.metric("Recall (all curated)", f"{rec['all']['n_found']}/{rec['all']['n']}",
                   help="Out of every curated gene, modelled or not.")
     co = services.coexpression(G, pairs)

@@ -452,6 +452,14 @@ def test_effects_page(trained_run):
     _ok(at)
     assert "CRISPRa" in at.selectbox(key="eff_pert").options[0]
     assert not at.error
+    gene = at.selectbox(key="eff_gene").options[3]
+    at.selectbox(key="eff_gene").set_value(gene).run()
+    _ok(at)
+    assert at.query_params["modality"] == "CRISPRa" and at.query_params["gene"] == gene
+    fresh = _goto(_app(**{k: at.query_params[k] for k in ("run", "pert", "modality", "gene")}), "3_Effects")
+    assert fresh.radio(key="eff_modality").value == "CRISPRa"  # a copied link reopens the same view
+    assert fresh.selectbox(key="eff_gene").value == gene
+    assert fresh.selectbox(key="eff_pert").value == at.selectbox(key="eff_pert").value
 
 
 def test_effects_combination_shows_its_interaction(trained_run):

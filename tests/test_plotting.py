@@ -175,6 +175,12 @@ def test_data_page_figures():
     }
     fig = plotting.target_check_plot(check)
     assert "1 as expected, 1 not" in fig.layout.title.text
+    assert list(fig.layout.xaxis.ticktext) == ["A", "C"]  # few bars: every one named, by fold change
+    many = pd.DataFrame({"perturbation": [f"P{i}" for i in range(64)], "modality": ["CRISPRi"] * 64,
+                         "cells": range(64)})
+    fig = plotting.cells_per_perturbation(many, top=64)
+    assert fig.layout.xaxis.showticklabels is False and "64 perturbations" in fig.layout.xaxis.title.text
+    assert set(fig.data[0].x) == set(many["perturbation"])  # each bar still carries its name (hover)
 
 
 def test_other_figures_and_html_export():

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from lazynet_core.ui import recipe_results
 from lazynet_core.ui.recipe_results import COLUMNS, RESULTS_DIR, recipe_scores
 
 
@@ -167,3 +168,26 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
     assert "trained -0.002 from it: LazyNet does not learn this interaction." in sentence
     assert interaction_measured(RESULTS_DIR) is not None  # the repository's own files are complete
     assert "backup_oracle" in interaction_measured(RESULTS_DIR)
+
+
+def test_the_default_recipe_sentence_reads_the_stored_head_to_head(tmp_path):
+    sentence = recipe_results.default_recipe_sentence()  # the repository's own file
+    assert sentence and sentence.startswith("**published**") and "not significantly ahead" in sentence
+    rows = [{"screen": "real", "set": "held_out_cells", "diff": 0.03, "p_wilcoxon": 0.2, "wins": 9, "n": 13},
+            {"screen": "real", "set": "combinations", "diff": 0.5, "p_wilcoxon": 0.001, "wins": 4, "n": 4},
+            {"screen": "hill", "set": "held_out_perturbations", "diff": -0.02, "p_wilcoxon": 0.01, "wins": 5,
+             "n": 48},
+            {"screen": "demo", "set": "held_out_cells", "diff": 0.05, "p_wilcoxon": 1e-4, "wins": 40,
+             "n": 64}]
+    (tmp_path / recipe_results.DEFAULT_COMPARISON).write_text(
+        json.dumps({"first": "published", "second": "anchored", "rows": rows}))
+    text = recipe_results.default_recipe_sentence(tmp_path)
+    assert "held-out cells +0.030, p = 0.2, better on 9/13" in text
+    assert "combinations" not in text and "+0.500" not in text  # only single-perturbation sets
+    assert "ahead by −0.020 to +0.050" in text  # a minus sign, not a hyphen
+    assert "significant on the demo screens" in text  # Hill's difference is significant but negative
+    rows = [r for r in rows if r["screen"] != "real"]
+    (tmp_path / recipe_results.DEFAULT_COMPARISON).write_text(
+        json.dumps({"first": "published", "second": "anchored", "rows": rows}))
+    assert recipe_results.default_recipe_sentence(tmp_path) is None  # no real-screen figure: no claim
+    assert recipe_results.default_recipe_sentence(tmp_path / "nowhere") is None

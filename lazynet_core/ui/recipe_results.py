@@ -100,6 +100,48 @@ def pooling_measured(results_dir: Path = RESULTS_DIR) -> dict[str, dict[str, flo
     return out or None
 
 
+#: The stored paired comparison of the default recipe with its strongest single-perturbation rival.
+DEFAULT_COMPARISON = "recipes_anchored_vs_published.json"
+_SET_WORDS = {"held_out_cells": "held-out cells", "held_out_perturbations": "unseen targets"}
+
+
+def default_recipe_sentence(results_dir: Path = RESULTS_DIR) -> str | None:
+    """Why ``published`` stays the default, in one sentence read from :data:`DEFAULT_COMPARISON`.
+
+    A default changes only where a recipe wins on at least two screens, one of them the real screen
+    (issue 11). The sentence gives the rival's gain over ``published`` on the real screen and on the
+    synthetic ones, with paired p, and says which it wins (p < 0.05 and a gain of at least 0.01).
+    None where the file or the real screen's rows are missing.
+    """
+    stored = _read(results_dir / DEFAULT_COMPARISON) or {}
+    first, second = stored.get("first"), stored.get("second")
+    rows = [r for r in stored.get("rows", []) if r.get("set") in _SET_WORDS and r.get("diff") is not None
+            and r.get("p_wilcoxon") is not None]
+    real = [r for r in rows if r.get("screen") == "real"]
+    if not (first and second and real):
+        return None
+
+    def num(value: float, spec: str) -> str:
+        return format(value, spec).replace("-", "−")
+
+    def part(row: dict[str, Any]) -> str:
+        return (f"{_SET_WORDS[row['set']]} {num(row['diff'], '+.3f')}, p = {num(row['p_wilcoxon'], '.2g')}, "
+                f"better on {row['wins']}/{row['n']}")
+
+    names = {"real": "real", "demo": "demo", "hill": "Hill"}
+    won = sorted({names.get(r["screen"], r["screen"]) for r in rows
+                  if r["p_wilcoxon"] < 0.05 and r["diff"] >= 0.01})
+    synthetic = [r["diff"] for r in rows if r.get("screen") != "real"]
+    return (f"**{first}** (the paper's method) is the default: a default changes only where a recipe wins "
+            f"on two screens, one of them the real one, and {second}, compared with it head to head, is not "
+            "significantly ahead on the real screen ("
+            + "; ".join(part(r) for r in real) + ")"
+            + (f"; on the synthetic screens it is ahead by {num(min(synthetic), '+.3f')} to "
+               f"{num(max(synthetic), '+.3f')}" if synthetic else "")
+            + (f" (significant on the {' and '.join(won)} screens)" if won else "")
+            + f". For a prediction that responds to an unseen target, choose {second}.")
+
+
 def _joined(cells: Any) -> str:
     """The screens' cells joined by " · ", or a single "–" where none was measured."""
     cells = list(cells)
