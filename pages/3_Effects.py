@@ -53,7 +53,8 @@ if reference == "training":
     )
 
 evaluation = oracle = None
-with ui.user_errors("Could not evaluate this run"):
+with ui.user_errors("Could not evaluate this run"), st.spinner(
+        "Scoring the held-out perturbations against every baseline (once per run)…"):
     evaluation = loaders.run_evaluation(reference)
 if evaluation is not None:
     with ui.user_errors("Could not score the planted network's oracle"):

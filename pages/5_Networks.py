@@ -68,7 +68,9 @@ with st.form(f"net_form_{module}"):
     layout = c8.radio("Layout", ["force", "layered"], index=["force", "layered"].index(view["layout"]),
                       horizontal=True, key="net_layout", help="layered: BFS levels in columns, seeds left.")
     model_only = c9.toggle("Include model-only edges", view["model_only"], key="net_model_only",
-                           help="Also follow edges nothing in the screen supports (drawn dashed and grey).")
+                           help="Also follow edges nothing in the screen supports (drawn dashed and grey). "
+                           "They compete with supported edges for each gene's Breadth slots, so some "
+                           "supported edges can drop out: raise Breadth to keep them.")
     c10.form_submit_button("Update network", icon=":material/refresh:", type="primary")
 view.update(seeds=list(seeds), breadth=int(breadth), depth=int(depth), max_nodes=int(max_nodes),
             noise=float(noise), min_abs=float(min_abs), direction=direction, layout=layout,

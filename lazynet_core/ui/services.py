@@ -448,12 +448,25 @@ def headline(frame: pd.DataFrame, set_name: str) -> dict[str, Any] | None:
     if best is None:
         result["message"] = f"LazyNet: {result['text']}."
         return result
-    text = str(result["text"]).replace(f" {best} ", f" {result['baseline_label']} ", 1)
     verdict = {"ahead": "LazyNet is ahead", "behind": "LazyNet is behind", "tie": "A tie",
                "undecided": "Undecided"}[result["verdict"]]
+    p = result.get("p_wilcoxon")
+    significant = p is not None and np.isfinite(p) and p < 0.05
+    why = {  # the verdict in words, never a direction the test does not support
+        "ahead": "significant and at least the 0.01 margin that counts as a win",
+        "behind": "significant: the baseline predicts better",
+        "tie": "significant, but below the 0.01 margin that counts as a win" if significant
+        else "not significant",
+        "undecided": f"too few perturbations ({result.get('n')}) for a paired test to reach p < 0.05",
+    }[result["verdict"]]
+    sd = result.get("sd_diff")
+    spread = f" ± {sd:.3f}" if sd is not None and np.isfinite(sd) else ""
+    p_text = f"{p:.2g}" if p is not None and np.isfinite(p) else "n/a"
     result["message"] = (
-        f"**{verdict}** against the best baseline on Δ-Pearson (paired, per perturbation): "
-        f"LazyNet is {text}."
+        f"**{verdict}** against the best baseline on Δ-Pearson (paired, per perturbation): LazyNet "
+        f"{result['model_mean']:.3f}, {result['baseline_label']} {result['baseline_mean']:.3f}; the "
+        f"difference {result['mean_diff']:+.3f}{spread} (LazyNet better on {result['wins']} of "
+        f"{result['n']} perturbations, p = {p_text}) is {why}.".replace("-0.", "−0.").replace("+-", "−")
     )
     return result
 
