@@ -513,6 +513,7 @@ def jacobian_heatmap(
     never_perturbed_note: str = "its column is model extrapolation",
     dendrogram_of: np.ndarray | None = None,
     big: bool = False,
+    highlight: str | None = None,
 ) -> go.Figure:
     """Heatmap of a square gene × gene Jacobian, rows = target i, columns = source j.
 
@@ -523,7 +524,8 @@ def jacobian_heatmap(
     consensus, shared by every view) or, when ``cluster``, average-linkage clustering of ``jac``;
     ``dendrogram_of`` (the matrix the order came from, default ``jac``) is drawn as a dendrogram over
     the columns. Columns of ``never_perturbed`` regulators get a grey label with "°", explained by
-    ``never_perturbed_note`` (what such a column is for this run's recipe).
+    ``never_perturbed_note`` (what such a column is for this run's recipe). ``highlight`` (a gene of
+    ``genes``) outlines its row (what regulates it) and its column (what it regulates), label in bold.
     """
     mat = np.array(jac, dtype=float, copy=True)
     n = mat.shape[0]
@@ -605,6 +607,13 @@ def jacobian_heatmap(
             text=f"grey ° : regulator never perturbed in the screen ({never_perturbed_note})",
             font={"size": max(font, 12), "color": "#5b6472"},
         )
+    if highlight is not None and str(highlight) in set(raw):
+        k = int(np.flatnonzero(raw == str(highlight))[0])
+        line = {"color": PALETTE["bad"], "width": 3}
+        fig.add_shape(type="rect", xref="x", yref="y", x0=-0.5, x1=n - 0.5, y0=k - 0.5, y1=k + 0.5, line=line)
+        fig.add_shape(type="rect", xref="x", yref="y", x0=k - 0.5, x1=k + 0.5, y0=-0.5, y1=n - 0.5, line=line)
+        fig.layout.xaxis.ticktext = tuple(f"<b>{t}</b>" if i == k else t for i, t in enumerate(ticktext))
+        fig.layout.yaxis.ticktext = tuple(f"<b>{t}</b>" if i == k else t for i, t in enumerate(short))
     return fig
 
 

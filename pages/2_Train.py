@@ -229,7 +229,7 @@ from lazynet_core.runs import list_runs  # noqa: E402  (after the form: keeps th
 runs = list_runs(ui.runs_root())
 if runs.empty:
     st.caption(
-        f"No saved runs in {md(ui.runs_root(), max_len=120)} yet. "
+        f"No saved runs in {md(ui.runs_root().resolve(), max_len=120)} yet. "
         "Runs trained with the CLI there appear here too."
     )
 else:

@@ -326,6 +326,8 @@ if run_it or genes:
             )
         fig = plotting.in_silico_bars(delta, title=f"{' + '.join(genes)} at {fold}× control: predicted Δ")
         ui.plot(fig, "in_silico", key="insilico_fig")
+        if scale := services.in_silico_scale_sentence(delta, genes, frame, label=str(pert)):
+            st.caption(scale)
         st.download_button(
             "Download response (CSV)",
             pd.DataFrame({"gene": delta.index, "predicted_delta": delta.values}).to_csv(index=False),

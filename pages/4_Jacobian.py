@@ -5,6 +5,7 @@ import streamlit as st
 
 from lazynet_core import plotting, ui
 from lazynet_core.modules import module_genes
+from lazynet_core.text import display_name
 from lazynet_core.ui import loaders, services
 from lazynet_core.ui.layout import md
 
@@ -112,6 +113,14 @@ if result is not None and perturbed is not None:
         "replica SD": (result.sd, "SD", "sequential"),
     }[view]
     order = plotting.heatmap_order(result.mean)  # one row order for every view
+    shown_genes = list(result.sources)
+    wanted_gene = ui.query_get("jac_gene")
+    highlight = st.selectbox(
+        "Highlight a gene (outlines its row and column)", shown_genes, format_func=display_name,
+        index=shown_genes.index(wanted_gene) if wanted_gene in shown_genes else None,
+        placeholder="type a gene name…", key="jac_gene",
+    )
+    ui.query_set("jac_gene", highlight)
     fig = plotting.jacobian_heatmap(
         values,
         list(result.sources),
@@ -124,6 +133,7 @@ if result is not None and perturbed is not None:
         never_perturbed_note=never_note,
         big=bool(st.session_state.get("presentation")),
         title=f"{view} over {len(genes)} genes ({result.n_replicas} replicas)",
+        highlight=highlight,
     )
     ui.plot(fig, "jacobian", key="jac_fig")
     st.caption(

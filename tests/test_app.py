@@ -581,6 +581,22 @@ def test_in_silico_allows_never_perturbed_gene(trained_run):
     assert any("Never perturbed" in i.value and never in i.value for i in at.info)
     assert not at.error
     assert at.get("download_button")
+    assert any("Largest predicted change" in c.value and "for scale" in c.value for c in at.caption)
+
+
+def test_in_silico_scale_sentence_by_hand():
+    import pandas as pd
+
+    from lazynet_core.ui import services
+
+    delta = pd.Series([2.0, 0.004, -0.003], index=["APP", "GPX4", "TFRC"])  # APP: the input itself
+    effects = pd.DataFrame({"observed": [5.0] + [0.1 * i for i in range(1, 21)],
+                            "is_target": [True] + [False] * 20})
+    text = services.in_silico_scale_sentence(delta, ["APP"], effects, label="APP")
+    assert "0.004 log units" in text and "within 1.9" in text and "negligible" in text
+    big = services.in_silico_scale_sentence(delta * 100, ["APP"], effects, label="APP")
+    assert "0.4 log units" in big and "negligible" not in big
+    assert services.in_silico_scale_sentence(delta[:1], ["APP"], effects, label="APP") is None
 
 
 def test_jacobian_page_gene_sets_and_bad_gene(trained_run):
@@ -590,6 +606,15 @@ def test_jacobian_page_gene_sets_and_bad_gene(trained_run):
     at.radio(key="jac_kind").set_value("top genes by |J|").run()
     _ok(at)
     assert at.metric[0].value == "30" and at.query_params["genes"] == "top:30"
+    gene = at.selectbox(key="jac_gene").options[2]
+    at.selectbox(key="jac_gene").set_value(gene).run()
+    _ok(at)
+    assert at.query_params["jgene"] == gene
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [s["type"] for s in spec["layout"]["shapes"]] == ["rect", "rect"]  # its row and its column
+    assert f"<b>{gene}</b>" in spec["layout"]["yaxis"]["ticktext"]
     at.radio(key="jac_kind").set_value("typed list").run()
     at.text_area(key="jac_list").set_value("GPX4, NOT_A_GENE, TFRC").run()
     _ok(at)

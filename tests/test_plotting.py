@@ -134,6 +134,15 @@ def test_jacobian_heatmap_is_clustered_centred_and_hovers():
         plotting.jacobian_heatmap(np.zeros((2, 3)), ["a", "b"])
 
 
+def test_jacobian_heatmap_outlines_a_highlighted_genes_row_and_column():
+    J = np.arange(16, dtype=float).reshape(4, 4)
+    fig = plotting.jacobian_heatmap(J, ["a", "b", "c", "d"], cluster=False, highlight="c")
+    rects = [(s.x0, s.x1, s.y0, s.y1) for s in fig.layout.shapes]
+    assert rects == [(-0.5, 3.5, 1.5, 2.5), (1.5, 2.5, -0.5, 3.5)]  # row c, column c (position 2)
+    assert fig.layout.yaxis.ticktext[2] == "<b>c</b>" and fig.layout.yaxis.ticktext[0] == "a"
+    assert not plotting.jacobian_heatmap(J, ["a", "b", "c", "d"], highlight="zz").layout.shapes
+
+
 def test_jacobian_heatmap_order_follows_clustering():
     block = np.array([[0, 1, -1, -1], [1, 0, -1, -1], [-1, -1, 0, 1], [-1, -1, 1, 0]], dtype=float)
     genes = ["a", "b", "c", "d"]

@@ -499,6 +499,28 @@ def perturbed_targets(pairs: Any) -> set[str]:
     return {str(genes[t]) for targets in pairs.pert_targets for t in np.asarray(targets, dtype=int)}
 
 
+def in_silico_scale_sentence(delta: pd.Series, genes: Sequence[str], effects: pd.DataFrame, *,
+                             label: str) -> str | None:
+    """How big an in-silico response is beside a measured one, in one sentence (None without data).
+
+    ``delta`` is :func:`in_silico`'s response, ``genes`` the perturbed inputs (left out), ``effects``
+    the per-gene frame of perturbation ``label`` (:func:`effects_frame`, columns ``observed`` and
+    ``is_target``). Compares the largest predicted |Δ| with the 95th percentile of that perturbation's
+    observed |Δ| over its non-target genes, and calls a response under 5 % of it negligible.
+    """
+    response = delta.drop(index=[g for g in genes if g in delta.index]).abs()
+    observed = effects.loc[~effects["is_target"].astype(bool), "observed"].abs().dropna()
+    if response.empty or observed.empty or not np.isfinite(response.max()):
+        return None
+    top, scale = float(response.max()), float(observed.quantile(0.95))
+    text = (f"Largest predicted change (perturbed genes left out): {top:.3g} log units; for scale, 95 % of "
+            f"{label}'s measured gene changes are within {scale:.3g}.")
+    if scale > 0 and top < 0.05 * scale:
+        text += (" This response is negligible beside a measured one: the model hardly responds to this "
+                 "input (see Intervention response above).")
+    return text
+
+
 def in_silico(ensemble: Any, genes: Sequence[str], fold: float) -> pd.Series:
     """Predicted Δ when ``genes`` are scaled by ``fold`` (linear scale): F(perturbed) − F(control).
 

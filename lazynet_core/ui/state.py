@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
 
 # URL keys: short names so a shared link stays readable.
 URL_KEYS = {"run": "run", "job": "job", "perturbation": "pert", "gene_set": "genes", "screen": "screen",
-            "eff_modality": "modality", "eff_gene": "gene"}
+            "eff_modality": "modality", "eff_gene": "gene", "jac_gene": "jgene"}
 
 
 def init_state() -> None:
