@@ -72,7 +72,8 @@ if evaluation is not None:
     if not sets:
         st.info("This run has no held-out perturbations or cells to score.", icon=":material/info:")
     counts = {s: services.set_summary(evaluation[evaluation["set"] == s])["n"] for s in sets}
-    tabs = st.tabs([f"{services.SET_LABELS.get(s, s)} · {counts[s]}" for s in sets])
+    words = services.SET_SHORT_LABELS if st.session_state.get("presentation") else services.SET_LABELS
+    tabs = st.tabs([f"{words.get(s, s)} · {counts[s]}" for s in sets])
     for tab, set_name in zip(tabs, sets, strict=True):
         with tab:
             sub = evaluation[evaluation["set"] == set_name]
@@ -276,6 +277,7 @@ number_format = {
     **{c: st.column_config.NumberColumn(c, format="%.3f") for c in delta_cols},
     "DE p (Welch)": st.column_config.NumberColumn("DE p (Welch)", format="%.2e"),
     "DE q (BH)": st.column_config.NumberColumn("DE q (BH)", format="%.2e"),
+    "gene": st.column_config.TextColumn("gene", pinned=True),  # stays in view while scrolling sideways
 }
 if gene:
     hit = genes_table[genes_table["gene"] == gene]

@@ -50,6 +50,13 @@ SET_LABELS = {
     "combinations": "Combinations (never trained on)",
     "held_out_cells": "Held-out cells (perturbation seen in training)",
 }
+#: The same sets in few words, for tabs at presentation font sizes (the long labels would overflow).
+SET_SHORT_LABELS = {
+    "held_out_perturbations": "Held-out perturbations",
+    "validation_perturbations": "Validation perturbations",
+    "combinations": "Combinations",
+    "held_out_cells": "Held-out cells",
+}
 REFERENCE_LABELS = {
     "independent": "independent control reference (held-out control cells)",
     "training": "training control mean (flattering: its noise sits on both sides)",
