@@ -692,12 +692,19 @@ def _scale(pos: dict[str, tuple[float, float]], width: float, height: float, mar
     return out
 
 
+#: Width of one label character in layout pixels (labels of 18–24 px, Helvetica, bold for seeds)
+LABEL_CHAR_PX = 12.0
+
+
 def _declutter(pos: dict, width: float, height: float, margin: float, *, dx: float = 90.0, dy: float = 54.0,
                rounds: int = 1500) -> dict:
-    """Push apart nodes closer than one label box (``dx`` × ``dy`` px) so labels do not overlap."""
+    """Push apart nodes closer than their label boxes (at least ``dx`` × ``dy`` px) so labels do not
+    overlap: two genes need their labels' mean width apart side by side, ``dy`` one above the other."""
     genes = list(pos)
     xy = np.array([pos[g] for g in genes], dtype=float)
-    scale = np.array([dx, dy])
+    widths = np.array([len(display_name(g, max_len=40)) * LABEL_CHAR_PX + 24.0 for g in genes])
+    pair_dx = np.maximum(dx, (widths[:, None] + widths[None, :]) / 2)
+    scale = np.stack([pair_dx, np.full_like(pair_dx, dy)], axis=2)
     rng = np.random.default_rng(0)
     for _ in range(rounds):
         diff = (xy[:, None, :] - xy[None, :, :]) / scale

@@ -351,3 +351,14 @@ def test_network_figures_carry_hostile_names_as_plain_text():
     assert "<script>" not in svg and "<img" not in svg and "&lt;b&gt;" in svg
     png = plotting.network_png(edges, nodes_frame, pos, title="$\\frac{$")  # mathtext would raise
     assert png[:4] == b"\x89PNG"
+
+
+def test_declutter_keeps_long_labels_side_by_side_apart():
+    """Two 10-letter labels 100 px apart overlap (each ~144 px wide); short ones need only ``dx``."""
+    from lazynet_core.plotting import LABEL_CHAR_PX, _declutter
+
+    long = _declutter({"AAAAAAAAAA": (500.0, 300.0), "BBBBBBBBBB": (600.0, 300.0)}, 1100, 640, 60)
+    gap = abs(long["AAAAAAAAAA"][0] - long["BBBBBBBBBB"][0])
+    assert gap >= 0.98 * (10 * LABEL_CHAR_PX + 24.0), long
+    short = _declutter({"A": (500.0, 300.0), "B": (600.0, 300.0)}, 1100, 640, 60)
+    assert short == {"A": (500.0, 300.0), "B": (600.0, 300.0)}  # already a label box apart: untouched
