@@ -328,7 +328,7 @@ if run_it or genes:
             )
         fig = plotting.in_silico_bars(delta, title=f"{' + '.join(genes)} at {fold}× control: predicted Δ")
         ui.plot(fig, "in_silico", key="insilico_fig")
-        if scale := services.in_silico_scale_sentence(delta, genes, frame, label=str(pert)):
+        if scale := services.in_silico_scale_sentence(delta, genes, frame, label=md(pert)):  # Markdown-safe
             st.caption(scale)
         st.download_button(
             "Download response (CSV)",

@@ -513,7 +513,8 @@ def in_silico_scale_sentence(delta: pd.Series, genes: Sequence[str], effects: pd
     ``delta`` is :func:`in_silico`'s response, ``genes`` the perturbed inputs (left out), ``effects``
     the per-gene frame of perturbation ``label`` (:func:`effects_frame`, columns ``observed`` and
     ``is_target``). Compares the largest predicted |Δ| with the 95th percentile of that perturbation's
-    observed |Δ| over its non-target genes, and calls a response under 5 % of it negligible.
+    observed |Δ| over its non-target genes, and calls a response under 5 % of it negligible. The
+    sentence is Markdown: ``label`` must come escaped (``ui.md``), it is a name from the user's file.
     """
     response = delta.drop(index=[g for g in genes if g in delta.index]).abs()
     observed = effects.loc[~effects["is_target"].astype(bool), "observed"].abs().dropna()
