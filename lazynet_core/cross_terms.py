@@ -12,8 +12,10 @@ predict ``I`` for the double's doses (its targets' levels in its pre-state, as a
     levels and their product (all centred); ``c`` is the product's coefficient.
 ``arm_slope_interaction``
     How the arms change the other target's slope: each gene's regression slope on B's level in A's
-    training cells minus its slope in the training control cells, times ``ΔB`` (``c · ΔA · ΔB`` with
-    A moved by the intervention instead of by noise), averaged with the same for B's cells and A.
+    training cells minus its slope in the training control cells is ``c`` times A's dose in those
+    cells (A moved by the intervention instead of by noise); divided by that dose it is ``c``, times
+    the double's ``ΔA · ΔB`` its interaction, averaged with the same read from B's cells. The slopes
+    are marginal: clamping A also removes any path from B through A, which the difference mixes in.
 
 Both keep the matrix sparse (no dense cells × genes copy). ``benchmarks/interaction_headroom.py``
 scores them beside the planted dynamics' own cross term at the control state, which says how much of
@@ -28,6 +30,8 @@ import numpy as np
 
 #: fewest training cells a slope or regression is fitted on
 MIN_CELLS = 3
+#: smallest |dose| (log1p units) of an arm's own target that a slope change is divided by
+MIN_DOSE = 1e-3
 
 
 def _two_single_targets(pairs: Any, arms: tuple[int, ...]) -> tuple[int, int] | None:
@@ -37,11 +41,11 @@ def _two_single_targets(pairs: Any, arms: tuple[int, ...]) -> tuple[int, int] | 
     return int(targets[0][0]), int(targets[1][0])
 
 
-def _doses(pairs: Any, p_idx: int, targets: tuple[int, int], role: str) -> tuple[float, float]:
-    """The targets' changes from the training control mean in the double's ``role`` cells."""
+def _doses(pairs: Any, p_idx: int, targets: tuple[int, ...], role: str) -> tuple[float, ...]:
+    """The targets' changes from the training control mean in perturbation ``p_idx``'s ``role`` cells."""
     base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     pre = np.asarray(pairs.pre_state(int(p_idx), role), dtype=np.float64)
-    return pre[targets[0]] - base[targets[0]], pre[targets[1]] - base[targets[1]]
+    return tuple(float(pre[t] - base[t]) for t in targets)
 
 
 def _columns(x, idx: np.ndarray, cols: tuple[int, ...]) -> np.ndarray:
@@ -55,7 +59,8 @@ def _design_times_genes(x, idx: np.ndarray, design: np.ndarray) -> np.ndarray:
     return np.asarray((rows.T @ design).T, dtype=np.float64)
 
 
-def control_cross_interaction(pairs: Any, p_idx: int, *, arms: tuple[int, ...], role: str = "test"):
+def control_cross_interaction(pairs: Any, p_idx: int, *, arms: tuple[int, ...],
+                              role: str = "test") -> np.ndarray | None:
     """Interaction of a double predicted from its targets' co-variation among training controls.
 
     Parameters
@@ -98,14 +103,16 @@ def _slopes_on(pairs: Any, idx: np.ndarray, gene: int) -> np.ndarray | None:
     if len(idx) < MIN_CELLS:
         return None
     x = _columns(pairs.X, idx, (gene,))[:, 0]
-    x -= x.mean()
+    centre = x.mean()
+    x -= centre
     ss = float(x @ x)
-    if ss <= 0:
+    if ss <= 1e-12 * len(x) * max(1.0, centre**2):  # constant up to rounding of the mean
         return None
     return _design_times_genes(pairs.X, idx, x[:, None])[0] / ss  # Σ x_c · y = Σ x_c · (y − ȳ)
 
 
-def arm_slope_interaction(pairs: Any, p_idx: int, *, arms: tuple[int, ...], role: str = "test"):
+def arm_slope_interaction(pairs: Any, p_idx: int, *, arms: tuple[int, ...],
+                          role: str = "test") -> np.ndarray | None:
     """Interaction of a double predicted from how each arm changes the other target's slopes.
 
     Parameters
@@ -122,21 +129,26 @@ def arm_slope_interaction(pairs: Any, p_idx: int, *, arms: tuple[int, ...], role
     Returns
     -------
     numpy.ndarray or None
-        ``½ Σ_k (slope on the other target in arm k's cells − slope in controls) · Δother`` per gene
-        (log space, all genes); None unless both arms have one target and every slope is defined
-        (at least :data:`MIN_CELLS` cells with the other target varying).
+        ``½ Σ_k (slope on the other target in arm k's training cells − slope in controls) / d_k ·
+        ΔA · ΔB`` per gene (log space, all genes), ``d_k`` arm k's dose of its own target in those
+        cells and ``ΔA · ΔB`` the double's doses; None unless both arms have one target, every slope
+        is defined (at least :data:`MIN_CELLS` cells with the other target varying) and each arm
+        moved its target by at least :data:`MIN_DOSE`.
     """
     targets = _two_single_targets(pairs, arms)
     if targets is None:
         return None
-    doses = _doses(pairs, p_idx, targets, role)
+    double = _doses(pairs, p_idx, targets, role)
+    base = np.asarray(pairs.control_mean("train"), dtype=np.float64)
     controls = pairs.cells(-1, "train")
     out = np.zeros(pairs.n_genes, dtype=np.float64)
     for k in (0, 1):
-        other = targets[1 - k]
-        in_arm = _slopes_on(pairs, pairs.cells(int(arms[k]), "train"), other)
-        in_controls = _slopes_on(pairs, controls, other)
-        if in_arm is None or in_controls is None:
+        cells = pairs.cells(int(arms[k]), "train")
+        own = float(np.asarray(pairs.pert_mean(int(arms[k]), "train"), dtype=np.float64)[targets[k]]
+                    - base[targets[k]])  # NaN without cells: refused below
+        in_arm = _slopes_on(pairs, cells, targets[1 - k])
+        in_controls = _slopes_on(pairs, controls, targets[1 - k])
+        if in_arm is None or in_controls is None or not abs(own) >= MIN_DOSE:
             return None
-        out += 0.5 * (in_arm - in_controls) * doses[1 - k]
+        out += 0.5 * (in_arm - in_controls) / own * double[0] * double[1]
     return out

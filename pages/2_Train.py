@@ -166,7 +166,7 @@ with settings_box, st.form("train_form"):
         "hidden unit per gene (hidden width 0 and at most 1024 genes). "
         "How each compares with its baselines: README, Results.",
     )
-    if sentence := recipe_results.default_recipe_sentence():
+    if sentence := recipe_results.default_recipe_sentence():  # why the default is the default
         st.caption(sentence)
     shrink = st.columns(4)[0].number_input(
         "Shrink (standard errors)", 0.0, 10.0, 0.0, step=0.5,

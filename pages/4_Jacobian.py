@@ -99,7 +99,7 @@ result = None
 if len(genes) >= 2:
     with ui.user_errors("Could not compute the Jacobian"):
         result = loaders.run_jacobian(tuple(genes))
-elif not (kind == "typed list" and genes == []):
+elif kind == "top genes by |J|" or (kind == "typed list" and genes):  # the others said why already
     st.info("Choose at least two modelled genes.", icon=":material/info:")
 perturbed = None
 if result is not None:

@@ -52,6 +52,36 @@ def test_interaction_headroom_scores_the_oracle_on_the_combinations_design():
         assert summary["cross_terms_vs_additive_counts"][method]["n"] == 20
 
 
+def test_cross_term_frame_scores_each_reading_under_its_own_name():
+    """Each row of ``cross_term_frame`` is its estimator scored against the double's observed interaction."""
+    from benchmarks.interaction_headroom import cross_term_frame, local_cross_interaction
+    from lazynet_core.cross_terms import arm_slope_interaction, control_cross_interaction
+    from lazynet_core.interactions import double_arms, double_interaction, interaction_scores
+
+    raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True,
+                               gate="backup")
+    adata = read_screen(raw)
+    doubles = tuple(sorted({p for p in adata.obs["lazynet_perturbation"].unique() if "+" in p}))
+    pairs = make_pairs(adata, PairConfig(split="perturbations", held_out=doubles, test_fraction=0.5,
+                                         seed=0))
+    oracle = datasets.planted_hill_predictor(raw, base=pairs.control_mean("train"), genes=pairs.genes)
+    frame = cross_term_frame(pairs, oracle)
+    p, arms = double_arms(pairs)[0]
+    genes = double_interaction(pairs, oracle, p, arms=arms)
+    keep = ~genes["is_target"].to_numpy()
+    observed = genes["observed"].to_numpy()[keep]
+    readings = {"control_cross": control_cross_interaction(pairs, p, arms=arms),
+                "arm_slope_change": arm_slope_interaction(pairs, p, arms=arms),
+                "oracle_local_cross": local_cross_interaction(oracle, pairs, p, arms=arms)}
+    label = str(pairs.perturbations[p])
+    for method, predicted in readings.items():
+        row = frame[(frame["method"] == method) & (frame["perturbation"] == label)]
+        scores = interaction_scores(predicted[keep], observed)
+        got = dict(zip(row["metric"], row["value"], strict=True))
+        np.testing.assert_allclose([got["pearson_interaction"], got["interaction_explained"]],
+                                   [scores["pearson_interaction"], scores["interaction_explained"]])
+
+
 def test_the_oracles_local_cross_term_of_a_known_quadratic_is_its_coefficient_times_the_doses():
     """A dynamics whose gene 2 moves by 0.8·(a − a₀)(b − b₀) + 0.3·a and gene 3 by a only: the second
     difference at the control state, extrapolated, is exactly 0.8·ΔA·ΔB on gene 2 and 0 elsewhere."""

@@ -59,17 +59,18 @@ def test_control_cross_term_is_recovered_from_noisy_cells():
 
 
 def test_arm_slope_change_by_hand():
-    # Controls: g = 0.5a + 1·b. In A's cells (a knocked to −1) g's slope on b is 3; in B's cells (b
-    # knocked to −2) its slope on a is 1.5. The double's doses: ΔA = −1, ΔB = −2, so
-    # I_g = ½ [(3 − 1)·(−2) + (1.5 − 0.5)·(−1)] = −2.5; h has the same slopes everywhere: 0.
+    # Controls: g = 0.5a + 1·b. A's cells knock a to −0.5, where g's slope on b is 1 + 2·(−0.5) = 0;
+    # B's cells knock b to −1, where its slope on a is 0.5 + 2·(−1) = −1.5: both say c = 2 once divided
+    # by the arm's own dose. The double's doses ΔA = −1.5, ΔB = −2 give I_g = 2 · 3 = 6; h's slopes
+    # never change: 0.
     a, b = GRID.T
     controls = _cells(a, b, 0.5 * a + b, a - b)
     s = np.array([-1.0, 0.0, 1.0])
-    arm_a = _cells(np.full(3, -1.0), s, 3.0 * s, -1.0 - s)
-    arm_b = _cells(s, np.full(3, -2.0), 1.5 * s, s + 2.0)
-    pairs = _screen(controls, arm_a, arm_b, _cells([-1.0], [-2.0], [0.0], [0.0]))
+    arm_a = _cells(np.full(3, -0.5), s, 0.0 * s, -0.5 - s)
+    arm_b = _cells(s, np.full(3, -1.0), -1.5 * s, s + 1.0)
+    pairs = _screen(controls, arm_a, arm_b, _cells([-1.5], [-2.0], [0.0], [0.0]))
     predicted = arm_slope_interaction(pairs, 2, arms=(0, 1))
-    assert_allclose(predicted[2:], [-2.5, 0.0], atol=1e-12)
+    assert_allclose(predicted[2:], [6.0, 0.0], atol=1e-12)
 
 
 def test_estimators_refuse_what_they_cannot_fit():
@@ -79,8 +80,16 @@ def test_estimators_refuse_what_they_cannot_fit():
     pairs = _screen(controls, flat, flat, _cells([-1.0], [-1.0], [0.0], [0.0]))
     assert arm_slope_interaction(pairs, 2, arms=(0, 1)) is None
     assert control_cross_interaction(pairs, 2, arms=(0,)) is None  # one arm
-    few = _screen(controls[:4], flat, flat, _cells([-1.0], [-1.0], [0.0], [0.0]))
+    rng = np.random.default_rng(1)
+    four = _cells(*rng.normal(0.0, 1.0, (4, 4)))  # a full-rank design, but no residual left
+    few = _screen(four, flat, flat, _cells([-1.0], [-1.0], [0.0], [0.0]))
     assert control_cross_interaction(few, 2, arms=(0, 1)) is None
+    many = _cells(a, a, a * a, a)  # b moves with a: the design is collinear however many cells
+    collinear = _screen(np.vstack([many, many]), flat, flat, _cells([-1.0], [-1.0], [0.0], [0.0]))
+    assert control_cross_interaction(collinear, 2, arms=(0, 1)) is None
+    weak = _cells(np.full(3, 0.0), np.array([-1.0, 0.0, 1.0]), np.zeros(3), np.zeros(3))  # a not moved
+    no_dose = _screen(controls, weak, weak, _cells([-1.0], [-1.0], [0.0], [0.0]))
+    assert arm_slope_interaction(no_dose, 2, arms=(0, 1)) is None  # a slope change per nothing
     triple = make_fake(np.vstack([controls, flat, flat, flat[:1]]), [-1] * 9 + [0] * 3 + [1] * 3 + [2],
                        ["train"] * 15 + ["test"], ["A", "B", "A+B"], [[0, 2], [1], [0, 1, 2]])
     assert control_cross_interaction(triple, 2, arms=(0, 1)) is None  # an arm with two targets
@@ -102,12 +111,11 @@ def test_sparse_estimates_match_dense_least_squares_on_a_hill_screen():
     pre, base = pairs.pre_state(p, "test"), pairs.control_mean("train")
     expected = coef[3] * (pre[ta] - base[ta]) * (pre[tb] - base[tb])
     assert_allclose(control_cross_interaction(pairs, p, arms=arms), expected, rtol=1e-6, atol=1e-9)
-    arm_cells = pairs.X[pairs.cells(arms[0], "train")].toarray().astype(np.float64)
-    slope_arm = np.polyfit(arm_cells[:, tb], arm_cells, 1)[0]
-    slope_ctrl = np.polyfit(dense[:, tb], dense, 1)[0]
+    arm_a = pairs.X[pairs.cells(arms[0], "train")].toarray().astype(np.float64)
     arm_b = pairs.X[pairs.cells(arms[1], "train")].toarray().astype(np.float64)
-    slope_arm_b = np.polyfit(arm_b[:, ta], arm_b, 1)[0]
-    slope_ctrl_a = np.polyfit(dense[:, ta], dense, 1)[0]
-    expected = 0.5 * ((slope_arm - slope_ctrl) * (pre[tb] - base[tb])
-                      + (slope_arm_b - slope_ctrl_a) * (pre[ta] - base[ta]))
-    assert_allclose(arm_slope_interaction(pairs, p, arms=arms), expected, rtol=1e-5, atol=1e-8)
+    c_a = (np.polyfit(arm_a[:, tb], arm_a, 1)[0] - np.polyfit(dense[:, tb], dense, 1)[0]) / (
+        arm_a[:, ta].mean() - base[ta])
+    c_b = (np.polyfit(arm_b[:, ta], arm_b, 1)[0] - np.polyfit(dense[:, ta], dense, 1)[0]) / (
+        arm_b[:, tb].mean() - base[tb])
+    expected = 0.5 * (c_a + c_b) * (pre[ta] - base[ta]) * (pre[tb] - base[tb])
+    assert_allclose(arm_slope_interaction(pairs, p, arms=arms), expected, rtol=1e-4, atol=1e-8)  # float32

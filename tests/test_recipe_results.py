@@ -173,21 +173,30 @@ def test_interaction_measured_reads_the_combinations_and_headroom_files(tmp_path
 def test_the_default_recipe_sentence_reads_the_stored_head_to_head(tmp_path):
     sentence = recipe_results.default_recipe_sentence()  # the repository's own file
     assert sentence and sentence.startswith("**published**") and "not significantly ahead" in sentence
+
+    def write(rows, first="published"):
+        (tmp_path / recipe_results.DEFAULT_COMPARISON).write_text(
+            json.dumps({"first": first, "second": "anchored", "rows": rows}))
+        return recipe_results.default_recipe_sentence(results_dir=tmp_path)
+
     rows = [{"screen": "real", "set": "held_out_cells", "diff": 0.03, "p_wilcoxon": 0.2, "wins": 9, "n": 13},
             {"screen": "real", "set": "combinations", "diff": 0.5, "p_wilcoxon": 0.001, "wins": 4, "n": 4},
             {"screen": "hill", "set": "held_out_perturbations", "diff": -0.02, "p_wilcoxon": 0.01, "wins": 5,
              "n": 48},
             {"screen": "demo", "set": "held_out_cells", "diff": 0.05, "p_wilcoxon": 1e-4, "wins": 40,
              "n": 64}]
-    (tmp_path / recipe_results.DEFAULT_COMPARISON).write_text(
-        json.dumps({"first": "published", "second": "anchored", "rows": rows}))
-    text = recipe_results.default_recipe_sentence(tmp_path)
-    assert "held-out cells +0.030, p = 0.2, better on 9/13" in text
+    text = write(rows)
+    assert "not significantly ahead of it on the real screen (held-out cells +0.030, p = 0.2" in text
     assert "combinations" not in text and "+0.500" not in text  # only single-perturbation sets
-    assert "ahead by −0.020 to +0.050" in text  # a minus sign, not a hyphen
-    assert "significant on the demo screens" in text  # Hill's difference is significant but negative
-    rows = [r for r in rows if r["screen"] != "real"]
-    (tmp_path / recipe_results.DEFAULT_COMPARISON).write_text(
-        json.dumps({"first": "published", "second": "anchored", "rows": rows}))
-    assert recipe_results.default_recipe_sentence(tmp_path) is None  # no real-screen figure: no claim
-    assert recipe_results.default_recipe_sentence(tmp_path / "nowhere") is None
+    assert "differs by −0.020 to +0.050" in text  # a minus sign, not a hyphen
+    assert "significantly ahead on the demo screens" in text
+    assert "significantly behind on the Hill screens" in text  # a significant loss is said too
+    # a significant real-screen win changes what the sentence says: never "not significantly ahead"
+    rows[0].update(diff=0.1, p_wilcoxon=0.001)
+    text = write(rows)
+    assert "not significantly" not in text and "should now be" in text
+    text = write([rows[0]])
+    assert "wins on the real screen only" in text and "should now be" not in text
+    assert write(rows, first="anchored") is None  # the sentence explains the published default only
+    assert write([r for r in rows if r["screen"] != "real"]) is None  # no real-screen figure: no claim
+    assert recipe_results.default_recipe_sentence(results_dir=tmp_path / "nowhere") is None

@@ -105,20 +105,31 @@ DEFAULT_COMPARISON = "recipes_anchored_vs_published.json"
 _SET_WORDS = {"held_out_cells": "held-out cells", "held_out_perturbations": "unseen targets"}
 
 
-def default_recipe_sentence(results_dir: Path = RESULTS_DIR) -> str | None:
-    """Why ``published`` stays the default, in one sentence read from :data:`DEFAULT_COMPARISON`.
+def default_recipe_sentence(*, results_dir: Path = RESULTS_DIR) -> str | None:
+    """Why ``published`` is the default, in one sentence read from :data:`DEFAULT_COMPARISON`.
 
     A default changes only where a recipe wins on at least two screens, one of them the real screen
-    (issue 11). The sentence gives the rival's gain over ``published`` on the real screen and on the
-    synthetic ones, with paired p, and says which it wins (p < 0.05 and a gain of at least 0.01).
-    None where the file or the real screen's rows are missing.
+    (issue 11); a win is p < 0.05 and a gain of at least 0.01 (:func:`lazynet_core.metrics.judge_paired`).
+
+    Parameters
+    ----------
+    results_dir
+        Folder of the stored benchmark JSON.
+
+    Returns
+    -------
+    str or None
+        Markdown: the rival's paired difference from ``published`` on the real screen's
+        single-perturbation sets, the range on the synthetic screens, where it is significantly
+        ahead or behind, and what the rule then says. None where the file, its real-screen rows or
+        ``published`` as its first recipe are missing.
     """
     stored = _read(results_dir / DEFAULT_COMPARISON) or {}
     first, second = stored.get("first"), stored.get("second")
     rows = [r for r in stored.get("rows", []) if r.get("set") in _SET_WORDS and r.get("diff") is not None
             and r.get("p_wilcoxon") is not None]
     real = [r for r in rows if r.get("screen") == "real"]
-    if not (first and second and real):
+    if first != "published" or not (second and real):
         return None
 
     def num(value: float, spec: str) -> str:
@@ -126,20 +137,29 @@ def default_recipe_sentence(results_dir: Path = RESULTS_DIR) -> str | None:
 
     def part(row: dict[str, Any]) -> str:
         return (f"{_SET_WORDS[row['set']]} {num(row['diff'], '+.3f')}, p = {num(row['p_wilcoxon'], '.2g')}, "
-                f"better on {row['wins']}/{row['n']}")
+                f"better on {row.get('wins', '?')}/{row.get('n', '?')}")
 
     names = {"real": "real", "demo": "demo", "hill": "Hill"}
-    won = sorted({names.get(r["screen"], r["screen"]) for r in rows
-                  if r["p_wilcoxon"] < 0.05 and r["diff"] >= 0.01})
+
+    def screens(keep) -> list[str]:
+        return sorted({names.get(r["screen"], r["screen"]) for r in rows
+                       if r["p_wilcoxon"] < 0.05 and keep(r)})
+
+    ahead, behind = screens(lambda r: r["diff"] >= 0.01), screens(lambda r: r["diff"] < 0)
     synthetic = [r["diff"] for r in rows if r.get("screen") != "real"]
-    return (f"**{first}** (the paper's method) is the default: a default changes only where a recipe wins "
-            f"on two screens, one of them the real one, and {second}, compared with it head to head, is not "
-            "significantly ahead on the real screen ("
-            + "; ".join(part(r) for r in real) + ")"
-            + (f"; on the synthetic screens it is ahead by {num(min(synthetic), '+.3f')} to "
-               f"{num(max(synthetic), '+.3f')}" if synthetic else "")
-            + (f" (significant on the {' and '.join(won)} screens)" if won else "")
-            + f". For a prediction that responds to an unseen target, choose {second}.")
+    on_real = "; ".join(part(r) for r in real)
+    rest = ((f"; on the synthetic screens it differs by {num(min(synthetic), '+.3f')} to "
+             f"{num(max(synthetic), '+.3f')}" if synthetic else "")
+            + (f"; significantly ahead on the {' and '.join(ahead)} screens" if ahead else "")
+            + (f"; significantly behind on the {' and '.join(behind)} screens" if behind else ""))
+    head = "**published** (the paper's method) is the default"
+    rule = "a default changes only where a recipe wins on two screens, one of them the real one"
+    if "real" in ahead and len(ahead) >= 2:
+        return f"{head}, but by the rule ({rule}) {second} should now be: on the real screen {on_real}{rest}."
+    if "real" in ahead:
+        return f"{head} ({rule}); {second} wins on the real screen only ({on_real}){rest}."
+    return (f"{head} ({rule}); {second} is not significantly ahead of it on the real screen "
+            f"({on_real}){rest}. For a prediction that responds to an unseen target, choose {second}.")
 
 
 def _joined(cells: Any) -> str:

@@ -471,9 +471,10 @@ def headline(frame: pd.DataFrame, set_name: str) -> dict[str, Any] | None:
     p_text = f"{p:.2g}" if p is not None and np.isfinite(p) else "n/a"
     result["message"] = (
         f"**{verdict}** against the best baseline on Δ-Pearson (paired, per perturbation): LazyNet "
-        f"{result['model_mean']:.3f}, {result['baseline_label']} {result['baseline_mean']:.3f}; the "
-        f"difference {result['mean_diff']:+.3f}{spread} (LazyNet better on {result['wins']} of "
-        f"{result['n']} perturbations, p = {p_text}) is {why}.".replace("-0.", "−0.").replace("+-", "−")
+        f"{result['model_mean']:.3f}, {result['baseline_label']} {result['baseline_mean']:.3f} (each its own "
+        f"mean); the paired difference {result['mean_diff']:+.3f}{spread} over the {result['n']} "
+        f"perturbations both predict (LazyNet better on {result['wins']}, p = {p_text}) is "
+        f"{why}.".replace("-0.", "−0.")
     )
     return result
 
@@ -515,6 +516,22 @@ def in_silico_scale_sentence(delta: pd.Series, genes: Sequence[str], effects: pd
     ``is_target``). Compares the largest predicted |Δ| with the 95th percentile of that perturbation's
     observed |Δ| over its non-target genes, and calls a response under 5 % of it negligible. The
     sentence is Markdown: ``label`` must come escaped (``ui.md``), it is a name from the user's file.
+
+    Parameters
+    ----------
+    delta
+        Predicted Δ per gene.
+    genes
+        The perturbed input genes.
+    effects
+        The selected perturbation's per-gene frame.
+    label
+        The perturbation's name, Markdown-escaped.
+
+    Returns
+    -------
+    str or None
+        One or two sentences; None where either side has no finite value.
     """
     response = delta.drop(index=[g for g in genes if g in delta.index]).abs()
     observed = effects.loc[~effects["is_target"].astype(bool), "observed"].abs().dropna()
@@ -703,6 +720,18 @@ def perturbed_genes(pairs: Any, *, limit: int = 6) -> list[str]:
     """The screen's perturbed target genes, most cells first (at most ``limit``; ties by name).
 
     The fallback seeds of a panel that holds none of a module's genes (e.g. a 72-gene TAP-seq panel).
+
+    Parameters
+    ----------
+    pairs
+        The screen's :class:`lazynet_core.pairs.Pairs`.
+    limit
+        Most genes returned.
+
+    Returns
+    -------
+    list of str
+        Target genes, by their perturbations' total cells (every role), descending.
     """
     cells = np.bincount(np.asarray(pairs.cell_pert)[np.asarray(pairs.cell_pert) >= 0],
                         minlength=len(pairs.perturbations))
@@ -715,7 +744,18 @@ def perturbed_genes(pairs: Any, *, limit: int = 6) -> list[str]:
 
 
 def module_gene_counts(genes: Iterable[str]) -> dict[str, int]:
-    """How many of each module's genes are among ``genes`` (the model's), by module name."""
+    """How many of each module's genes are among ``genes`` (the model's), by module name.
+
+    Parameters
+    ----------
+    genes
+        The model's genes (matched ignoring case, as :func:`check_genes_known`).
+
+    Returns
+    -------
+    dict
+        Module key of :func:`module_choices` -> number of its curated genes that are modelled.
+    """
     from lazynet_core.modules import module_genes
 
     universe = list(map(str, genes))
