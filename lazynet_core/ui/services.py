@@ -541,8 +541,7 @@ def in_silico_scale_sentence(delta: pd.Series, genes: Sequence[str], effects: pd
     text = (f"Largest predicted change (perturbed genes left out): {top:.3g} log units; for scale, 95 % of "
             f"{label}'s measured gene changes are within {scale:.3g}.")
     if scale > 0 and top < 0.05 * scale:
-        text += (" This response is negligible beside a measured one: the model hardly responds to this "
-                 "input (see Intervention response above).")
+        text += " This response is negligible beside a measured one: the model hardly responds to this input."
     return text
 
 
