@@ -132,7 +132,8 @@ if result is not None and perturbed is not None:
         never_perturbed=unsupported,
         never_perturbed_note=never_note,
         big=bool(st.session_state.get("presentation")),
-        title=f"{view} over {len(genes)} genes ({result.n_replicas} replicas)",
+        title=f"{view} over {len(genes)} genes ({result.n_replicas} "
+              f"replica{'' if result.n_replicas == 1 else 's'})",
         highlight=highlight,
     )
     ui.plot(fig, "jacobian", key="jac_fig")
