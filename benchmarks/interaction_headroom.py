@@ -23,7 +23,9 @@ term at the control state extrapolated to the double's doses (``oracle_local_cro
 interaction is local curvature), and two no-model readings of that cross term from the cells that
 reached training, the controls' co-variation of the two targets (``control_cross``) and how each arm
 changes the genes' slopes on the other target (``arm_slope_change``), each paired with
-``additive_counts``.
+``additive_counts``; and that slope reading added to ``additive_counts`` at fixed weights
+(:data:`ARM_SLOPE_WEIGHTS`, ``additive_counts+<w>·arm_slope``): the best weight is picked on the scored
+doubles themselves, so its gain is an upper bound on what shrinking the slope reading could add.
 
 Usage (from the repo root)::
 
@@ -58,6 +60,8 @@ COMBINATION_BASELINES = ("additive", "additive_shrunk", "additive_counts", "addi
                          "multiplicative_counts", "multiplicative_counts_shrunk")
 #: the cross-term readings (``lazynet_core.cross_terms``, and the oracle's own cross term at the control state)
 CROSS_TERMS = ("oracle_local_cross", "control_cross", "arm_slope_change")
+#: weights of the arm-slope reading added to ``additive_counts`` (an upper bound: the best is picked on test)
+ARM_SLOPE_WEIGHTS = (0.05, 0.1, 0.2, 0.5, 1.0)
 #: step (log1p units, down) of the oracle's second difference at the control state
 LOCAL_STEP = 0.1  # a third of the cells' own noise (sd 0.3); float32 rounding / step² stays < 1e-4
 
@@ -81,10 +85,21 @@ def local_cross_interaction(oracle, pairs, p_idx: int, *, arms) -> np.ndarray:
     return second * (pre[ta] - base[ta]) * (pre[tb] - base[tb]) / LOCAL_STEP**2
 
 
+def arm_slope_blend_name(weight: float) -> str:
+    """Method label of ``additive_counts`` plus ``weight`` times the arm-slope reading."""
+    return f"additive_counts+{weight:g}·arm_slope"
+
+
 def cross_term_frame(pairs, oracle) -> pd.DataFrame:
-    """Interaction scores of :data:`CROSS_TERMS` on every held-out double, tidy like ``interaction_frame``."""
+    """Interaction scores of :data:`CROSS_TERMS` on every held-out double, and of ``additive_counts`` plus
+    each :data:`ARM_SLOPE_WEIGHTS` times ``arm_slope_change``; tidy like ``interaction_frame``."""
     from lazynet_core.cross_terms import arm_slope_interaction, control_cross_interaction
-    from lazynet_core.interactions import double_arms, double_interaction, interaction_scores
+    from lazynet_core.interactions import (
+        additive_counts_interaction,
+        double_arms,
+        double_interaction,
+        interaction_scores,
+    )
 
     records = []
     for p, arms in double_arms(pairs):
@@ -94,6 +109,10 @@ def cross_term_frame(pairs, oracle) -> pd.DataFrame:
         predictions = {"oracle_local_cross": local_cross_interaction(oracle, pairs, p, arms=arms),
                        "control_cross": control_cross_interaction(pairs, p, arms=arms),
                        "arm_slope_change": arm_slope_interaction(pairs, p, arms=arms)}
+        counts = additive_counts_interaction(pairs, arms)
+        if counts is not None and predictions["arm_slope_change"] is not None:
+            for w in ARM_SLOPE_WEIGHTS:
+                predictions[arm_slope_blend_name(w)] = counts + w * predictions["arm_slope_change"]
         for method, predicted in predictions.items():
             if predicted is None:
                 continue
@@ -162,6 +181,12 @@ def summarise(frame: pd.DataFrame) -> dict[str, Any]:
         rows = rows[rows["baseline"] == "additive_counts"].to_dict("records")
         if rows:
             out["cross_terms_vs_additive_counts"][m] = rows[0]
+    out["arm_slope_added_to_additive_counts"] = {}  # per weight: the blend − additive_counts, paired
+    for w in ARM_SLOPE_WEIGHTS:
+        rows = compare(inter, model=arm_slope_blend_name(w), metric="pearson_interaction")
+        rows = rows[rows["baseline"] == "additive_counts"].to_dict("records")
+        if rows:
+            out["arm_slope_added_to_additive_counts"][f"{w:g}"] = rows[0]
     combo = frame[frame["part"] == "combination"]
     observed = combo[combo["method"] == "observed"]
     out["combination_observed"] = [r for r in records(observed) if r["method"] == "observed"]
@@ -208,8 +233,13 @@ def print_summary(label: str, summary: dict[str, Any], runs: dict[str, float]) -
         vs = summary["cross_terms_vs_additive_counts"].get(m, {})
         print(f"  {name:32s} r {v['mean']:.3f} ± {v['sd']:.3f} (> 0 on {v['above_zero']}/{v['n']}); "
               f"− additive_counts {vs.get('mean_diff', np.nan):+.3f}, p = {vs.get('p_wilcoxon', np.nan):.2g}")
+    blends = summary["arm_slope_added_to_additive_counts"]
+    if blends:
+        print("  additive_counts + w·arm_slope − additive_counts: " + " · ".join(
+            f"w {w} {row['mean_diff']:+.3f} (p = {row['p_wilcoxon']:.2g})" for w, row in blends.items()))
     for row in summary["paired"]:
-        if row["metric"] == "pearson_interaction" and row["baseline"] not in CROSS_TERMS:
+        if row["metric"] == "pearson_interaction" and row["baseline"] in (
+                "dose_only", "dose_only_counts", "dose_only_folds", "additive_counts", "multiplicative_counts"):
             print(f"  oracle − {row['baseline']:16s} {row['mean_diff']:+.3f} ± {row['sd_diff']:.3f}, "
                   f"{row['wins']}/{row['n']}, p = {row['p_wilcoxon']:.2g}")
     for stem, value in runs.items():

@@ -50,13 +50,27 @@ def test_interaction_headroom_scores_the_oracle_on_the_combinations_design():
     for method in ("oracle_local_cross", "control_cross", "arm_slope_change"):  # every double read
         assert summary[method]["pearson_interaction"]["n"] == 20
         assert summary["cross_terms_vs_additive_counts"][method]["n"] == 20
+    from benchmarks.interaction_headroom import ARM_SLOPE_WEIGHTS
+    assert [float(w) for w in summary["arm_slope_added_to_additive_counts"]] == list(ARM_SLOPE_WEIGHTS)
+    assert all(row["n"] == 20 for row in summary["arm_slope_added_to_additive_counts"].values())
 
 
 def test_cross_term_frame_scores_each_reading_under_its_own_name():
-    """Each row of ``cross_term_frame`` is its estimator scored against the double's observed interaction."""
-    from benchmarks.interaction_headroom import cross_term_frame, local_cross_interaction
+    """Each row of ``cross_term_frame`` is its estimator scored against the double's observed interaction;
+    a blend row is ``additive_counts`` plus its weight times the arm-slope reading."""
+    from benchmarks.interaction_headroom import (
+        ARM_SLOPE_WEIGHTS,
+        arm_slope_blend_name,
+        cross_term_frame,
+        local_cross_interaction,
+    )
     from lazynet_core.cross_terms import arm_slope_interaction, control_cross_interaction
-    from lazynet_core.interactions import double_arms, double_interaction, interaction_scores
+    from lazynet_core.interactions import (
+        additive_counts_interaction,
+        double_arms,
+        double_interaction,
+        interaction_scores,
+    )
 
     raw = datasets.hill_screen(n_genes=40, n_cells=2400, seed=3, n_combinations=3, redundant=True,
                                gate="backup")
@@ -73,6 +87,10 @@ def test_cross_term_frame_scores_each_reading_under_its_own_name():
     readings = {"control_cross": control_cross_interaction(pairs, p, arms=arms),
                 "arm_slope_change": arm_slope_interaction(pairs, p, arms=arms),
                 "oracle_local_cross": local_cross_interaction(oracle, pairs, p, arms=arms)}
+    counts = additive_counts_interaction(pairs, arms)
+    for w in ARM_SLOPE_WEIGHTS:
+        readings[arm_slope_blend_name(w)] = counts + w * readings["arm_slope_change"]
+    assert set(frame["method"]) == set(readings)
     label = str(pairs.perturbations[p])
     for method, predicted in readings.items():
         row = frame[(frame["method"] == method) & (frame["perturbation"] == label)]
