@@ -17,8 +17,9 @@ def home() -> None:
         "using one Euler step of a log-linear-exp network whose hidden units are products and ratios "
         "of genes. "
         "Trained on your screen, it predicts the effects of held-out perturbations and of in-silico "
-        "knock-downs or activations, always shown next to simple baselines (which it often only "
-        "matches for targets it never saw: the Effects page says so with the numbers). "
+        "knock-downs or activations, always shown next to simple baselines, which it usually matches "
+        "at best and often trails (for targets it never saw, and with the default recipe on held-out "
+        "cells too): the Effects page says where, with the numbers. "
         "Its Jacobian, an elasticity between genes, gives signed gene networks around the modules you "
         "care about, with the screen's own fold-change evidence beside each edge."
     )

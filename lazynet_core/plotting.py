@@ -420,8 +420,13 @@ def effects_scatter(
     return fig
 
 
-def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Figure:
-    """Horizontal bars of the ``top`` largest predicted |Δ| genes (``delta`` indexed by gene)."""
+def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "",
+                   span: float | None = None) -> go.Figure:
+    """Horizontal bars of the ``top`` largest predicted |Δ| genes (``delta`` indexed by gene).
+
+    ``span`` (log units, e.g. the 95th percentile of a measured perturbation's |Δ|) is the least
+    half-width of the x axis, so a negligible response draws as short bars instead of filling it.
+    """
     data = delta.reindex(delta.abs().sort_values(ascending=False).index).head(top)[::-1]
     colours = np.where(data.to_numpy() >= 0, PALETTE["pos"], PALETTE["neg"])
     fig = go.Figure(
@@ -440,6 +445,9 @@ def in_silico_bars(delta: pd.Series, *, top: int = 25, title: str = "") -> go.Fi
         xaxis_title="predicted Δ log expression",
     )
     fig.update_yaxes(tickmode="linear", dtick=1, automargin=True)  # plotly would drop every other gene
+    largest = float(np.nanmax(np.abs(data.to_numpy()))) if len(data) else 0.0
+    if span is not None and np.isfinite(span) and span > largest:
+        fig.update_xaxes(range=[-1.05 * span, 1.05 * span])
     return fig
 
 

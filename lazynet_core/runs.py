@@ -303,11 +303,19 @@ def check_genes(ensemble: Ensemble, genes) -> None:
     genes = np.asarray(list(genes), dtype=str)
     if len(genes) == ensemble.n_genes and np.array_equal(genes, ensemble.genes):
         return
-    missing = [g for g in ensemble.genes if g not in set(genes)]
+    present = set(genes.tolist())
+    missing = [str(g) for g in ensemble.genes if g not in present]
+    source = ensemble.info.get("provenance", {}).get("source") if isinstance(ensemble.info, dict) else None
+    if missing:
+        shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
+        what = f"{len(missing)} of the run's genes are not in the dataset ({shown})"
+    else:
+        what = "the dataset holds the run's genes in another order or with others besides"
     msg = (
-        f"The dataset has {len(genes)} genes but the run was trained on {ensemble.n_genes}; "
-        f"{len(missing)} of the run's genes are missing from the dataset (first: {missing[:5]}). "
-        "Read the dataset with the same gene universe (genes=run genes) or retrain."
+        f"This run was trained on {ensemble.n_genes} genes and the dataset has {len(genes)}: {what}. "
+        "A run predicts only the genes it was trained on: load the screen it was trained on"
+        + (f" ({Path(str(source)).name})" if source else "")
+        + " or train a new run on this one."
     )
     raise RunError(msg)
 

@@ -233,11 +233,17 @@ if runs.empty:
         "Runs trained with the CLI there appear here too."
     )
 else:
-    st.dataframe(runs.drop(columns=["path"]), hide_index=True, width="stretch")
+    runs = services.runs_fitting(runs, n_genes=adata.n_vars)
+    st.dataframe(runs.drop(columns=["path"]), hide_index=True, width="stretch",
+                 column_config={"fits_screen": st.column_config.CheckboxColumn(
+                     "fits this screen", help="Trained on as many genes as the loaded screen has.")})
     current = Path(st.session_state["run_path"]).name if st.session_state.get("run_path") else None
     names = runs["name"].tolist()
+    fitting = runs.loc[runs["fits_screen"], "name"].tolist()
+    default = current if current in names else (fitting[-1] if fitting else names[-1])
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    choice = c1.selectbox("Run", names, index=names.index(current) if current in names else len(names) - 1)
+    choice = c1.selectbox("Run", names, index=names.index(default),
+                          format_func=lambda n: n if n in fitting else f"{n} (other screen)")
     if c2.button("Load run", icon=":material/upload:", key="load_run"):
         with ui.user_errors("Could not load that run"):
             ui.load_run_into_session(runs.loc[runs["name"] == choice, "path"].iloc[0])

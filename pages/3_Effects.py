@@ -113,7 +113,7 @@ if evaluation is not None:
             st.dataframe(services.format_table(services.method_table(sub), 3), width="stretch")
             beating = services.baselines_beating(sub)
             if beating:
-                beaten_by = md(", ".join(beating), max_len=400)
+                beaten_by = md("; ".join(beating), max_len=400)
                 st.caption(f"Higher mean Δ-Pearson than LazyNet on this set: {beaten_by}.")
 st.caption(
     "The noise ceiling is what a perfect predictor could reach given the noise in the observed effects. "
@@ -326,7 +326,8 @@ if run_it or genes:
                 "the learned model, with no direct evidence.",
                 icon=":material/explore:",
             )
-        fig = plotting.in_silico_bars(delta, title=f"{' + '.join(genes)} at {fold}× control: predicted Δ")
+        fig = plotting.in_silico_bars(delta, title=f"{' + '.join(genes)} at {fold}× control: predicted Δ",
+                                      span=services.measured_scale(frame))  # tiny responses draw tiny
         ui.plot(fig, "in_silico", key="insilico_fig")
         if scale := services.in_silico_scale_sentence(delta, genes, frame, label=md(pert)):  # Markdown-safe
             st.caption(scale)

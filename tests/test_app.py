@@ -413,14 +413,30 @@ def test_refresh_reattaches_to_running_job():
 
 def test_saved_runs_listed_and_loadable(trained_run):
     at = _goto(_with_demo(), "2_Train")
-    assert at.dataframe and "shared" in at.dataframe[0].value["name"].tolist()
-    at.selectbox(key=None) if False else None
+    listed = at.dataframe[0].value
+    assert "shared" in listed["name"].tolist()
+    assert listed.set_index("name").loc["shared", "fits_screen"]  # a demo run on the demo screen
     run_box = [s for s in at.selectbox if s.label == "Run"][0]
     run_box.set_value("shared")
     at.button(key="load_run").click().run()
     _ok(at)
     assert at.session_state["run_path"] == trained_run
     assert not at.error
+
+
+def test_a_run_of_another_screen_is_marked_and_refused_in_plain_words(trained_run):
+    at = _goto(_app(screen="real"), "2_Train")
+    listed = at.dataframe[0].value.set_index("name")
+    assert not listed.loc["shared", "fits_screen"]  # 300 demo genes, 72 on the real screen
+    run_box = [s for s in at.selectbox if s.label == "Run"][0]
+    assert run_box.format_func("shared") == "shared (other screen)"
+    run_box.set_value("shared")
+    at.button(key="load_run").click().run()
+    _ok(at)
+    message = " ".join(e.value for e in at.error)
+    assert "This run was trained on 300 genes and the dataset has 72" in message
+    assert "np.str_" not in message and "train a new run on this one" in message
+    assert not at.session_state["run_path"]
 
 
 # ---- exploration pages --------------------------------------------------------------------------

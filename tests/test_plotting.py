@@ -196,6 +196,10 @@ def test_other_figures_and_html_export():
     delta = pd.Series([0.5, -1.0, 0.1], index=["A", "B", "C"])
     fig = plotting.in_silico_bars(delta, top=2)
     assert list(fig.data[0].y) == ["A", "B"]
+    assert fig.layout.xaxis.range is None  # no measured scale: plotly fits the bars
+    tiny = plotting.in_silico_bars(delta * 1e-3, top=2, span=0.4)  # a negligible response draws short
+    np.testing.assert_allclose(tiny.layout.xaxis.range, [-0.42, 0.42])
+    assert plotting.in_silico_bars(delta, top=2, span=0.4).layout.xaxis.range is None  # bars exceed it
     html = plotting.figure_html(fig).decode()
     assert "<html>" in html[:100] and "plotly" in html.lower()
     assert not re.search(r"<(?:script|link)\b[^>]*(?:src|href)\s*=\s*[\"']https?:", html)  # plotly.js inlined

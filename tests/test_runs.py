@@ -71,8 +71,12 @@ def test_failed_save_leaves_nothing(toy_ensemble, tmp_path, monkeypatch):
 def test_gene_mismatch_raises(toy_ensemble):
     _, ensemble = toy_ensemble
     check_genes(ensemble, ensemble.genes)
-    with pytest.raises(ValueError, match="missing from the dataset"):
+    with pytest.raises(ValueError, match="1 of the run's genes are not in the dataset") as err:
         check_genes(ensemble, ensemble.genes[:-1])
+    assert f"({ensemble.genes[-1]})" in str(err.value) and "np.str_" not in str(err.value)
+    assert "train a new run on this one" in str(err.value)
+    with pytest.raises(ValueError, match="another order"):
+        check_genes(ensemble, ensemble.genes[::-1])
 
 
 def test_check_split_detects_another_split(toy_ensemble, toy_adata):

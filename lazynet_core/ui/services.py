@@ -85,7 +85,8 @@ def screen_overview(adata: Any) -> dict[str, Any]:
 REAL_SCREEN = {
     "title": "Real screen: Schraivogel et al. 2020, K562 TAP-seq",
     "summary": "A real CRISPRi screen: K562 cells, dCas9-KRAB, 13 targets plus non-targeting controls, "
-    "a targeted 72-gene readout (18,959 cells; the HS2 enhancer's cells are dropped: it is not a gene).",
+    "a targeted 72-gene readout (18,959 cells in the file; reading drops the HS2 enhancer's 946, as it is "
+    "not a gene, and keeps 18,013).",
     "citation": "Schraivogel D et al. Targeted Perturb-seq enables genome-scale genetic screens in single "
     "cells. Nat Methods 17, 629–635 (2020), GEO GSE135497.",
     "licence": "MIT (source files: crispat example data, © 2024 Jana M. Braunger)",
@@ -161,6 +162,28 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).sort_values(["modality", "perturbation"], ignore_index=True)
+
+
+def runs_fitting(runs: pd.DataFrame, *, n_genes: int) -> pd.DataFrame:
+    """``runs`` (:func:`lazynet_core.runs.list_runs`) with a ``fits_screen`` column after ``name``.
+
+    Parameters
+    ----------
+    runs
+        The saved runs' table.
+    n_genes
+        Genes of the loaded screen.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy; ``fits_screen`` is True where the run was trained on ``n_genes`` genes (a run of
+        another screen cannot be loaded against this one; loading checks the genes themselves).
+    """
+    out = runs.copy()
+    fits = pd.to_numeric(out["n_genes"], errors="coerce") == int(n_genes)
+    out.insert(1, "fits_screen", fits.to_numpy(dtype=bool))
+    return out
 
 
 def safe_filename(name: str, *, max_len: int = 80) -> str:
@@ -507,6 +530,16 @@ def perturbed_targets(pairs: Any) -> set[str]:
     return {str(genes[t]) for targets in pairs.pert_targets for t in np.asarray(targets, dtype=int)}
 
 
+def measured_scale(effects: pd.DataFrame) -> float | None:
+    """95th percentile of a perturbation's observed |Δ| over its non-target genes (None without any).
+
+    ``effects`` is :func:`effects_frame`'s per-gene frame (columns ``observed`` and ``is_target``):
+    the scale an in-silico response is drawn and judged against.
+    """
+    observed = effects.loc[~effects["is_target"].astype(bool), "observed"].abs().dropna()
+    return float(observed.quantile(0.95)) if not observed.empty else None
+
+
 def in_silico_scale_sentence(delta: pd.Series, genes: Sequence[str], effects: pd.DataFrame, *,
                              label: str) -> str | None:
     """How big an in-silico response is beside a measured one, in one sentence (None without data).
@@ -534,10 +567,10 @@ def in_silico_scale_sentence(delta: pd.Series, genes: Sequence[str], effects: pd
         One or two sentences; None where either side has no finite value.
     """
     response = delta.drop(index=[g for g in genes if g in delta.index]).abs()
-    observed = effects.loc[~effects["is_target"].astype(bool), "observed"].abs().dropna()
-    if response.empty or observed.empty or not np.isfinite(response.max()):
+    scale = measured_scale(effects)
+    if response.empty or scale is None or not np.isfinite(response.max()):
         return None
-    top, scale = float(response.max()), float(observed.quantile(0.95))
+    top = float(response.max())
     text = (f"Largest predicted change (perturbed genes left out): {top:.3g} log units; for scale, 95 % of "
             f"{label}'s measured gene changes are within {scale:.3g}.")
     if scale > 0 and top < 0.05 * scale:
