@@ -268,15 +268,42 @@ def _print_summary(frame: pd.DataFrame, *, stream=None) -> None:
 
 
 
-def _check_output_file(path: str | None) -> None:
-    if path and not Path(path).expanduser().resolve().parent.is_dir():
+def _inputs(run: str | None, data: str | None) -> list[Path]:
+    """The files and folders a command reads: the run folder, ``--data`` and the run's recorded screen."""
+    from .runs import MANIFEST
+
+    inputs = [Path(p).expanduser().resolve() for p in (run, data) if p]
+    if run:
+        try:
+            manifest = json.loads((Path(run).expanduser() / MANIFEST).read_text())
+            source = manifest.get("provenance", {}).get("source")
+        except (OSError, ValueError, AttributeError):
+            source = None  # an unreadable run is refused with its own message when it is loaded
+        if source and source != "demo":
+            inputs.append(Path(source).expanduser().resolve())
+    return inputs
+
+
+def _check_output_file(path: str | None, *, inputs: list[Path] = ()) -> None:
+    """Refuse an ``--out`` whose folder is missing, or that would overwrite one of the command's
+    ``inputs`` (the screen it reads, the run, or a file inside the run)."""
+    if not path:
+        return
+    target = Path(path).expanduser().resolve()
+    if not target.parent.is_dir():
         msg = f"The folder of --out '{path}' does not exist; create it or choose another path."
         raise FileNotFoundError(msg)
+    for source in inputs:
+        if target == source or source in target.parents:
+            what = "write inside the run folder" if source in target.parents else "overwrite the file it reads"
+            msg = (f"--out '{path}' would {what} ('{source}'); this command never replaces its own input. "
+                   "Choose another output path.")
+            raise ValueError(msg)
 
 
 def cmd_evaluate(args) -> int:
     """``evaluate``: LazyNet next to every baseline on each held-out set, paired tests."""
-    _check_output_file(args.out)
+    _check_output_file(args.out, inputs=_inputs(args.run, args.data))
     from .metrics import evaluate
     from .pairs import make_pairs
     from .runs import check_split
@@ -291,7 +318,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_crossval(args) -> int:
     """``crossval``: leave-one-perturbation-out or K-fold cross-validation with paired tests."""
-    _check_output_file(args.out)
+    _check_output_file(args.out, inputs=_inputs(None, args.data))
     from .validation import cross_validate
 
     _recipe_flags(args)
@@ -370,6 +397,39 @@ def _cells_count(text: str) -> int:
     return value
 
 
+def _whole(minimum: int):
+    """An argparse ``type`` for a whole number ``>= minimum`` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _seed_list(text: str) -> str:
+    """An argparse ``type`` for comma-separated whole-number seeds (kept as text)."""
+    parts = [s.strip() for s in str(text).split(",") if s.strip()]
+    if not parts or not all(p.isdigit() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 0,1,2, got {text!r}")
+    return text
+
+
+def _finite(text: str) -> float:
+    """An argparse ``type`` for a finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
 def _positive_int(text: str, flag: str) -> int:
     try:
         value = int(text)
@@ -413,10 +473,12 @@ def cmd_predict(args) -> int:
                 "knock-down or GPX4=4 for a 4-fold activation."
             )
         settings.update(ensemble.knockdown_settings([gene], value))
-    post = ensemble.perturb(settings)
-    delta = pd.Series(post - ensemble.reference, index=ensemble.genes, name="predicted_delta")
-    top = delta.drop(list(settings)).abs().sort_values(ascending=False).index[: args.top]
+    delta = pd.Series(ensemble.intervention_effect(settings), index=ensemble.genes, name="predicted_delta")
+    delta = delta.drop(list(settings))  # their change is the input, not a prediction
+    top = delta.abs().sort_values(ascending=False).index[: args.top]
     print(delta[top].to_frame().to_string(float_format=lambda v: f"{v:+.3f}"))
+    print(f"(predicted change from the model's own control-state prediction; largest |Δ| "
+          f"{float(delta.abs().max()):.3g} log1p units)")
     return 0
 
 
@@ -427,7 +489,10 @@ def _predict_heldout(args) -> int:
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ValueError(f"--out must end in .h5ad (got '{out}'); cell-eval reads AnnData files.")
-    _check_output_file(args.out)
+    from .export import observed_path
+
+    for written in (out, observed_path(out)):  # the observed file is written beside the predicted one
+        _check_output_file(str(written), inputs=_inputs(args.run, args.data))
     from .export import (
         CELL_EVAL_BASELINES,
         cell_eval_command,
@@ -481,7 +546,7 @@ def cmd_demo(args) -> int:
 
 def cmd_network(args) -> int:
     """``network``: seed subgraph of the consensus Jacobian, written as an edges CSV."""
-    _check_output_file(args.out)
+    _check_output_file(args.out, inputs=_inputs(args.run, None))
     from .export import write_edges_csv
     from .jacobian import column_provider
     from .modules import DEFAULT_SEEDS
@@ -591,7 +656,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=PairConfig().reference_fraction,
             help="share of control cells kept as the independent reference (default 0.3)",
         )
-        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--seed", type=_whole(0), default=0)
         p.add_argument("--time-budget", type=float, default=None, help="seconds for the whole ensemble")
         p.add_argument("--threads", type=int, default=None)
         p.add_argument("--backend", default="thread", choices=["thread", "ray"],
@@ -629,8 +694,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_data(p)
     p.add_argument("--demo", action="store_true", help="use the bundled demo screen")
     p.add_argument("--folds", default="lopo", help="'lopo' (default) or K")
-    p.add_argument("--seeds", default="0", help="comma-separated seeds (default 0)")
-    p.add_argument("--max-perturbations", type=int, default=20, help="LOPO: at most this many (default 20)")
+    p.add_argument("--seeds", default="0", type=_seed_list, help="comma-separated seeds (default 0)")
+    p.add_argument("--max-perturbations", type=_whole(1), default=20,
+                   help="LOPO: at most this many (default 20)")
     p.add_argument("--replicas", type=int, default=3)
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument("--hidden", type=int, default=None)
@@ -655,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GENE=FOLD",
         help="scale GENE's expression by FOLD (0.25 = knock-down, 4 = activation); repeatable",
     )
-    p.add_argument("--top", type=int, default=20)
+    p.add_argument("--top", type=_whole(1), default=20, help="genes to print (default 20)")
     p.add_argument(
         "--heldout",
         action="store_true",
@@ -670,7 +736,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --heldout: also write perturbed_mean, perturbed_mean_ex and linear predictions",
     )
-    p.add_argument("--seed", type=int, default=0, help="with --heldout: seed of the predicted cells' spread")
+    p.add_argument("--seed", type=_whole(0), default=0,
+                   help="with --heldout: seed of the predicted cells' spread")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("demo", help="train on the bundled demo and evaluate (one command)")
@@ -688,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", help="comma-separated seeds (default: the module's)")
     p.add_argument("--breadth", type=int, default=32)
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--min-abs", type=float, default=0.0)
+    p.add_argument("--min-abs", type=_finite, default=0.0)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_network)
     return parser

@@ -107,6 +107,38 @@ class Ensemble:
         post[idx] = pre[idx]  # the intervened genes are held at their set level
         return post
 
+    def intervention_effect(self, settings: Mapping[str, float]) -> np.ndarray:
+        """Net predicted change of every gene when ``settings`` are applied to the control state.
+
+        ``F(reference with settings) − F(reference)``: the model's own drift at the control state
+        (``F(x_ref) ≠ x_ref``) cancels, so levels equal to the reference give exactly zero. The set
+        genes' entries are their own change of input, not a prediction.
+
+        Parameters
+        ----------
+        settings
+            Gene symbol → log1p level (:meth:`knockdown_settings`).
+
+        Returns
+        -------
+        numpy.ndarray
+            (G,) float64 change in log1p units.
+
+        Raises
+        ------
+        ValueError
+            When the prediction is not finite (a level far outside anything the model saw).
+        """
+        post = np.asarray(self.perturb(settings), dtype=np.float64)
+        baseline = np.asarray(self.predict(np.asarray(self.reference, dtype=np.float32)), dtype=np.float64)
+        delta = post - baseline
+        if not np.all(np.isfinite(delta)):
+            levels = ", ".join(f"{g}={v:.3g}" for g, v in settings.items())
+            msg = (f"The model's prediction is not finite at these input levels (log1p: {levels}): they are "
+                   "far outside the screen's range. Use a fold between 0 and about 100 times control.")
+            raise ValueError(msg)
+        return delta
+
     def knockdown_settings(self, genes: Iterable[str], fold: float) -> dict[str, float]:
         """Settings that scale the reference's (linear-scale) expression of ``genes`` by ``fold``."""
         genes = list(genes)
@@ -114,7 +146,11 @@ class Ensemble:
             msg = f"fold must be a finite number >= 0 (0.25 = 75 % knock-down, 4 = 4-fold up), got {fold}."
             raise ValueError(msg)
         idx = self.gene_index(genes)
-        linear = np.expm1(self.reference[idx].astype(np.float64)) * float(fold)
+        with np.errstate(over="ignore"):
+            linear = np.expm1(self.reference[idx].astype(np.float64)) * float(fold)
+        if not np.all(np.isfinite(linear)):
+            msg = f"fold {fold:g} overflows the expression scale; use a fold between 0 and about 100."
+            raise ValueError(msg)
         return dict(zip(genes, np.log1p(linear).astype(float), strict=False))
 
     def n_parameters(self) -> int:

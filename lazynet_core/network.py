@@ -174,8 +174,8 @@ def _check_expand_args(breadth: int | None, depth: int | None, direction: str, m
     if depth is not None and depth < 1:
         msg = f"depth must be >= 1 (or None for unlimited), got {depth}."
         raise ValueError(msg)
-    if min_abs < 0:
-        msg = f"min_abs must be >= 0, got {min_abs}."
+    if not min_abs >= 0:  # NaN too: it would keep no edge
+        msg = f"min_abs must be a number >= 0, got {min_abs}."
         raise ValueError(msg)
 
 

@@ -101,6 +101,64 @@ def test_network_command(demo_run, tmp_path):
     assert out.read_text().splitlines()[0].startswith("source,target,weight,sign")
 
 
+def test_predict_prints_the_net_effect_not_the_models_drift(demo_run):
+    """An unchanged level predicts no change (the model's own drift at the control state cancels),
+    and a knock-down's printed Δ is F(knocked down) − F(control), as the app's in-silico view."""
+    import numpy as np
+    import pandas as pd
+
+    from lazynet_core.runs import load_run
+
+    same = run_cli("predict", str(demo_run), "--set", "GPX4=1", "--top", "3")
+    assert same.returncode == 0, same.stderr
+    table = same.stdout.strip().splitlines()[1:4]
+    assert all(float(line.split()[1]) == 0.0 for line in table), same.stdout
+    down = run_cli("predict", str(demo_run), "--set", "GPX4=0.25", "--top", "3")
+    ensemble = load_run(demo_run)
+    settings = ensemble.knockdown_settings(["GPX4"], 0.25)
+    expected = pd.Series(ensemble.predict(np.where(ensemble.genes == "GPX4", settings["GPX4"],
+                                                   ensemble.reference).astype(np.float32))
+                         - ensemble.predict(ensemble.reference), index=ensemble.genes).drop("GPX4")
+    gene, value = down.stdout.strip().splitlines()[1].split()
+    assert gene == expected.abs().idxmax() and abs(float(value) - expected[gene]) < 5e-4
+
+
+def test_outputs_never_replace_their_inputs(demo_run, tmp_path):
+    before = {p.name: p.stat().st_mtime_ns for p in demo_run.iterdir()}
+    screen = tmp_path / "screen.h5ad"
+    screen.write_bytes(b"the user's screen")
+    for args in (("network", str(demo_run), "--out", str(demo_run / "config.json")),
+                 ("evaluate", str(demo_run), "--out", str(demo_run / "metrics.csv")),
+                 ("evaluate", str(demo_run), "--data", str(screen), "--out", str(screen)),
+                 ("predict", str(demo_run), "--heldout", "--out", str(demo_run / "pred.h5ad")),
+                 ("crossval", "--data", str(screen), "--out", str(screen))):
+        result = run_cli(*args, cwd=tmp_path)
+        assert result.returncode == 2 and "never replaces its own input" in result.stderr, (args, result.stderr)
+    assert {p.name: p.stat().st_mtime_ns for p in demo_run.iterdir()} == before
+    assert screen.read_bytes() == b"the user's screen"
+
+
+@pytest.mark.parametrize(
+    "args,flag",
+    [
+        (("predict", "RUN", "--set", "GPX4=0.5", "--top", "0"), "--top"),
+        (("crossval", "--demo", "--seeds", "a,b"), "--seeds"),
+        (("train", "--demo", "--out", "x", "--seed", "-1"), "--seed"),
+        (("network", "RUN", "--out", "e.csv", "--min-abs", "nan"), "--min-abs"),
+    ],
+)
+def test_bad_numbers_name_their_flag(args, flag, demo_run, tmp_path):
+    args = tuple(str(demo_run) if a == "RUN" else a for a in args)
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2 and f"argument {flag}:" in result.stderr, result.stderr
+    assert not (tmp_path / "x").exists() and not (tmp_path / "e.csv").exists()
+
+
+def test_a_fold_that_overflows_is_refused(demo_run):
+    result = run_cli("predict", str(demo_run), "--set", "GPX4=1e308")
+    assert result.returncode == 2 and "overflows" in result.stderr and "nan" not in result.stdout.lower()
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [
