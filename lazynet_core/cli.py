@@ -295,7 +295,8 @@ def _check_output_file(path: str | None, *, inputs: list[Path] = ()) -> None:
         raise FileNotFoundError(msg)
     for source in inputs:
         if target == source or source in target.parents:
-            what = "write inside the run folder" if source in target.parents else "overwrite the file it reads"
+            inside = source in target.parents
+            what = "write inside the run folder" if inside else "overwrite the file it reads"
             msg = (f"--out '{path}' would {what} ('{source}'); this command never replaces its own input. "
                    "Choose another output path.")
             raise ValueError(msg)

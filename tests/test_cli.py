@@ -133,7 +133,8 @@ def test_outputs_never_replace_their_inputs(demo_run, tmp_path):
                  ("predict", str(demo_run), "--heldout", "--out", str(demo_run / "pred.h5ad")),
                  ("crossval", "--data", str(screen), "--out", str(screen))):
         result = run_cli(*args, cwd=tmp_path)
-        assert result.returncode == 2 and "never replaces its own input" in result.stderr, (args, result.stderr)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "never replaces its own input" in result.stderr, (args, result.stderr)
     assert {p.name: p.stat().st_mtime_ns for p in demo_run.iterdir()} == before
     assert screen.read_bytes() == b"the user's screen"
 
