@@ -159,6 +159,10 @@ def cmd_train(args) -> int:
             "pass --overwrite."
         )
     held = tuple(h.strip() for h in args.held_out.split(",") if h.strip()) if args.held_out else None
+    if held and args.split != "perturbations":
+        raise ValueError(f"--held-out {args.held_out} names perturbations to hold out whole, which only the "
+                         f"perturbation split does; with --split {args.split} every perturbation trains. "
+                         "Use --split perturbations, or leave out --held-out.")
     pair_config = PairConfig(
         pairing=args.pairing,
         split=args.split,

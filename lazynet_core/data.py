@@ -300,8 +300,20 @@ def _resolve_path(source: str | Path) -> tuple[Path, str]:
 
 
 def _to_csr(matrix) -> sp.csr_matrix:
-    """Copy any matrix (dense, sparse, or a backed dataset read in row chunks) to CSR float32."""
+    """Copy any matrix (dense, sparse, or a backed dataset read in row chunks) to CSR float32.
+
+    A compressed sparse matrix's index arrays are checked first: a damaged file's (out-of-range or
+    unordered pointers) would otherwise crash the process in compiled code instead of raising.
+    """
     if sp.issparse(matrix):
+        if hasattr(matrix, "check_format"):
+            try:
+                matrix.check_format(full_check=True)
+            except (ValueError, TypeError) as exc:
+                msg = (f"The screen's sparse matrix is damaged ({exc}): its index arrays do not describe a "
+                       f"valid {matrix.shape[0]} × {matrix.shape[1]} matrix, as in a truncated or corrupted "
+                       "copy. Copy the file again, or save it again from its source.")
+                raise ScreenError(msg) from exc
         out = sp.csr_matrix(matrix).astype(np.float32, copy=True)
     elif isinstance(matrix, np.ndarray):
         out = sp.csr_matrix(np.asarray(matrix, dtype=np.float32))
@@ -595,8 +607,13 @@ def _parse_labels(column: pd.Series, detection: Detection, genes: pd.Index, *, c
     patterns = [_control_regex(control)]
     raw = column.astype(object)
     missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
+    gene_set = set(genes) if control is None else set()  # a measured gene is never a control word
+
+    def is_control(token: str) -> bool:
+        return token.strip() not in gene_set and _is_control_token(token, patterns)
+
     mapping = label_targets(_distinct_labels(column), genes, guide_genes=table, aliases=aliases,
-                            is_control=lambda token: _is_control_token(token, patterns))
+                            is_control=is_control)
     mapping.update(dict.fromkeys(detection.control_labels, ()))
     out = raw.astype(str).map(mapping).astype(object)
     out[missing.to_numpy()] = None
@@ -663,6 +680,35 @@ def _choose_column(detections: list[Detection], parse, counts: sp.csr_matrix, ge
     method = f"{detection.method}; chosen among {len(parsed)} disagreeing columns"
     return Detection(detection.pert_key, detection.control, detection.control_labels, detection.candidates,
                      method), parsed[best][1]
+
+
+def _genes_are_not_controls(detections: list[Detection], genes: pd.Index, *, control: str | None,
+                            warnings: list[str]) -> list[Detection]:
+    """Drop auto-detected control labels that are measured genes (``CTRL`` is a gene, not a control word)
+    where the column keeps other controls; say so either way. A given ``control`` is taken as given."""
+    if control is not None:
+        return detections
+    gene_set = set(genes)
+    out = []
+    for d in detections:
+        genes_named = [lab for lab in d.control_labels if lab.strip() in gene_set]
+        kept = tuple(lab for lab in d.control_labels if lab.strip() not in gene_set)
+        if not genes_named:
+            out.append(d)
+            continue
+        shown = _quoted(genes_named)
+        if kept:
+            warnings.append(f"{shown} in column '{display_name(d.pert_key)}' looks like a control label but "
+                            "is a measured gene, so its cells are read as that gene's perturbation. If they "
+                            f"are controls, {_PICK_CONTROL}.")
+            summary = _control_summary(list(kept), None)
+            out.append(Detection(d.pert_key, summary, kept, d.candidates, d.method))
+        else:
+            warnings.append(f"{shown} in column '{display_name(d.pert_key)}' is read as the control "
+                            "label, though it is also a measured gene (no other control label was found). If "
+                            f"these cells target that gene, {_PICK_CONTROL}.")
+            out.append(d)
+    return out
 
 
 def _warn_control_variants(column: pd.Series, detection: Detection, warnings: list[str]) -> None:
@@ -991,8 +1037,10 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
     obs.index = _unique_names(obs.index, "cell", warnings)
     if calls is not None:
         obs[GUIDE_COLUMN], pert_key = calls, GUIDE_COLUMN
+    detections = _detections(obs, pert_key=pert_key, control=control, table=table)
+    detections = _genes_are_not_controls(detections, names, control=control, warnings=warnings)
     detection, targets = _choose_column(
-        _detections(obs, pert_key=pert_key, control=control, table=table),
+        detections,
         lambda d: _parse_labels(obs[d.pert_key], d, names, control=control, table=table, aliases=aliases),
         counts, names, is_log=is_log, modality=modality, warnings=warnings)
     _warn_control_variants(obs[detection.pert_key], detection, warnings)

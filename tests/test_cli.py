@@ -192,6 +192,8 @@ def test_existing_run_directory_refused(demo_run):
         (("evaluate", "RUN", "--out", "/no/such/dir/m.csv"), "does not exist"),
         (("train", "--demo", "--out", "README.md"), "existing file"),
         (("train", "--demo", "--out", "x", "--threads", "-1"), "threads"),
+        (("train", "--demo", "--out", "x", "--split", "cells", "--held-out", "GPX4"),
+         "only the perturbation split"),
     ],
 )
 def test_more_bad_input_exit_2(args, needle, demo_run, tmp_path):

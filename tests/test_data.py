@@ -56,6 +56,25 @@ def test_scperturb_style(screen):
     assert out.uns["lazynet"]["n_perturbations"] == 3
 
 
+def test_a_measured_gene_named_like_a_control_word_is_a_perturbation_not_a_control():
+    """'CTRL' is a human gene: beside real controls its cells are its knock-down, and the reader says so;
+    as the only control-like label it stays the control, with a warning; a given control is taken as is."""
+    genes = ["CTRL", *GENES[1:]]
+    adata = make_screen(labels_for("non-targeting", targets=("G1", "G2", "G3")) + ["CTRL"] * 30)
+    adata.var_names = genes
+    out = read_screen(adata)
+    assert out.obs["lazynet_is_control"].sum() == 60
+    assert (out.obs["lazynet_perturbation"] == "CTRL").sum() == 30
+    assert any("'CTRL'" in w and "measured gene" in w for w in out.uns["lazynet"]["warnings"])
+    only = make_screen(labels_for("CTRL", targets=("G1", "G2", "G3")))
+    only.var_names = genes
+    out = read_screen(only)
+    assert out.obs["lazynet_is_control"].sum() == 60
+    assert any("also a measured gene" in w for w in out.uns["lazynet"]["warnings"])
+    given = read_screen(adata, control="non-targeting")
+    assert (given.obs["lazynet_perturbation"] == "CTRL").sum() == 30
+
+
 def test_replogle_style():
     labels = labels_for("non-targeting")
     sg = [f"{lab}_0000{i % 3}" if lab == "non-targeting" else f"{lab}_+_1.23-P1"
@@ -197,6 +216,25 @@ def test_corrupt_and_truncated_files(tmp_path, screen):
     cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
     with pytest.raises(ScreenError, match=r"truncated or incomplete \(was the copy/download interrupted\?\)"):
         read_screen(cut)
+
+
+@pytest.mark.parametrize(("array", "index", "value", "needle"), [
+    ("indices", 10, -40, "indices must be >= 0"),
+    ("indices", 10, 400, "indices must be < 40"),
+    ("indptr", 50, 10**6, "indptr"),
+])
+def test_a_damaged_sparse_matrix_is_refused_not_a_crash(tmp_path, screen, array, index, value, needle):
+    """Index arrays out of range in a file that is otherwise valid HDF5 (bit rot, a bad writer) would
+    crash the process in compiled code; the reader names the damage and how to fix it."""
+    import h5py
+
+    path = tmp_path / "damaged.h5ad"
+    screen.write_h5ad(path)
+    with h5py.File(path, "a") as handle:
+        handle["X"][array][index] = value
+    with pytest.raises(ScreenError, match="sparse matrix is damaged") as err:
+        read_screen(path)
+    assert needle in str(err.value) and "Copy the file again" in str(err.value)
 
 
 def test_file_unchanged_and_backed_equal(tmp_path, screen):
