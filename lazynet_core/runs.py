@@ -152,10 +152,11 @@ def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
     for k, replica in enumerate(ensemble.replicas):
         torch.save(replica.state_dict(), tmp / f"replica_{k}.pt")
     np.save(tmp / "reference.npy", ensemble.reference)
-    checksums = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
-    checksums["genes"] = _genes_sha256(ensemble.genes)
     ensemble.history.to_csv(tmp / "history.csv", index=False)
     (tmp / "split.json").write_text(json.dumps(ensemble.split, indent=1, default=_json_default))
+    # the split is checksummed too: without it the leakage check of evaluation would be skipped
+    checksums = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
+    checksums["genes"] = _genes_sha256(ensemble.genes)
     manifest = {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,
@@ -240,6 +241,33 @@ def _verify_checksums(path: Path, manifest: dict, genes: np.ndarray) -> None:
             raise RunError(msg)
 
 
+def _read_history(file: Path) -> pd.DataFrame:
+    """The loss history, or an empty table where it is missing or unreadable (it only draws the curves)."""
+    if not file.is_file():
+        return pd.DataFrame()
+    try:
+        return pd.read_csv(file)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError):
+        return pd.DataFrame()
+
+
+def _read_split(file: Path) -> dict:
+    """The run's split (which perturbations and cells were held out); refused where it is damaged."""
+    if not file.is_file():
+        return {}  # a run saved before splits were kept (newer runs checksum it: a missing one is refused)
+    try:
+        split = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        msg = (f"'{file}' is not valid JSON ({exc}): the run's record of what was held out is damaged, so "
+               "its held-out sets cannot be trusted. Restore it from a copy of the run or train again.")
+        raise RunError(msg) from exc
+    if not isinstance(split, dict):
+        msg = (f"'{file}' holds a JSON {type(split).__name__}, not the run's split (a JSON object): the run "
+               "is damaged. Restore it from a copy of the run or train again.")
+        raise RunError(msg)
+    return split
+
+
 def load_run(path: str | os.PathLike) -> Ensemble:
     """Load a run written by :func:`save_run`; predictions are reproduced bit for bit.
 
@@ -253,6 +281,11 @@ def load_run(path: str | os.PathLike) -> Ensemble:
     manifest = _read_manifest(path)
     model_config = ModelConfig.from_dict(manifest["model_config"])
     genes = np.asarray(manifest["genes"], dtype=str)
+    if len(set(genes.tolist())) != len(genes):
+        repeated = sorted({g for g in genes.tolist() if (genes == g).sum() > 1})[:5]
+        msg = (f"The gene list in '{path / MANIFEST}' repeats {', '.join(repeated)}: it was edited, so "
+               "weights and genes no longer line up. Restore the original file or train again.")
+        raise RunError(msg)
     _verify_checksums(path, manifest, genes)
     replicas = []
     for k, _rec in enumerate(manifest["replicas"]):
@@ -272,10 +305,8 @@ def load_run(path: str | os.PathLike) -> Ensemble:
             )
             raise RunError(msg)
         replicas.append(model)
-    history_file = path / "history.csv"
-    history = pd.read_csv(history_file) if history_file.is_file() else pd.DataFrame()
-    split_file = path / "split.json"
-    split = json.loads(split_file.read_text()) if split_file.is_file() else {}
+    history = _read_history(path / "history.csv")
+    split = _read_split(path / "split.json")
     info = dict(
         manifest.get("info", {}),
         replicas=manifest["replicas"],
@@ -308,7 +339,8 @@ def check_genes(ensemble: Ensemble, genes) -> None:
     source = ensemble.info.get("provenance", {}).get("source") if isinstance(ensemble.info, dict) else None
     if missing:
         shown = ", ".join(missing[:5]) + (", …" if len(missing) > 5 else "")
-        what = f"{len(missing)} of the run's genes are not in the dataset ({shown})"
+        what = (f"{len(missing)} of the run's genes are not in the dataset ({shown}; reading leaves out "
+                "genes never detected in its cells)")
     else:
         what = "the dataset holds the run's genes in another order or with others besides"
     msg = (

@@ -73,7 +73,7 @@ def test_gene_mismatch_raises(toy_ensemble):
     check_genes(ensemble, ensemble.genes)
     with pytest.raises(ValueError, match="1 of the run's genes are not in the dataset") as err:
         check_genes(ensemble, ensemble.genes[:-1])
-    assert f"({ensemble.genes[-1]})" in str(err.value) and "np.str_" not in str(err.value)
+    assert f"({ensemble.genes[-1]};" in str(err.value) and "np.str_" not in str(err.value)
     assert "train a new run on this one" in str(err.value)
     with pytest.raises(ValueError, match="another order"):
         check_genes(ensemble, ensemble.genes[::-1])
@@ -188,3 +188,56 @@ def test_manifest_without_its_fields_is_refused(toy_ensemble, tmp_path):
     manifest.write_text(json.dumps(data))
     with pytest.raises(RunError, match=r"lacks \['genes'\]: the run directory is damaged"):
         load_run(tmp_path / "run")
+
+
+def _without_checksums(path):
+    """A run as an older LazyNet wrote it (no checksums), so a damaged side file reaches its reader."""
+    manifest = json.loads((path / "config.json").read_text())
+    manifest.pop("sha256")
+    (path / "config.json").write_text(json.dumps(manifest))
+
+
+def test_the_split_is_checksummed_so_the_leakage_check_cannot_be_lost(toy_ensemble, tmp_path):
+    _, ensemble = toy_ensemble
+    path = save_run(ensemble, tmp_path / "run")
+    assert "split.json" in json.loads((path / "config.json").read_text())["sha256"]
+    (path / "split.json").unlink()
+    with pytest.raises(RunError, match="split.json' is missing"):
+        load_run(path)
+    path = save_run(ensemble, tmp_path / "edited")
+    (path / "split.json").write_text("{}")  # an emptied split would silently skip the leakage check
+    with pytest.raises(RunError, match="SHA-256 differs"):
+        load_run(path)
+
+
+@pytest.mark.parametrize(("content", "needle"), [("{\n", "is not valid JSON"), ("[]", "JSON list")])
+def test_a_damaged_split_of_an_unchecksummed_run_is_refused_by_name(toy_ensemble, tmp_path, content, needle):
+    _, ensemble = toy_ensemble
+    path = save_run(ensemble, tmp_path / "run")
+    _without_checksums(path)
+    (path / "split.json").write_text(content)
+    with pytest.raises(RunError, match=needle) as err:
+        load_run(path)
+    assert "split.json" in str(err.value)
+
+
+def test_a_damaged_history_only_loses_the_loss_curves(toy_ensemble, tmp_path):
+    pairs, ensemble = toy_ensemble
+    path = save_run(ensemble, tmp_path / "run")
+    _without_checksums(path)
+    (path / "history.csv").write_bytes(b"\xff\xfe garbage")
+    loaded = load_run(path)
+    assert loaded.history.empty
+    x = pairs.control_mean("train")
+    assert np.array_equal(loaded.predict(x), ensemble.predict(x))
+
+
+def test_a_repeated_gene_in_the_manifest_is_refused(toy_ensemble, tmp_path):
+    _, ensemble = toy_ensemble
+    path = save_run(ensemble, tmp_path / "run")
+    _without_checksums(path)
+    manifest = json.loads((path / "config.json").read_text())
+    manifest["genes"][1] = manifest["genes"][0]
+    (path / "config.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunError, match=f"repeats {manifest['genes'][0]}"):
+        load_run(path)
