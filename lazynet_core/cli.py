@@ -115,6 +115,11 @@ def _screen_for_run(run_dir: Path, data: str | None):
     options = dict(provenance.get("read_options") or {})
     adata = read_screen(load_demo() if source in (None, "demo") else source, **options)
     _print_warnings(adata)
+    recorded, now = provenance.get("sha256"), adata.uns.get("lazynet", {}).get("sha256")
+    if recorded and now and recorded != now:
+        print(f"warning: the screen '{source}' is not the file this run was trained on (its SHA-256 differs "
+              "from the one the run recorded): it was changed or replaced since. The scores below describe "
+              "the file as it is now; give --data the original file to reproduce them.", file=sys.stderr)
     if list(adata.var_names) != list(ensemble.genes):
         known = set(adata.var_names)
         adata = adata[:, [g for g in ensemble.genes if g in known]].copy()

@@ -231,6 +231,12 @@ def test_evaluate_reads_the_screen_as_it_was_trained(tmp_path):
     assert result.returncode == 0, result.stderr
     result = run_cli("evaluate", str(out), "--json")
     assert result.returncode == 0, result.stderr
+    assert "not the file this run was trained on" not in result.stderr
+    demo.obs["extra"] = 1  # the same cells and counts, another file: evaluation says it is not the same
+    demo.write_h5ad(path)
+    result = run_cli("evaluate", str(out), "--json")
+    assert result.returncode == 0, result.stderr
+    assert "not the file this run was trained on" in result.stderr
 
 
 def test_train_takes_the_screen_as_a_positional_argument(tmp_path):
