@@ -50,9 +50,10 @@ class _Progress:
 
     def epoch(self, replica, epoch, train_loss, val_loss, elapsed) -> None:
         if not self.tty:
+            finite = val_loss is not None and math.isfinite(val_loss)  # no validation split: no val figure
+            val = f" val {val_loss:.4f}" if finite else ""
             self.stream.write(
-                f"replica {replica + 1} epoch {epoch + 1}: train {train_loss:.4f} "
-                f"val {val_loss:.4f} ({elapsed:.1f}s)\n"
+                f"replica {replica + 1} epoch {epoch + 1}: train {train_loss:.4f}{val} ({elapsed:.1f}s)\n"
             )
 
     def close(self) -> None:

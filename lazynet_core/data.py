@@ -779,8 +779,8 @@ def _cell_modality(adata: anndata.AnnData, modality: str | None,
             return pd.Series(whole, index=obs.index, dtype=object), f"given: {whole}", {}
         if modality not in obs.columns:
             msg = (f"modality={modality!r} is neither CRISPRi/CRISPRa/CRISPRko (also 'i', 'a', 'ko', "
-                   f"'interference', 'activation', 'knockout') nor an .obs column; columns are "
-                   f"{list(obs.columns)}.")
+                   f"'interference', 'activation', 'knockout') nor an .obs column; the file's columns are "
+                   f"{_quoted([c for c in obs.columns if c not in STANDARD_COLUMNS], 12)}.")
             raise ScreenError(msg)
         column = _modality_column(obs, modality, is_control, strict=True, warnings=warnings)
         return column, f"column {modality!r}", {}

@@ -223,7 +223,8 @@ def reference_mean(pairs: Any, reference: str = "independent") -> np.ndarray:
         msg = (
             "These pairs keep no independent control reference (PairConfig.reference_fraction is 0, "
             "e.g. a run trained before it existed); retrain with reference_fraction > 0 (default 0.3) "
-            "or evaluate with reference='training', which is flattered by shared control noise."
+            "or evaluate with reference='training' (CLI: evaluate --reference training), which is "
+            "flattered by shared control noise."
         )
         raise ScreenError(msg)
     return np.asarray(pairs.control_mean("reference"), dtype=np.float64)

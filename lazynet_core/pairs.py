@@ -360,7 +360,7 @@ def _choose_test_perturbations(
     if len(singles) < 3:
         msg = (
             f"The perturbation split needs at least 3 single-gene perturbations (found {len(singles)}); "
-            "use split='cells' (CLI: --split cells) to hold out cells instead."
+            "train with split='cells' (CLI: train --split cells) to hold out cells instead."
         )
         raise ScreenError(msg)
     n_test = min(max(1, int(round(config.test_fraction * len(singles)))), len(singles) - 2)

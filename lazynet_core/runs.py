@@ -175,6 +175,10 @@ def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
 
 
 def _read_manifest(path: Path) -> dict:
+    if path.is_file():
+        msg = (f"'{path}' is a file, not a run folder: give the folder `python -m lazynet_core train --out` "
+               "wrote (e.g. runs/demo); a screen (.h5ad) goes to --data.")
+        raise RunError(msg)
     if not path.is_dir():
         msg = f"Run directory '{path}' does not exist; train one with `python -m lazynet_core train`."
         raise RunError(msg)

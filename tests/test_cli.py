@@ -192,6 +192,7 @@ def test_existing_run_directory_refused(demo_run):
         (("evaluate", "RUN", "--out", "/no/such/dir/m.csv"), "does not exist"),
         (("train", "--demo", "--out", "README.md"), "existing file"),
         (("train", "--demo", "--out", "x", "--threads", "-1"), "threads"),
+        (("predict", "README.md", "--set", "GPX4=0.5"), "is a file, not a run folder"),
         (("train", "--demo", "--out", "x", "--split", "cells", "--held-out", "GPX4"),
          "only the perturbation split"),
     ],
