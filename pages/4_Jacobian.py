@@ -62,16 +62,18 @@ with c2:
         )
         tag = f"module:{module}"
     elif kind == "top genes by |J|":
-        n = st.slider("Number of genes", 5, 80, 30, key="jac_top")
+        last = int(wanted[4:]) if wanted.startswith("top:") and wanted[4:].isdigit() else 30
+        n = st.slider("Number of genes", 5, 80, min(max(last, 5), 80), key="jac_top")
         with ui.user_errors("Could not compute the Jacobian"):
             genes = services.top_genes_by_abs_j(loaders.run_jacobian(None), n)
         tag = f"top:{n}"
     else:
         example = services.check_genes_known(("GPX4", "SLC7A11", "NFE2L2", "FTH1", "TFRC", "NCOA4"),
                                              ens.genes)[0]
+        typed = [g for g in wanted[5:].split(",") if g] if wanted.startswith("list:") else []
         text = st.text_area(
             "Genes (comma, space or new line separated)",
-            value=" ".join(example if len(example) >= 2 else ens.genes[:6].tolist()),
+            value=" ".join(typed or (example if len(example) >= 2 else ens.genes[:6].tolist())),
             key="jac_list",
         )
         genes, unknown = services.check_genes_known(services.parse_gene_list(text), ens.genes)

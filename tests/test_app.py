@@ -754,3 +754,30 @@ def test_train_page_says_when_the_time_budget_stopped_training(runs_dir):
 
     snap = job_registry().get(at.session_state["job_id"]).progress()  # what the sidebar shows
     assert snap.status == "done" and snap.describe().startswith("stopped by the time budget after")
+
+
+def test_views_come_back_after_a_page_switch(trained_run):
+    """A page switch drops the URL's parameters and Streamlit forgets widgets not drawn: the typed gene
+    list, the Effects modality and the searched gene still come back as they were left."""
+    at = _goto(_app(run=trained_run), "4_Jacobian")
+    at.radio(key="jac_kind").set_value("typed list").run()
+    at.text_area(key="jac_list").set_value("GPX4 TFRC SLC7A11").run()
+    _ok(at)
+    _goto(at, "3_Effects")
+    modality = at.radio(key="eff_modality").options[-1]
+    at.radio(key="eff_modality").set_value(modality).run()
+    gene = at.selectbox(key="eff_gene").options[1]
+    at.selectbox(key="eff_gene").set_value(gene).run()
+    _ok(at)
+    for key in list(at.query_params):  # as a browser's page switch does
+        if key not in ("run", "screen"):
+            del at.query_params[key]
+    _goto(at, "4_Jacobian")
+    assert at.radio(key="jac_kind").value == "typed list"
+    assert at.text_area(key="jac_list").value == "GPX4 TFRC SLC7A11" and at.metric[0].value == "3"
+    for key in list(at.query_params):
+        if key not in ("run", "screen"):
+            del at.query_params[key]
+    _goto(at, "3_Effects")
+    assert at.radio(key="eff_modality").value == modality
+    assert at.selectbox(key="eff_gene").value == gene

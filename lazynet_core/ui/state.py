@@ -31,14 +31,27 @@ def init_state() -> None:
         st.session_state.setdefault(key, value)
 
 
+#: view choices that outlive a page switch in the session (a page switch drops the URL's parameters and
+#: Streamlit forgets the state of widgets not drawn): their last value is kept in session state too
+VIEW_KEYS = ("gene_set", "eff_modality", "eff_gene", "jac_gene")
+
+
 def query_get(name: str) -> str | None:
-    """Value of URL parameter ``URL_KEYS[name]`` (or ``name``), ``None`` if absent or empty."""
+    """Value of URL parameter ``URL_KEYS[name]`` (or ``name``), ``None`` if absent or empty.
+
+    A :data:`VIEW_KEYS` name absent from the URL (as after a page switch) falls back to the value
+    this session last set, so a view comes back as it was left.
+    """
     value = st.query_params.get(URL_KEYS.get(name, name))
+    if not value and name in VIEW_KEYS:
+        value = st.session_state.get(f"_view_{name}")
     return value or None
 
 
 def query_set(name: str, value: str | None) -> None:
     """Set (or with ``None`` remove) URL parameter ``URL_KEYS[name]``; no-op if unchanged."""
+    if name in VIEW_KEYS:
+        st.session_state[f"_view_{name}"] = None if value is None else str(value)
     key = URL_KEYS.get(name, name)
     if value is None:
         if key in st.query_params:
