@@ -5,7 +5,8 @@ An edge ``s -> t`` with consensus elasticity ``J = J[t, s]`` gets exactly one of
 ``interventional``
     ``s`` was perturbed alone in **training** cells. Recorded: the screen's own Δ of ``t`` in those
     cells against the control reference (``screen_delta``), the cell count (``n_cells``) and whether
-    the sign of ``J · Δs`` (the shift of ``s`` in those cells) agrees with it (``sign_agrees``). This
+    the sign of ``J · Δs`` (``Δs``, the shift of ``s`` itself in those cells, ``source_delta``: negative
+    for a knock-down, so a repressing edge predicts ``t`` up) agrees with it (``sign_agrees``). This
     agreement is in-sample: the model was fitted to those cells.
 ``held_out``
     ``s`` was perturbed alone only in cells that never reached training (a held-out
@@ -182,6 +183,7 @@ class EdgeEvidence:
         weights = np.asarray(weights, dtype=np.float64)
         t_idx = np.array([self._index[str(t)] for t in targets], dtype=int)
         out = pd.DataFrame(index=pd.Index(list(map(str, targets)), name="target"), columns=EVIDENCE_COLUMNS)
+        out["source_delta"] = np.nan
         out["screen_delta"] = np.nan
         out["n_cells"] = 0
         out["sign_agrees"] = pd.array([pd.NA] * len(targets), dtype="boolean")
@@ -195,6 +197,7 @@ class EdgeEvidence:
             delta = mean[t_idx] - self.reference[t_idx]
             shift = mean[s] - self.reference[s]
             out["evidence"] = kind
+            out["source_delta"] = shift  # the source's own change there (< 0 for a knock-down)
             out["screen_delta"] = delta
             out["n_cells"] = n
             out["sign_agrees"] = pd.array(np.sign(weights * shift) == np.sign(delta), dtype="boolean")

@@ -23,7 +23,8 @@ from lazynet_core.errors import ScreenError
 
 EDGE_COLUMNS = ["source", "target", "weight", "sign", "abs_weight", "agreement", "sd", "level"]
 EVIDENCE_EDGE_COLUMNS = [
-    "evidence", "screen_delta", "n_cells", "sign_agrees", "coexpr_r", "coexpr_p", "above_noise",
+    "evidence", "source_delta", "screen_delta", "n_cells", "sign_agrees", "coexpr_r", "coexpr_p",
+    "above_noise",
 ]
 _DIRECTIONS = ("out", "in", "both")
 
@@ -337,7 +338,7 @@ def edges_frame(G: nx.DiGraph) -> pd.DataFrame:
 
     Missing ``agreement`` / ``sd`` / ``level`` are NaN / <NA>. When the edges carry the screen's
     evidence (:meth:`lazynet_core.evidence.EdgeEvidence.annotate`), its columns follow:
-    ``evidence, screen_delta, n_cells, sign_agrees, coexpr_r, coexpr_p, above_noise``.
+    ``evidence, source_delta, screen_delta, n_cells, sign_agrees, coexpr_r, coexpr_p, above_noise``.
     """
     evidence = any("evidence" in d for *_, d in G.edges(data=True))
     columns = EDGE_COLUMNS + (EVIDENCE_EDGE_COLUMNS if evidence else [])
@@ -351,7 +352,7 @@ def edges_frame(G: nx.DiGraph) -> pd.DataFrame:
         rows.append(row)
     frame = pd.DataFrame(rows, columns=columns)
     if evidence:
-        for col in ("screen_delta", "coexpr_r", "coexpr_p"):
+        for col in ("source_delta", "screen_delta", "coexpr_r", "coexpr_p"):
             frame[col] = pd.to_numeric(frame[col], errors="coerce").astype(float)
         frame["n_cells"] = pd.array(frame["n_cells"].tolist(), dtype="Int64")
         for col in ("sign_agrees", "above_noise"):

@@ -199,7 +199,9 @@ with p_col, ui.user_errors("Could not score the planted network"):
 st.subheader("Edges")
 st.caption(
     "`evidence`: interventional / held_out (`screen_delta` = the target's observed Δ in `n_cells` cells "
-    "where the source alone was perturbed; `sign_agrees`: whether J's sign predicts it), observational "
+    "where the source alone was perturbed, `source_delta` the source's own Δ there, negative for a "
+    "knock-down; `sign_agrees`: whether the sign of J × source_delta predicts the target's: a repressing "
+    "edge, J < 0, predicts the target up when its source is knocked down), observational "
     "(`coexpr_r`, permutation `coexpr_p` among control cells; for an anchored_pooled run the control and "
     "training perturbed cells, each centred on its group's mean) or model_only. `sd`: replica spread of J."
 )

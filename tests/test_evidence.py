@@ -68,10 +68,12 @@ def test_the_four_words(pairs):
     inter = ev.classify("A", ["B"], np.array([0.5])).loc["B"]
     assert inter["evidence"] == "interventional" and inter["sign_agrees"]
     assert inter["screen_delta"] == pytest.approx(-0.8, abs=0.1) and inter["n_cells"] > 0
+    assert inter["source_delta"] < 0  # A itself knocked down; J > 0 then predicts B down, as observed
     wrong = ev.classify("A", ["B"], np.array([-0.5])).loc["B"]
     assert wrong["evidence"] == "interventional" and not wrong["sign_agrees"]
     held = ev.classify("E", ["B"], np.array([-0.3])).loc["B"]  # E lowered, B rose: J < 0 agrees
     assert held["evidence"] == "held_out" and held["sign_agrees"] and held["n_cells"] == 60
+    assert held["source_delta"] < 0 and held["screen_delta"] > 0
     obs = ev.classify("C", ["D", "F"], np.array([0.4, 0.4]))
     assert obs.loc["D", "evidence"] == "observational" and obs.loc["D", "coexpr_p"] < 0.01
     assert obs.loc["F", "evidence"] == "model_only"  # never perturbed, not co-expressed

@@ -44,7 +44,7 @@ def test_csv_and_graphml_carry_the_four_words(graphs, which):
     G = graphs[which]
     csv = pd.read_csv(io.BytesIO(services.edges_csv(G)))
     assert "evidence" in csv.columns and set(csv["evidence"]) <= set(EVIDENCE)
-    extra = {"screen_delta", "n_cells", "sign_agrees", "coexpr_r", "coexpr_p", "above_noise"}
+    extra = {"source_delta", "screen_delta", "n_cells", "sign_agrees", "coexpr_r", "coexpr_p", "above_noise"}
     assert extra <= set(csv.columns)
     H = nx.read_graphml(io.BytesIO(services.graphml_bytes(G)))
     assert H.number_of_edges() == G.number_of_edges()
@@ -52,7 +52,7 @@ def test_csv_and_graphml_carry_the_four_words(graphs, which):
         assert d["evidence"] in EVIDENCE
         assert {"weight", "sign", "abs_weight", "level", "coexpr_r", "coexpr_p", "above_noise"} <= set(d)
         if d["evidence"] in ("interventional", "held_out"):
-            assert {"screen_delta", "n_cells", "sign_agrees"} <= set(d)
+            assert {"source_delta", "screen_delta", "n_cells", "sign_agrees"} <= set(d)
     for _, d in H.nodes(data=True):
         assert {"name", "is_seed", "level", "perturbed"} <= set(d)
 
