@@ -129,7 +129,9 @@ if figs is not None:
         "agreement and sd and the screen's evidence; drag to move, scroll to zoom."
     )
     d = st.columns(5)
-    stem = f"lazynet_{module}"
+    # named after what it grew from: the module, or (no module seed modelled) the seeds themselves
+    stem = f"lazynet_{module}" if not fallback else "lazynet_" + services.safe_filename(
+        "_".join(view["seeds"][:3]), max_len=40)
     d[0].download_button("PNG", figs["png"], f"{stem}.png", "image/png", icon=":material/image:",
                          key="dl_png")
     d[1].download_button("SVG", figs["svg"], f"{stem}.svg", "image/svg+xml", icon=":material/draw:",

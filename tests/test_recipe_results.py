@@ -191,6 +191,16 @@ def test_the_default_recipe_sentence_reads_the_stored_head_to_head(tmp_path):
     assert "differs by −0.020 to +0.050" in text  # a minus sign, not a hyphen
     assert "significantly ahead on the demo screens" in text
     assert "significantly behind on the Hill screens" in text  # a significant loss is said too
+    assert "scores what control covariance scores" not in text  # no stored anchored runs in tmp_path
+    for screen, diff in (("real", 0.004), ("demo", 0.0)):  # anchored level with control covariance
+        (tmp_path / f"accuracy_{screen}_anchored.json").write_text(json.dumps({"paired": [
+            {"set": "held_out_perturbations", "reference": "independent", "baseline": "control_covariance",
+             "mean_diff": diff}]}))
+    assert "scores what control covariance scores (within 0.004 on 2 screens)" in write(rows)
+    (tmp_path / "accuracy_demo_anchored.json").write_text(json.dumps({"paired": [
+        {"set": "held_out_perturbations", "reference": "independent", "baseline": "control_covariance",
+         "mean_diff": 0.08}]}))
+    assert "scores what control covariance scores" not in write(rows)  # ahead somewhere: not "equals"
     # a significant real-screen win changes what the sentence says: never "not significantly ahead"
     rows[0].update(diff=0.1, p_wilcoxon=0.001)
     text = write(rows)

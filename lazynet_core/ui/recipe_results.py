@@ -158,8 +158,28 @@ def default_recipe_sentence(*, results_dir: Path = RESULTS_DIR) -> str | None:
         return f"{head}, but by the rule ({rule}) {second} should now be: on the real screen {on_real}{rest}."
     if "real" in ahead:
         return f"{head} ({rule}); {second} wins on the real screen only ({on_real}){rest}."
+    tail = f" For a prediction that responds to an unseen target, choose {second}"
+    equal = _unseen_diffs(second, "control_covariance", results_dir)
+    if equal and max(abs(d) for d in equal) < 0.01:
+        tail += (f", knowing that there it scores what control covariance scores (within "
+                 f"{max(abs(d) for d in equal):.3f} on {len(equal)} screens): the response is the baseline "
+                 "it starts from, not more")
     return (f"{head} ({rule}); {second} is not significantly ahead of it on the real screen "
-            f"({on_real}){rest}. For a prediction that responds to an unseen target, choose {second}.")
+            f"({on_real}){rest}.{tail}.")
+
+
+def _unseen_diffs(recipe: str, baseline: str, results_dir: Path) -> list[float]:
+    """``recipe`` − ``baseline`` on unseen targets, one per screen with a stored comparison."""
+    suffix = RECIPE_FILES.get(recipe)
+    if suffix is None:
+        return []
+    out = []
+    for screen in SCREENS:
+        for row in (_read(results_dir / f"accuracy_{screen}{suffix}.json") or {}).get("paired", []):
+            if (row.get("set"), row.get("reference"), row.get("baseline")) == (
+                    "held_out_perturbations", "independent", baseline) and row.get("mean_diff") is not None:
+                out.append(float(row["mean_diff"]))
+    return out
 
 
 def _joined(cells: Any) -> str:
