@@ -67,6 +67,65 @@ _LAYOUT = {
 }
 
 
+#: presentation mode's font sizes (px) and how many characters a title / axis title line holds there
+#: on a chart of the page's full width (a chart in one of two columns holds about half)
+PRESENTATION_FONT, PRESENTATION_TITLE_FONT = 20, 24
+PRESENTATION_TITLE_CHARS, PRESENTATION_AXIS_CHARS = 70, 90
+
+
+def _wrapped(text: str | None, width: int) -> tuple[str | None, int]:
+    """Plotly text broken into lines of at most ``width`` characters at spaces: (text, lines)."""
+    if not text:
+        return text, 0
+    import textwrap
+
+    lines = [part for chunk in str(text).split("<br>") for part in (textwrap.wrap(chunk, width) or [""])]
+    return "<br>".join(lines), len(lines)
+
+
+#: height (px) of a square chart (``for_presentation(square=True)``) at presentation sizes
+PRESENTATION_SQUARE_HEIGHT = 820
+
+
+def for_presentation(fig: go.Figure, *, share: float = 1.0, square: bool = False) -> go.Figure:
+    """``fig`` at presentation font sizes, its titles wrapped and its margins grown to hold them.
+
+    Long titles and axis titles are broken into lines (a projector-size title would run off a half-width
+    chart), a horizontal legend above the plot gets its own band under the title, and axis titles move
+    clear of their tick labels. ``share`` is the chart's share of the page width (0.5 in one of two
+    columns). ``square`` gives a predicted-vs-observed scatter equal axes (y = x at 45°) on a tall
+    canvas: a full-width chart would otherwise flatten it. In-plot labels grow with the fonts. Changes
+    ``fig`` in place and returns it.
+    """
+    fig.update_layout(font={"size": PRESENTATION_FONT}, title_font={"size": PRESENTATION_TITLE_FONT})
+    for note in fig.layout.annotations or ():
+        if note.font is not None and note.font.size:
+            note.font.size = round(note.font.size * 1.4)
+    if square:
+        fig.update_layout(height=max(int(fig.layout.height or 0), PRESENTATION_SQUARE_HEIGHT))
+        fig.update_yaxes(scaleanchor="x", scaleratio=1, constrain="domain")
+        fig.update_xaxes(constrain="domain")  # the plot area narrows; both ranges stay the data's
+    title, lines = _wrapped(fig.layout.title.text, max(20, int(PRESENTATION_TITLE_CHARS * share)))
+    if title:
+        fig.update_layout(title_text=title)
+    legend = fig.layout.legend
+    legend_on_top = legend.orientation == "h" and legend.y is not None and legend.y >= 1
+    top = max(fig.layout.margin.t or 0, 30 + 32 * lines + (40 if legend_on_top else 0))
+    fig.update_layout(margin={"t": top})
+    if fig.layout.height and not square:  # the same plot area as at normal sizes, under the larger text
+        fig.update_layout(height=int(fig.layout.height * PRESENTATION_FONT / 13 * 0.7 + top - 50))
+    text, _ = _wrapped(fig.layout.xaxis.title.text, max(24, int(PRESENTATION_AXIS_CHARS * share)))
+    if text:
+        fig.layout.xaxis.title.text = text
+    room = (fig.layout.height or 450) - top - (fig.layout.margin.b or 80) - 40  # the y axis's length, px
+    text, _ = _wrapped(fig.layout.yaxis.title.text, max(12, int(room // 11)))
+    if text:
+        fig.layout.yaxis.title.text = text
+    fig.update_xaxes(automargin=True)
+    fig.update_yaxes(automargin=True, title_standoff=12)
+    return fig
+
+
 def plot_text(text: Any, *, max_len: int | None = None) -> str:
     """A name from a data file as plotly text: invisible characters shown, HTML escaped once.
 
@@ -161,6 +220,7 @@ def cells_per_perturbation(counts: pd.DataFrame, *, top: int = 60) -> go.Figure:
         legend={"title": "modality", "orientation": "h", "y": 1.02, "yanchor": "bottom", "x": 1,
                 "xanchor": "right"},
     )
+    fig.update_layout(margin_t=80)  # the legend's own band between the title and the bars
     return fig
 
 
@@ -392,8 +452,8 @@ def effects_scatter(
             )
     slope_text = f"slope {_slope_words(slope)}"
     fig.add_annotation(
-        xref="paper",
-        yref="paper",
+        xref="x domain",  # the plot area's corner, also where equal axes narrow it
+        yref="y domain",
         x=0.01,
         y=0.99,
         xanchor="left",

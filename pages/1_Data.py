@@ -176,10 +176,10 @@ for warning in warnings:  # quotes labels from the file: never rendered as Markd
 left, right = st.columns(2, gap="large")
 with left:
     fig = plotting.cells_per_perturbation(services.cells_per_perturbation(adata))
-    ui.plot(fig, "cells_per_perturbation", key="cells_fig")
+    ui.plot(fig, "cells_per_perturbation", key="cells_fig", share=0.5)
 with right:
     fig = plotting.target_check_plot(meta.get("target_check", {}))
-    ui.plot(fig, "target_check", key="check_fig")
+    ui.plot(fig, "target_check", key="check_fig", share=0.5)
     st.caption(
         "Each target's own expression in its cells vs control: CRISPRi should lower it, CRISPRa raise it."
     )

@@ -176,14 +176,16 @@ with settings_box, st.form("train_form"):
         "(by denoising), but lowered the fit of held-out cells on the real screen (0.285 to 0.261).",
     )
     scores = recipe_results.recipe_scores()
-    if scores is not None:
-        st.markdown("**Measured per recipe** (benchmarks/results; each cell: real · demo · Hill screen; "
-                    "– not measured: runs stored before pooled covariance existed)")
-        st.table(scores)
-    st.caption(RECIPE_NOTE)
     agreement = loaders.screen_slope_agreement(spec)
-    if agreement is not None:
-        st.caption(services.slope_agreement_sentence(agreement, recipe_results.pooling_measured()))
+    # the evidence behind the line above, one click away (it is long; the line says what it concludes)
+    with st.expander("Measured per recipe, next to control and pooled covariance", icon=":material/table:"):
+        if scores is not None:
+            st.markdown("benchmarks/results; each cell: real · demo · Hill screen; – not measured: runs "
+                        "stored before pooled covariance existed")
+            st.table(scores)
+        st.caption(RECIPE_NOTE)
+        if agreement is not None:
+            st.caption(services.slope_agreement_sentence(agreement, recipe_results.pooling_measured()))
     submitted = st.form_submit_button(
         "Start training", type="primary", icon=":material/play_arrow:", key="start_training"
     )
@@ -236,7 +238,9 @@ else:
     runs = services.runs_fitting(runs, n_genes=adata.n_vars)
     st.dataframe(runs.drop(columns=["path"]), hide_index=True, width="stretch",
                  column_config={"fits_screen": st.column_config.CheckboxColumn(
-                     "fits this screen", help="Trained on as many genes as the loaded screen has.")})
+                     "fits this screen", help="Trained on as many genes as the loaded screen has."),
+                     "n_genes": "genes", "best_loss": st.column_config.NumberColumn("best loss", format="%.4f"),
+                     "loss_on": "loss on"})
     current = Path(st.session_state["run_path"]).name if st.session_state.get("run_path") else None
     names = runs["name"].tolist()
     fitting = runs.loc[runs["fits_screen"], "name"].tolist()

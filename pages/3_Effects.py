@@ -207,7 +207,7 @@ with left:
     }.get(row["set"], "training cells (fit, not prediction)")
     fig = plotting.effects_scatter(frame, title=f"{pert} ({row['modality']}), {where}", highlight=gene)
     stem = services.safe_filename(f"effects_{pert}")
-    ui.plot(fig, stem, key="effects_fig")
+    ui.plot(fig, stem, key="effects_fig", square=True)
     st.download_button(
         "Download figure (HTML)",
         plotting.figure_html(fig),
@@ -266,7 +266,7 @@ if row["set"] == "combinations":
         st.caption(view["verdict"])
         fig = plotting.effects_scatter(view["frame"], title=f"{pert}: predicted vs observed interaction",
                                        highlight=gene, quantity="interaction")
-        ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig")
+        ui.plot(fig, services.safe_filename(f"interaction_{pert}"), key="interaction_fig", square=True)
         measured = services.interaction_measured_sentence(recipe_results.interaction_measured())
         if measured:
             st.caption(measured)

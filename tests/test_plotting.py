@@ -366,3 +366,24 @@ def test_declutter_keeps_long_labels_side_by_side_apart():
     assert gap >= 0.98 * (10 * LABEL_CHAR_PX + 24.0), long
     short = _declutter({"A": (500.0, 300.0), "B": (600.0, 300.0)}, 1100, 640, 60)
     assert short == {"A": (500.0, 300.0), "B": (600.0, 300.0)}  # already a label box apart: untouched
+
+
+def test_presentation_wraps_titles_to_the_charts_share_and_keeps_a_scatter_square():
+    counts = pd.DataFrame({"perturbation": [f"P{i}" for i in range(30)], "cells": np.arange(30) + 5,
+                           "modality": ["CRISPRi", "CRISPRa"] * 15})
+    half = plotting.for_presentation(plotting.cells_per_perturbation(counts, top=20), share=0.5)
+    lines = half.layout.title.text.split("<br>")
+    assert len(lines) >= 2 and all(len(line) <= 35 for line in lines)  # a half-width chart's title wraps
+    assert half.layout.font.size == plotting.PRESENTATION_FONT
+    assert half.layout.margin.t >= 30 + 32 * len(lines) + 40  # room for the title lines and the legend band
+    whole = plotting.for_presentation(plotting.cells_per_perturbation(counts, top=20))
+    assert "<br>" not in whole.layout.title.text  # the same title fits a full-width chart
+    frame = pd.DataFrame({"gene": list("ABCD"), "observed": [0.5, -0.2, 0.1, 0.0],
+                          "predicted": [0.4, -0.1, 0.0, 0.1], "is_target": [True, False, False, False]})
+    normal = plotting.effects_scatter(frame)
+    sizes = [a.font.size for a in normal.layout.annotations]
+    square = plotting.for_presentation(plotting.effects_scatter(frame), square=True)
+    assert square.layout.yaxis.scaleanchor == "x" and square.layout.xaxis.constrain == "domain"
+    assert square.layout.height == plotting.PRESENTATION_SQUARE_HEIGHT
+    assert [a.font.size for a in square.layout.annotations] == [round(s * 1.4) for s in sizes]
+    assert list(square.layout.xaxis.range) == list(normal.layout.xaxis.range)  # the data's range kept

@@ -50,6 +50,8 @@ label, label p, [data-testid="stWidgetLabel"] p, [data-testid="stMetricLabel"] p
 [data-testid="stMetricValue"] [data-testid="stMarkdownContainer"] p,
 [data-testid="stMetricValue"] div { font-size: 2.1rem !important; white-space: nowrap; }
 [data-testid="stSidebar"] { min-width: 0 !important; }
+/* a long button label wraps instead of being cut with an ellipsis */
+button p { white-space: normal !important; overflow: visible !important; text-overflow: clip !important; }
 </style>
 """
 
@@ -336,9 +338,16 @@ def toast_after_rerun(message: str) -> None:
     st.session_state["_toast"] = message
 
 
-def plot(fig: Any, name: str, *, key: str) -> None:
-    """``st.plotly_chart`` with the session's toolbar export format; larger fonts in presentation mode."""
+def plot(fig: Any, name: str, *, key: str, share: float = 1.0, square: bool = False) -> None:
+    """``st.plotly_chart`` with the session's toolbar export format; larger fonts in presentation mode.
+
+    ``share`` is the chart's share of the page width (0.5 in one of two columns): how long a title
+    line may be at presentation sizes; ``square`` keeps a scatter's axes equal there
+    (:func:`lazynet_core.plotting.for_presentation`).
+    """
     big = bool(st.session_state.get("presentation"))
     if big:  # Streamlit's chart theme fixes font sizes, so presentation mode uses the figure's own template
-        fig = fig.update_layout(font={"size": 20}, title_font={"size": 24})
+        from lazynet_core.plotting import for_presentation
+
+        fig = for_presentation(fig, share=share, square=square)
     st.plotly_chart(fig, config=chart_config(name), key=key, theme=None if big else "streamlit")

@@ -161,9 +161,11 @@ def default_recipe_sentence(*, results_dir: Path = RESULTS_DIR) -> str | None:
     tail = f" For a prediction that responds to an unseen target, choose {second}"
     equal = _unseen_diffs(second, "control_covariance", results_dir)
     if equal and max(abs(d) for d in equal) < 0.01:
-        tail += (f", knowing that there it scores what control covariance scores (within "
-                 f"{max(abs(d) for d in equal):.3f} on {len(equal)} screens): the response is the baseline "
-                 "it starts from, not more")
+        gap = max(abs(d) for d in equal)
+        level = (f"the same to three decimals on all {len(equal)} screens" if gap < 0.0005
+                 else f"within {gap:.3f} on {len(equal)} screens")
+        tail += (f", knowing that there it scores what control covariance scores ({level}): the response "
+                 "is the baseline it starts from, not more")
     return (f"{head} ({rule}); {second} is not significantly ahead of it on the real screen "
             f"({on_real}){rest}.{tail}.")
 
