@@ -239,8 +239,8 @@ else:
     st.dataframe(runs.drop(columns=["path"]), hide_index=True, width="stretch",
                  column_config={"fits_screen": st.column_config.CheckboxColumn(
                      "fits this screen", help="Trained on as many genes as the loaded screen has."),
-                     "n_genes": "genes", "best_loss": st.column_config.NumberColumn("best loss", format="%.4f"),
-                     "loss_on": "loss on"})
+                     "n_genes": "genes", "loss_on": "loss on",
+                     "best_loss": st.column_config.NumberColumn("best loss", format="%.4f")})
     current = Path(st.session_state["run_path"]).name if st.session_state.get("run_path") else None
     names = runs["name"].tolist()
     fitting = runs.loc[runs["fits_screen"], "name"].tolist()
