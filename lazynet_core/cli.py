@@ -483,6 +483,8 @@ def cmd_predict(args) -> int:
                 f"--set {item!r}: use GENE=FOLD with FOLD a number >= 0, e.g. GPX4=0.25 for a 75 % "
                 "knock-down or GPX4=4 for a 4-fold activation."
             )
+        by_case = {g.lower(): g for g in ensemble.genes.tolist()}  # as the app and `network --seeds`
+        gene = gene if gene in set(ensemble.genes.tolist()) else by_case.get(gene.lower(), gene)
         settings.update(ensemble.knockdown_settings([gene], value))
     delta = pd.Series(ensemble.intervention_effect(settings), index=ensemble.genes, name="predicted_delta")
     delta = delta.drop(list(settings))  # their change is the input, not a prediction

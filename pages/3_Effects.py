@@ -129,12 +129,16 @@ table = services.perturbation_table(pairs)
 c1, c2, c3 = st.columns([1.4, 2.4, 1.6])
 modalities = ["all", *sorted(table["modality"].unique())]
 wanted_modality = ui.query_get("eff_modality")
-modality = c1.radio(
-    "Modality", modalities, horizontal=True, key="eff_modality",
-    index=modalities.index(wanted_modality) if wanted_modality in modalities else 0,
-    format_func=md,  # radio options render Markdown
-)
-ui.query_set("eff_modality", None if modality == "all" else modality)
+if len(modalities) > 2:
+    modality = c1.radio(
+        "Modality", modalities, horizontal=True, key="eff_modality",
+        index=modalities.index(wanted_modality) if wanted_modality in modalities else 0,
+        format_func=md,  # radio options render Markdown
+    )
+    ui.query_set("eff_modality", None if modality == "all" else modality)
+else:  # one modality: nothing to filter
+    modality = "all"
+    c1.markdown(f"**Modality**  \n{md(modalities[-1]) if len(modalities) == 2 else '–'}")
 shown = table if modality == "all" else table[table["modality"] == modality]
 options = shown["perturbation"].tolist()
 wanted = st.session_state.get("perturbation") or ui.query_get("perturbation")

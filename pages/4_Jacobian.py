@@ -141,9 +141,14 @@ if result is not None and perturbed is not None:
     ui.plot(fig, "jacobian", key="jac_fig")
     st.caption(
         "Rows and columns are in one order for all three views: average-linkage clustering of the consensus "
-        "J (dendrogram on top). The colour scale is clipped at the 99th percentile of the shown values "
-        "(stated on the colour bar) so a few strong entries do not wash out the rest; hover shows exact "
-        "values. Grey column labels with ° are regulators the screen never perturbed."
+        "J (dendrogram on top). "
+        + ("The colour scale is clipped at the 99th percentile of the shown values (stated on the colour "
+           "bar) so a few strong entries do not wash out the rest; hover shows exact values. "
+           if view == "consensus J" else
+           f"Sign agreement is the share of the {len(ens.replicas)} replicas whose J has the consensus sign "
+           "(1 = all agree). " if view == "replica sign agreement" else
+           "The SD is the replicas' spread of J: large where they disagree. ")
+        + "Grey column labels with ° are regulators the screen never perturbed."
     )
     m1, m2, m3 = st.columns(3)
     off = ~np.eye(len(genes), dtype=bool)

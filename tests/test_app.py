@@ -142,6 +142,7 @@ def test_train_and_effects_on_the_real_screen(runs_dir):
     assert not at.error
     assert [m.label for m in at.metric][0] == "LazyNet Δ-Pearson"
     assert any("against the best baseline" in b.value for b in [*at.info, *at.warning, *at.success])
+    assert not [r for r in at.radio if r.key == "eff_modality"]  # CRISPRi only: nothing to filter
     # A 72-gene TAP-seq panel holds none of the modules' seeds: the Networks page starts from the screen's
     # most-perturbed targets and says so; the Jacobian page opens on the top genes by |J|, with a heatmap.
     _goto(at, "5_Networks")

@@ -109,7 +109,7 @@ def test_predict_prints_the_net_effect_not_the_models_drift(demo_run):
 
     from lazynet_core.runs import load_run
 
-    same = run_cli("predict", str(demo_run), "--set", "GPX4=1", "--top", "3")
+    same = run_cli("predict", str(demo_run), "--set", "gpx4=1", "--top", "3")  # case does not matter
     assert same.returncode == 0, same.stderr
     table = same.stdout.strip().splitlines()[1:4]
     assert all(float(line.split()[1]) == 0.0 for line in table), same.stdout

@@ -503,8 +503,12 @@ def headline(frame: pd.DataFrame, set_name: str) -> dict[str, Any] | None:
 
 
 def format_table(table: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
-    """Numbers as fixed-precision strings, undefined values as "–" (Streamlit shows NaN as "None")."""
-    return table.map(lambda v: "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}")
+    """Numbers as fixed-precision strings with a true minus sign (as in the text around them), undefined
+    values as "–" (Streamlit shows NaN as "None")."""
+    def text(v: Any) -> str:
+        return "–" if v is None or not np.isfinite(v) else f"{v:.{digits}f}".replace("-", "−")
+
+    return table.map(text)
 
 
 def baselines_beating(frame: pd.DataFrame, *, metric: str = "pearson_delta") -> list[str]:
