@@ -341,6 +341,21 @@ def _slope_words(slope: float) -> str:
     return f"{_num(slope)}: effects of about the right size"
 
 
+def _spaced_labels(ranked: pd.DataFrame, n_labels: int, *, min_distance: float) -> pd.DataFrame:
+    """The first ``n_labels`` rows of ``ranked`` whose point lies at least ``min_distance`` (data units)
+    from every point already labelled: one label per cluster of points, the most extreme one."""
+    keep: list[int] = []
+    points = ranked[["observed", "predicted"]].to_numpy(dtype=float)
+    for i, point in enumerate(points):
+        if len(keep) == n_labels:
+            break
+        if not np.isfinite(point).all():
+            continue
+        if all(np.hypot(*(point - points[j])) >= min_distance for j in keep):
+            keep.append(i)
+    return ranked.iloc[keep]
+
+
 def effects_scatter(
     frame: pd.DataFrame,
     *,
@@ -409,8 +424,9 @@ def effects_scatter(
             line={"color": PALETTE["accent"], "width": 2},
             hovertemplate=f"least-squares fit, slope {slope:.3f}<extra></extra>",
         )
-    top = rest.reindex(rest["observed"].abs().sort_values(ascending=False).index).head(n_labels)
-    top = top[top["gene"].astype(str) != str(highlight)]  # the searched gene gets its own label
+    ranked = rest.reindex(rest["observed"].abs().sort_values(ascending=False).index)
+    ranked = ranked[ranked["gene"].astype(str) != str(highlight)]  # the searched gene gets its own label
+    top = _spaced_labels(ranked, n_labels, min_distance=0.06 * lim)
     for i, (_, row) in enumerate(top.iterrows()):
         # alternate above / below and step outwards, so labels of nearby points do not pile up
         offset = 18 + 12 * (i // 2)
@@ -424,6 +440,7 @@ def effects_scatter(
             ax=18,
             ay=-offset if i % 2 == 0 else offset,
             font={"size": 11},
+            bgcolor="rgba(255,255,255,0.8)",  # a halo: legible over the points
         )
     if highlight:
         hit = data[data["gene"].astype(str) == str(highlight)]
@@ -924,7 +941,7 @@ def _legend_items(edges: pd.DataFrame, nodes: pd.DataFrame) -> list[tuple[str, s
     if "evidence" in edges and (edges["evidence"] == "model_only").any():
         items.append((f'<span style="color:{_MODEL_ONLY_COLOUR};font-weight:700">- - &#8594;</span>',
                       "model_only (no support in the screen)"))
-    items.append(("", "width &#8733; |J|"))
+    items.append(("", "width &#8733; |J| · node size: number of edges"))
     return items
 
 

@@ -318,7 +318,8 @@ with st.form("insilico"):
         value=4.0 if row["modality"] == "CRISPRa" else 0.25,
         help="< 1 knocks down (CRISPRi-like), > 1 activates (CRISPRa-like).",
     )
-    run_it = st.form_submit_button("Predict response", icon=":material/science:", key="insilico_go")
+    run_it = st.form_submit_button("Update prediction", icon=":material/science:", key="insilico_go",
+                                   help="The genes and level above apply when you press this.")
 if run_it or genes:
     with ui.user_errors("Could not predict that perturbation"):
         delta = services.in_silico(ens, genes, fold)

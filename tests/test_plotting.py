@@ -387,3 +387,14 @@ def test_presentation_wraps_titles_to_the_charts_share_and_keeps_a_scatter_squar
     assert square.layout.height == plotting.PRESENTATION_SQUARE_HEIGHT
     assert [a.font.size for a in square.layout.annotations] == [round(s * 1.4) for s in sizes]
     assert list(square.layout.xaxis.range) == list(normal.layout.xaxis.range)  # the data's range kept
+
+
+def test_scatter_labels_one_gene_per_cluster_of_points():
+    """Labels go to the most extreme point of each cluster, never to two points on top of each other."""
+    frame = pd.DataFrame({"gene": ["A", "B", "C", "D", "T"],
+                          "observed": [1.00, 0.99, 0.98, -0.6, 0.2],
+                          "predicted": [0.50, 0.50, 0.49, -0.3, 0.1],
+                          "is_target": [False, False, False, False, True]})
+    fig = plotting.effects_scatter(frame, n_labels=3)
+    labelled = [a.text for a in fig.layout.annotations if a.showarrow]
+    assert labelled == ["A", "D"]  # B and C sit on A; the target is not a label
