@@ -426,7 +426,7 @@ def effects_scatter(
         )
     ranked = rest.reindex(rest["observed"].abs().sort_values(ascending=False).index)
     ranked = ranked[ranked["gene"].astype(str) != str(highlight)]  # the searched gene gets its own label
-    top = _spaced_labels(ranked, n_labels, min_distance=0.06 * lim)
+    top = _spaced_labels(ranked, n_labels, min_distance=0.1 * lim)
     for i, (_, row) in enumerate(top.iterrows()):
         # alternate above / below and step outwards, so labels of nearby points do not pile up
         offset = 18 + 12 * (i // 2)
