@@ -159,6 +159,11 @@ def cmd_train(args) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise RunError(f"--out '{out}' is an existing file; give a directory name for the run.")
+    if args.data:  # --overwrite replaces the folder: never the screen it trains on, or a folder holding it
+        screen_path, run_path = Path(args.data).expanduser().resolve(), out.expanduser().resolve()
+        if screen_path == run_path or run_path in screen_path.parents:
+            raise RunError(f"--out '{out}' holds the screen it trains on ('{args.data}'); training never "
+                           "replaces its input. Choose another folder for the run.")
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise RunError(
             f"Run directory '{out}' already exists and is not empty; choose another --out or "
@@ -306,7 +311,7 @@ def _check_output_file(path: str | None, *, inputs: list[Path] = ()) -> None:
     for source in inputs:
         if target == source or source in target.parents:
             inside = source in target.parents
-            what = "write inside the run folder" if inside else "overwrite the file it reads"
+            what = "write inside a folder it reads" if inside else "overwrite the file it reads"
             msg = (f"--out '{path}' would {what} ('{source}'); this command never replaces its own input. "
                    "Choose another output path.")
             raise ValueError(msg)

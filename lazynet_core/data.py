@@ -307,8 +307,9 @@ def _to_csr(matrix) -> sp.csr_matrix:
     """
     if sp.issparse(matrix):
         if hasattr(matrix, "check_format"):
-            try:
-                matrix.check_format(full_check=True)
+            try:  # on a shallow copy: the check may prune or recast the caller's index arrays
+                type(matrix)((matrix.data, matrix.indices, matrix.indptr), shape=matrix.shape,
+                             copy=False).check_format(full_check=True)
             except (ValueError, TypeError) as exc:
                 msg = (f"The screen's sparse matrix is damaged ({exc}): its index arrays do not describe a "
                        f"valid {matrix.shape[0]} × {matrix.shape[1]} matrix, as in a truncated or corrupted "
@@ -602,15 +603,19 @@ def _choose_counts(adata: anndata.AnnData, layer: str | None, warnings: list[str
 
 # --------------------------------------------------------------------------- labels and modality
 def _parse_labels(column: pd.Series, detection: Detection, genes: pd.Index, *, control: str | None,
-                  table: dict[str, str], aliases: dict[str, str]) -> pd.Series:
-    """Each cell's sorted target tuple (``()`` for control), or None for a cell without a label."""
+                  table: dict[str, str], aliases: dict[str, str], not_controls=()) -> pd.Series:
+    """Each cell's sorted target tuple (``()`` for control), or None for a cell without a label.
+
+    ``not_controls``: labels that look like control words but are read as genes
+    (:func:`_genes_are_not_controls`), also as a part of a combination label.
+    """
     patterns = [_control_regex(control)]
     raw = column.astype(object)
     missing = raw.isna() | (raw.astype(str).str.strip().isin(["", "nan", "None"]))
-    gene_set = set(genes) if control is None else set()  # a measured gene is never a control word
+    genes_not_controls = {str(t).strip() for t in not_controls}
 
     def is_control(token: str) -> bool:
-        return token.strip() not in gene_set and _is_control_token(token, patterns)
+        return token.strip() not in genes_not_controls and _is_control_token(token, patterns)
 
     mapping = label_targets(_distinct_labels(column), genes, guide_genes=table, aliases=aliases,
                             is_control=is_control)
@@ -683,30 +688,33 @@ def _choose_column(detections: list[Detection], parse, counts: sp.csr_matrix, ge
 
 
 def _genes_are_not_controls(detections: list[Detection], genes: pd.Index, *, control: str | None,
-                            warnings: list[str]) -> list[Detection]:
+                            notes: dict[str, tuple[tuple[str, ...], str]]) -> list[Detection]:
     """Drop auto-detected control labels that are measured genes (``CTRL`` is a gene, not a control word)
-    where the column keeps other controls; say so either way. A given ``control`` is taken as given."""
+    where the column keeps other controls. ``notes`` gets, per column, the labels dropped and the
+    warning to give if that column is used. A given ``control`` is taken as given."""
     if control is not None:
         return detections
     gene_set = set(genes)
     out = []
     for d in detections:
-        genes_named = [lab for lab in d.control_labels if lab.strip() in gene_set]
+        genes_named = tuple(lab for lab in d.control_labels if lab.strip() in gene_set)
         kept = tuple(lab for lab in d.control_labels if lab.strip() not in gene_set)
         if not genes_named:
             out.append(d)
             continue
         shown = _quoted(genes_named)
         if kept:
-            warnings.append(f"{shown} in column '{display_name(d.pert_key)}' looks like a control label but "
-                            "is a measured gene, so its cells are read as that gene's perturbation. If they "
-                            f"are controls, {_PICK_CONTROL}.")
+            notes[d.pert_key] = (genes_named, (
+                f"{shown} in column '{display_name(d.pert_key)}' looks like a control label but is a "
+                "measured gene, so its cells are read as that gene's perturbation. If they are controls, "
+                f"{_PICK_CONTROL}."))
             summary = _control_summary(list(kept), None)
             out.append(Detection(d.pert_key, summary, kept, d.candidates, d.method))
         else:
-            warnings.append(f"{shown} in column '{display_name(d.pert_key)}' is read as the control "
-                            "label, though it is also a measured gene (no other control label was found). If "
-                            f"these cells target that gene, {_PICK_CONTROL}.")
+            notes[d.pert_key] = ((), (
+                f"{shown} in column '{display_name(d.pert_key)}' is read as the control label, though it is "
+                "also a measured gene (no other control label was found). If these cells target that gene, "
+                f"{_PICK_CONTROL}."))
             out.append(d)
     return out
 
@@ -1037,12 +1045,16 @@ def read_screen(source, *, pert_key: str | None = None, control: str | None = No
     obs.index = _unique_names(obs.index, "cell", warnings)
     if calls is not None:
         obs[GUIDE_COLUMN], pert_key = calls, GUIDE_COLUMN
-    detections = _detections(obs, pert_key=pert_key, control=control, table=table)
-    detections = _genes_are_not_controls(detections, names, control=control, warnings=warnings)
+    notes: dict[str, tuple[tuple[str, ...], str]] = {}  # column -> (gene labels not controls, warning)
+    detections = _genes_are_not_controls(_detections(obs, pert_key=pert_key, control=control, table=table),
+                                         names, control=control, notes=notes)
     detection, targets = _choose_column(
         detections,
-        lambda d: _parse_labels(obs[d.pert_key], d, names, control=control, table=table, aliases=aliases),
+        lambda d: _parse_labels(obs[d.pert_key], d, names, control=control, table=table, aliases=aliases,
+                                not_controls=notes.get(d.pert_key, ((), ""))[0]),
         counts, names, is_log=is_log, modality=modality, warnings=warnings)
+    if notes.get(detection.pert_key, ((), ""))[1]:  # only the column used is worth a word
+        warnings.append(notes[detection.pert_key][1])
     _warn_control_variants(obs[detection.pert_key], detection, warnings)
     moi = moi or ("drop" if calls is not None else "combine")
     labels, n_multi = _apply_moi(targets, moi)

@@ -92,10 +92,22 @@ def for_presentation(fig: go.Figure, *, share: float = 1.0, square: bool = False
 
     Long titles and axis titles are broken into lines (a projector-size title would run off a half-width
     chart), a horizontal legend above the plot gets its own band under the title, and axis titles move
-    clear of their tick labels. ``share`` is the chart's share of the page width (0.5 in one of two
-    columns). ``square`` gives a predicted-vs-observed scatter equal axes (y = x at 45°) on a tall
-    canvas: a full-width chart would otherwise flatten it. In-plot labels grow with the fonts. Changes
-    ``fig`` in place and returns it.
+    clear of their tick labels. In-plot labels grow with the fonts.
+
+    Parameters
+    ----------
+    fig
+        The figure; changed in place (pass a copy of one drawn again, ``go.Figure(fig)``).
+    share
+        The chart's share of the page width (0.5 in one of two columns): how long a title line may be.
+    square
+        Give a predicted-vs-observed scatter equal axes (y = x at 45°) on a tall canvas; a full-width
+        chart would otherwise flatten it.
+
+    Returns
+    -------
+    plotly.graph_objects.Figure
+        ``fig``.
     """
     fig.update_layout(font={"size": PRESENTATION_FONT}, title_font={"size": PRESENTATION_TITLE_FONT})
     for note in fig.layout.annotations or ():

@@ -152,11 +152,12 @@ def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
     for k, replica in enumerate(ensemble.replicas):
         torch.save(replica.state_dict(), tmp / f"replica_{k}.pt")
     np.save(tmp / "reference.npy", ensemble.reference)
-    ensemble.history.to_csv(tmp / "history.csv", index=False)
     (tmp / "split.json").write_text(json.dumps(ensemble.split, indent=1, default=_json_default))
-    # the split is checksummed too: without it the leakage check of evaluation would be skipped
+    # the split is checksummed too: without it the leakage check of evaluation would be skipped; the
+    # loss history is not (a damaged one only loses the loss curves, see _read_history)
     checksums = {f.name: _sha256(f) for f in sorted(tmp.iterdir())}
     checksums["genes"] = _genes_sha256(ensemble.genes)
+    ensemble.history.to_csv(tmp / "history.csv", index=False)
     manifest = {
         "format_version": FORMAT_VERSION,
         "package_version": __version__,

@@ -70,7 +70,8 @@ with c2:
     else:
         example = services.check_genes_known(("GPX4", "SLC7A11", "NFE2L2", "FTH1", "TFRC", "NCOA4"),
                                              ens.genes)[0]
-        typed = [g for g in wanted[5:].split(",") if g] if wanted.startswith("list:") else []
+        modelled = set(ens.genes)  # a list kept from another run keeps only this model's genes
+        typed = [g for g in wanted[5:].split(",") if g in modelled] if wanted.startswith("list:") else []
         text = st.text_area(
             "Genes (comma, space or new line separated)",
             value=" ".join(typed or (example if len(example) >= 2 else ens.genes[:6].tolist())),

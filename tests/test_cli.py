@@ -137,6 +137,9 @@ def test_outputs_never_replace_their_inputs(demo_run, tmp_path):
         assert "never replaces its own input" in result.stderr, (args, result.stderr)
     assert {p.name: p.stat().st_mtime_ns for p in demo_run.iterdir()} == before
     assert screen.read_bytes() == b"the user's screen"
+    result = run_cli("train", "--data", str(screen), "--out", str(tmp_path), "--overwrite", cwd=tmp_path)
+    assert result.returncode == 2 and "never replaces its input" in result.stderr, result.stderr
+    assert screen.read_bytes() == b"the user's screen"
 
 
 @pytest.mark.parametrize(

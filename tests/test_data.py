@@ -73,6 +73,15 @@ def test_a_measured_gene_named_like_a_control_word_is_a_perturbation_not_a_contr
     assert any("also a measured gene" in w for w in out.uns["lazynet"]["warnings"])
     given = read_screen(adata, control="non-targeting")
     assert (given.obs["lazynet_perturbation"] == "CTRL").sum() == 30
+    combos = make_screen(labels_for("CTRL", targets=("G1", "G2", "G3")) + ["CTRL+G1"] * 20)
+    combos.var_names = genes
+    out = read_screen(combos)  # CTRL is the control here, also inside a GEARS-style "CTRL+G1"
+    assert (out.obs["lazynet_perturbation"] == "G1").sum() == 50
+    two = make_screen(labels_for("non-targeting", targets=("G1", "G2", "G3")) + ["CTRL"] * 30,
+                      obs={"target": ["x"] * 150 + ["CTRL"] * 30})
+    two.var_names = genes
+    out = read_screen(two)  # one warning, about the column used
+    assert sum("measured gene" in w for w in out.uns["lazynet"]["warnings"]) == 1
 
 
 def test_replogle_style():

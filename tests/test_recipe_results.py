@@ -196,7 +196,11 @@ def test_the_default_recipe_sentence_reads_the_stored_head_to_head(tmp_path):
         (tmp_path / f"accuracy_{screen}_anchored.json").write_text(json.dumps({"paired": [
             {"set": "held_out_perturbations", "reference": "independent", "baseline": "control_covariance",
              "mean_diff": diff}]}))
-    assert "scores what control covariance scores (within 0.004 on 2 screens)" in write(rows)
+    assert "scores what control covariance scores" not in write(rows)  # the Hill screen not measured
+    (tmp_path / "accuracy_hill_anchored.json").write_text(json.dumps({"paired": [
+        {"set": "held_out_perturbations", "reference": "independent", "baseline": "control_covariance",
+         "mean_diff": -0.002}]}))
+    assert "scores what control covariance scores (within 0.004 on 3 screens)" in write(rows)
     (tmp_path / "accuracy_demo_anchored.json").write_text(json.dumps({"paired": [
         {"set": "held_out_perturbations", "reference": "independent", "baseline": "control_covariance",
          "mean_diff": 0.08}]}))

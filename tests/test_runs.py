@@ -221,15 +221,20 @@ def test_a_damaged_split_of_an_unchecksummed_run_is_refused_by_name(toy_ensemble
     assert "split.json" in str(err.value)
 
 
-def test_a_damaged_history_only_loses_the_loss_curves(toy_ensemble, tmp_path):
+@pytest.mark.parametrize("older", [False, True])
+def test_a_damaged_history_only_loses_the_loss_curves(toy_ensemble, tmp_path, older):
     pairs, ensemble = toy_ensemble
     path = save_run(ensemble, tmp_path / "run")
-    _without_checksums(path)
+    assert "history.csv" not in json.loads((path / "config.json").read_text())["sha256"]
+    if older:
+        _without_checksums(path)
     (path / "history.csv").write_bytes(b"\xff\xfe garbage")
     loaded = load_run(path)
     assert loaded.history.empty
     x = pairs.control_mean("train")
     assert np.array_equal(loaded.predict(x), ensemble.predict(x))
+    (path / "history.csv").unlink()
+    assert load_run(path).history.empty
 
 
 def test_a_repeated_gene_in_the_manifest_is_refused(toy_ensemble, tmp_path):

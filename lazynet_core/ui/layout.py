@@ -347,7 +347,10 @@ def plot(fig: Any, name: str, *, key: str, share: float = 1.0, square: bool = Fa
     """
     big = bool(st.session_state.get("presentation"))
     if big:  # Streamlit's chart theme fixes font sizes, so presentation mode uses the figure's own template
+        import plotly.graph_objects as go
+
         from lazynet_core.plotting import for_presentation
 
-        fig = for_presentation(fig, share=share, square=square)
+        # on a copy: a figure kept across reruns (the live loss chart) must not grow at every draw
+        fig = for_presentation(go.Figure(fig), share=share, square=square)
     st.plotly_chart(fig, config=chart_config(name), key=key, theme=None if big else "streamlit")

@@ -535,10 +535,17 @@ def perturbed_targets(pairs: Any) -> set[str]:
 
 
 def measured_scale(effects: pd.DataFrame) -> float | None:
-    """95th percentile of a perturbation's observed |Δ| over its non-target genes (None without any).
+    """95th percentile of a perturbation's observed |Δ| over its non-target genes.
 
-    ``effects`` is :func:`effects_frame`'s per-gene frame (columns ``observed`` and ``is_target``):
-    the scale an in-silico response is drawn and judged against.
+    Parameters
+    ----------
+    effects
+        :func:`effects_frame`'s per-gene frame (columns ``observed`` and ``is_target``).
+
+    Returns
+    -------
+    float or None
+        The scale an in-silico response is drawn and judged against; None without any finite value.
     """
     observed = effects.loc[~effects["is_target"].astype(bool), "observed"].abs().dropna()
     return float(observed.quantile(0.95)) if not observed.empty else None
