@@ -23,12 +23,15 @@ if pairs is None:
 
 modules = services.module_choices()
 names = list(modules)
-wanted = (ui.query_get("gene_set") or "")[7:]
+gene_set = ui.query_get("gene_set") or ""
+wanted = ui.query_get("net_module") or (gene_set[7:] if gene_set.startswith("module:") else "")
 module = st.radio(
     "Module", names, format_func=modules.get, horizontal=True, key="net_module",
     index=names.index(wanted) if wanted in names else 0,
 )
-ui.query_set("gene_set", f"module:{module}")
+ui.query_set("net_module", module)
+if not gene_set or gene_set.startswith("module:"):  # a Jacobian typed list or top-N stays as it was
+    ui.query_set("gene_set", f"module:{module}")
 present, missing = services.seeds_in_universe(module, ens.genes)
 fallback = [] if present else services.perturbed_genes(pairs)
 if fallback:  # a panel with none of the module's seeds (a TAP-seq panel): start from what it perturbed

@@ -782,3 +782,12 @@ def test_views_come_back_after_a_page_switch(trained_run):
     _goto(at, "3_Effects")
     assert at.radio(key="eff_modality").value == modality
     assert at.selectbox(key="eff_gene").value == gene
+    from lazynet_core.ui import services
+
+    other = list(services.module_choices())[-1]
+    _goto(at, "5_Networks")  # the Networks page keeps its module apart from the Jacobian's gene set
+    at.radio(key="net_module").set_value(other).run()
+    _goto(at, "4_Jacobian")
+    assert at.radio(key="jac_kind").value == "typed list"
+    _goto(at, "5_Networks")
+    assert at.radio(key="net_module").value == other

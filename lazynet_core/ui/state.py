@@ -22,7 +22,7 @@ DEFAULTS: dict[str, Any] = {
 
 # URL keys: short names so a shared link stays readable.
 URL_KEYS = {"run": "run", "job": "job", "perturbation": "pert", "gene_set": "genes", "screen": "screen",
-            "eff_modality": "modality", "eff_gene": "gene", "jac_gene": "jgene"}
+            "eff_modality": "modality", "eff_gene": "gene", "jac_gene": "jgene", "net_module": "net"}
 
 
 def init_state() -> None:
@@ -33,7 +33,7 @@ def init_state() -> None:
 
 #: view choices that outlive a page switch in the session (a page switch drops the URL's parameters and
 #: Streamlit forgets the state of widgets not drawn): their last value is kept in session state too
-VIEW_KEYS = ("gene_set", "eff_modality", "eff_gene", "jac_gene")
+VIEW_KEYS = ("gene_set", "eff_modality", "eff_gene", "jac_gene", "net_module")
 
 
 def query_get(name: str) -> str | None:
