@@ -148,6 +148,22 @@ def _genes_sha256(genes) -> str:
     return hashlib.sha256("\n".join(map(str, genes)).encode()).hexdigest()
 
 
+def genes_checksum(genes) -> str:
+    """SHA-256 of a gene list in order, as a run's manifest records it (``list_runs``' ``genes_sha256``).
+
+    Parameters
+    ----------
+    genes
+        Gene names, e.g. a screen's ``var_names``.
+
+    Returns
+    -------
+    str
+        Hex digest; equal for two lists only when they hold the same genes in the same order.
+    """
+    return _genes_sha256(genes)
+
+
 def _write_contents(ensemble: Ensemble, tmp: Path, provenance: dict) -> None:
     for k, replica in enumerate(ensemble.replicas):
         torch.save(replica.state_dict(), tmp / f"replica_{k}.pt")
@@ -382,7 +398,8 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
 
     ``best_loss`` is the replicas' mean best monitored loss and ``loss_on`` what it was measured on:
     ``"validation"`` cells when the run had a validation split, else ``"train"`` (early stopping and
-    the kept checkpoint follow the same loss).
+    the kept checkpoint follow the same loss). ``genes_sha256`` is the checksum of the run's gene list
+    (None for runs saved before checksums), comparable with :func:`genes_checksum` of a screen's genes.
     """
     rows = []
     root = Path(root).expanduser()
@@ -409,7 +426,9 @@ def list_runs(root: str | os.PathLike = "runs") -> pd.DataFrame:
                 best_loss=float(np.mean(losses)) if losses else None,
                 loss_on=" / ".join(sorted(sets)) if sets else None,  # None: a run saved before it was kept
                 source=m.get("provenance", {}).get("source"),
+                genes_sha256=(m.get("sha256") or {}).get("genes"),
             )
         )
-    columns = ["name", "path", "created", "n_genes", "replicas", "best_loss", "loss_on", "source"]
+    columns = ["name", "path", "created", "n_genes", "replicas", "best_loss", "loss_on", "source",
+               "genes_sha256"]
     return pd.DataFrame(rows, columns=columns)

@@ -235,8 +235,8 @@ if runs.empty:
         "Runs trained with the CLI there appear here too."
     )
 else:
-    runs = services.runs_fitting(runs, n_genes=adata.n_vars)
-    st.dataframe(runs.drop(columns=["path"]), hide_index=True, width="stretch",
+    runs = services.runs_fitting(runs, genes=adata.var_names)
+    st.dataframe(runs.drop(columns=["path", "genes_sha256"]), hide_index=True, width="stretch",
                  column_config={"fits_screen": st.column_config.CheckboxColumn(
                      "fits this screen", help="Trained on as many genes as the loaded screen has."),
                      "n_genes": "genes", "loss_on": "loss on",

@@ -246,3 +246,17 @@ def test_a_repeated_gene_in_the_manifest_is_refused(toy_ensemble, tmp_path):
     (path / "config.json").write_text(json.dumps(manifest))
     with pytest.raises(RunError, match=f"repeats {manifest['genes'][0]}"):
         load_run(path)
+
+
+def test_a_run_fits_a_screen_of_the_same_genes_in_the_same_order(toy_ensemble, tmp_path):
+    from lazynet_core.ui import services
+
+    _, ensemble = toy_ensemble
+    save_run(ensemble, tmp_path / "run")
+    runs = list_runs(tmp_path)
+    genes = list(ensemble.genes)
+    assert services.runs_fitting(runs, genes=genes)["fits_screen"].tolist() == [True]
+    renamed = [*genes[:-1], "OTHER"]  # as many genes, not the same ones
+    assert services.runs_fitting(runs, genes=renamed)["fits_screen"].tolist() == [False]
+    older = runs.assign(genes_sha256=None)  # saved before checksums: only the count is known
+    assert services.runs_fitting(older, genes=renamed)["fits_screen"].tolist() == [True]

@@ -164,25 +164,33 @@ def perturbation_table(pairs: Any) -> pd.DataFrame:
     return pd.DataFrame(rows).sort_values(["modality", "perturbation"], ignore_index=True)
 
 
-def runs_fitting(runs: pd.DataFrame, *, n_genes: int) -> pd.DataFrame:
+def runs_fitting(runs: pd.DataFrame, *, genes: Sequence[str]) -> pd.DataFrame:
     """``runs`` (:func:`lazynet_core.runs.list_runs`) with a ``fits_screen`` column after ``name``.
 
     Parameters
     ----------
     runs
         The saved runs' table.
-    n_genes
-        Genes of the loaded screen.
+    genes
+        The loaded screen's genes, in order.
 
     Returns
     -------
     pandas.DataFrame
-        A copy; ``fits_screen`` is True where the run was trained on ``n_genes`` genes (a run of
-        another screen cannot be loaded against this one; loading checks the genes themselves).
+        A copy; ``fits_screen`` is True where the run was trained on exactly these genes in this
+        order (its manifest's gene checksum), or, for a run saved before checksums, on as many genes.
+        A run of another screen cannot be loaded against this one.
     """
+    from lazynet_core.runs import genes_checksum
+
     out = runs.copy()
-    fits = pd.to_numeric(out["n_genes"], errors="coerce") == int(n_genes)
-    out.insert(1, "fits_screen", fits.to_numpy(dtype=bool))
+    genes = [str(g) for g in genes]
+    digest = genes_checksum(genes)
+    by_count = pd.to_numeric(out["n_genes"], errors="coerce") == len(genes)
+    recorded = out.get("genes_sha256", pd.Series([None] * len(out), index=out.index))
+    fits = [d == digest if isinstance(d, str) else bool(c)
+            for d, c in zip(recorded, by_count, strict=True)]
+    out.insert(1, "fits_screen", np.asarray(fits, dtype=bool))
     return out
 
 
