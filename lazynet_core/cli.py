@@ -507,10 +507,13 @@ def _predict_heldout(args) -> int:
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ValueError(f"--out must end in .h5ad (got '{out}'); cell-eval reads AnnData files.")
-    from .export import observed_path
+    from .export import CELL_EVAL_BASELINES, observed_path
 
-    for written in (out, observed_path(out)):  # the observed file is written beside the predicted one
-        _check_output_file(str(written), inputs=_inputs(args.run, args.data))
+    written = [out, observed_path(out)]  # the observed file is written beside the predicted one
+    if args.baselines:  # and each baseline's predictions beside them
+        written += [out.with_name(f"{out.stem}_{method}.h5ad") for method in CELL_EVAL_BASELINES]
+    for path in written:
+        _check_output_file(str(path), inputs=_inputs(args.run, args.data))
     from .export import (
         CELL_EVAL_BASELINES,
         cell_eval_command,
