@@ -110,7 +110,7 @@ if evaluation is not None:
                 )
             if oracle and set_name in oracle:
                 st.caption(services.oracle_sentence(oracle[set_name]))
-            st.dataframe(services.format_table(services.method_table(sub), 3), width="stretch")
+            ui.small_table(services.format_table(services.method_table(sub), 3))
             beating = services.baselines_beating(sub)
             if beating:
                 beaten_by = md("; ".join(beating), max_len=400)
@@ -225,9 +225,8 @@ with right:
         st.markdown("**This perturbation, every method**")
         short = per[[c for c in per.columns if c.startswith(("Δ-Pearson", "slope"))]]
         short = short.rename(columns={"Δ-Pearson, top-20 DE": "top-20 DE", "slope (1 = right size)": "slope"})
-        st.dataframe(
+        ui.small_table(
             services.format_table(short, 3),
-            width="stretch",
             column_config={c: st.column_config.TextColumn(c, width="small") for c in short.columns},
         )
 

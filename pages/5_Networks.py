@@ -191,7 +191,7 @@ with p_col, ui.user_errors("Could not score the planted network"):
     if planted is not None:
         st.markdown("**Run-wide: planted-network recovery** (demo ground truth, AUROC over all gene pairs)")
         table = planted.pivot_table(index="method", columns="pair_set", values="auroc", sort=False)
-        st.dataframe(services.format_table(table), width="stretch")
+        ui.small_table(services.format_table(table))
         st.caption(
             "Run-wide, not this subgraph. Pair sets: *perturbed* = regulator perturbed in training cells "
             "(the only pairs fold change can score), *unperturbed* = never perturbed, *all* = every ordered "

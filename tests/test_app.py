@@ -791,3 +791,15 @@ def test_views_come_back_after_a_page_switch(trained_run):
     assert at.radio(key="jac_kind").value == "typed list"
     _goto(at, "5_Networks")
     assert at.radio(key="net_module").value == other
+
+
+def test_presentation_mode_shows_short_score_tables_at_its_font_size(trained_run):
+    """The data grid draws at a fixed size; in presentation mode the short tables are HTML tables."""
+    normal = _goto(_app(run=trained_run), "3_Effects")
+    assert not normal.table and normal.dataframe
+    big = normal
+    big.session_state["presentation"] = True  # as the sidebar toggle sets it
+    big.run()
+    _ok(big)
+    assert big.table and "LazyNet" in big.table[0].value.index.tolist()
+    assert big.dataframe  # the long per-gene table stays a sortable grid

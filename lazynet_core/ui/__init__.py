@@ -24,6 +24,7 @@ from lazynet_core.ui.layout import (
     restore_from_url,
     session_job,
     sidebar,
+    small_table,
     toast_after_rerun,
     user_errors,
 )
@@ -60,6 +61,7 @@ __all__ = [
     "restore_from_url",
     "runs_root",
     "session_job",
+    "small_table",
     "sidebar",
     "toast_after_rerun",
     "user_errors",

@@ -338,6 +338,18 @@ def toast_after_rerun(message: str) -> None:
     st.session_state["_toast"] = message
 
 
+def small_table(frame: Any, **dataframe_options: Any) -> None:
+    """A short table of formatted figures: ``st.dataframe``, or in presentation mode ``st.table``.
+
+    The data grid draws on a canvas at a fixed font size; an HTML table takes presentation mode's
+    large fonts. Use it for tables of a few rows (every method's scores), not for long sortable ones.
+    """
+    if st.session_state.get("presentation"):
+        st.table(frame)
+    else:
+        st.dataframe(frame, width="stretch", **dataframe_options)
+
+
 def plot(fig: Any, name: str, *, key: str, share: float = 1.0, square: bool = False) -> None:
     """``st.plotly_chart`` with the session's toolbar export format; larger fonts in presentation mode.
 
