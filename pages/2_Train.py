@@ -95,6 +95,8 @@ def live_job() -> None:
             icon=":material/check_circle:",
         )
     if snap.curves and snap.status != "done":  # a finished run's curves are shown below, from its history
+        if not snap.active:  # cancelled or failed: every epoch it ran, not the last throttled redraw
+            st.session_state.pop("_live_loss", None)
         ui.plot(_live_loss(job.job_id, snap.curves), "loss_curves", key="live_loss")
     elif not snap.active:
         st.session_state.pop("_live_loss", None)
