@@ -209,7 +209,9 @@ def detect_columns(adata: anndata.AnnData, *, pert_key: str | None = None,
         If ``pert_key`` is not a column, or no candidate column holds a control label.
     """
     table = read_guide_genes(guide_genes) if guide_genes is not None else {}
-    return _detect(adata.obs, pert_key=pert_key, control=control, table=table)
+    detections = _detections(adata.obs, pert_key=pert_key, control=control, table=table)
+    genes = pd.Index(adata.var_names.astype(str))  # a label that is a measured gene is no control word
+    return _genes_are_not_controls(detections, genes, control=control, notes={})[0]
 
 
 def _detect(obs: pd.DataFrame, *, pert_key: str | None, control: str | None,
@@ -1278,6 +1280,7 @@ def screen_choices(source, *, limit: int = 8) -> dict:
     """
     if isinstance(source, anndata.AnnData):
         obs, layers, has_raw = source.obs, list(source.layers), source.raw is not None
+        genes = set(source.var_names.astype(str))
     else:
         path, kind = _resolve_path(source)
         if kind != "h5ad":
@@ -1289,6 +1292,7 @@ def screen_choices(source, *, limit: int = 8) -> dict:
             raise ScreenError(msg) from err
         try:
             obs, layers, has_raw = handle.obs.copy(), list(handle.layers), handle.raw is not None
+            genes = set(handle.var_names.astype(str))
         finally:
             handle.file.close()
     likely = list(_candidate_columns(obs))
@@ -1298,6 +1302,7 @@ def screen_choices(source, *, limit: int = 8) -> dict:
     first = columns[0] if columns else None
     patterns = [_control_regex(None)]
     known = [lab for lab in _distinct_labels(obs[first]) if _is_control_label(lab, patterns)] if first else []
+    known = [lab for lab in known if lab.strip() not in genes] or known  # CTRL the gene is no control word
     control = known[0] if known else (values[first][0][0] if first and values[first] else None)
     return {"columns": columns, "values": values, "control": control,
             "layers": layers + ([RAW_X] if has_raw else [])}

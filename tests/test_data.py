@@ -71,6 +71,10 @@ def test_a_measured_gene_named_like_a_control_word_is_a_perturbation_not_a_contr
     out = read_screen(only)
     assert out.obs["lazynet_is_control"].sum() == 60
     assert any("also a measured gene" in w for w in out.uns["lazynet"]["warnings"])
+    first = make_screen(["CTRL"] * 30 + labels_for("non-targeting", targets=("G1", "G2", "G3")))
+    first.var_names = genes  # CTRL's cells come first: it would be the first control word seen
+    assert detect_columns(first).control_labels == ("non-targeting",)  # the public detection agrees
+    assert data.screen_choices(first)["control"] == "non-targeting"  # and the Data page's suggestion
     given = read_screen(adata, control="non-targeting")
     assert (given.obs["lazynet_perturbation"] == "CTRL").sum() == 30
     combos = make_screen(labels_for("CTRL", targets=("G1", "G2", "G3")) + ["CTRL+G1"] * 20)
