@@ -340,7 +340,7 @@ def cmd_crossval(args) -> int:
     _recipe_flags(args)
     adata = _load_screen(args)
     folds = args.folds if args.folds == "lopo" else _positive_int(args.folds, "--folds")
-    seeds = [int(s) for s in str(args.seeds).split(",") if s.strip()]
+    seeds = list(args.seeds)  # parsed by _seed_list (argparse applies it to the default too)
 
     _print_covariation(adata)
 
@@ -427,12 +427,12 @@ def _whole(minimum: int):
     return parse
 
 
-def _seed_list(text: str) -> str:
-    """An argparse ``type`` for comma-separated whole-number seeds (kept as text)."""
+def _seed_list(text: str) -> list[int]:
+    """An argparse ``type`` for comma-separated whole-number seeds."""
     parts = [s.strip() for s in str(text).split(",") if s.strip()]
     if not parts or not all(p.isdigit() for p in parts):
         raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers like 0,1,2, got {text!r}")
-    return text
+    return [int(p) for p in parts]
 
 
 def _finite(text: str) -> float:
@@ -477,6 +477,8 @@ def cmd_predict(args) -> int:
 
     ensemble = load_run(args.run)
     settings = {}
+    modelled = set(ensemble.genes.tolist())
+    by_case = {g.lower(): g for g in modelled}  # names match ignoring case, as in the app and `network`
     for item in args.set:
         gene, _, fold = item.partition("=")
         try:
@@ -488,8 +490,7 @@ def cmd_predict(args) -> int:
                 f"--set {item!r}: use GENE=FOLD with FOLD a number >= 0, e.g. GPX4=0.25 for a 75 % "
                 "knock-down or GPX4=4 for a 4-fold activation."
             )
-        by_case = {g.lower(): g for g in ensemble.genes.tolist()}  # as the app and `network --seeds`
-        gene = gene if gene in set(ensemble.genes.tolist()) else by_case.get(gene.lower(), gene)
+        gene = gene if gene in modelled else by_case.get(gene.lower(), gene)
         settings.update(ensemble.knockdown_settings([gene], value))
     delta = pd.Series(ensemble.intervention_effect(settings), index=ensemble.genes, name="predicted_delta")
     delta = delta.drop(list(settings))  # their change is the input, not a prediction
@@ -500,6 +501,11 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def _baseline_path(out: Path, method: str) -> Path:
+    """Where ``predict --heldout --baselines`` writes ``method``'s predictions: beside ``out``."""
+    return out.with_name(f"{out.stem}_{method}.h5ad")
+
+
 def _predict_heldout(args) -> int:
     """``predict --heldout``: predicted and observed cells of the held-out perturbations for cell-eval."""
     if not args.out:
@@ -507,20 +513,21 @@ def _predict_heldout(args) -> int:
     out = Path(args.out)
     if out.suffix != ".h5ad":
         raise ValueError(f"--out must end in .h5ad (got '{out}'); cell-eval reads AnnData files.")
-    from .export import CELL_EVAL_BASELINES, observed_path
-
-    written = [out, observed_path(out)]  # the observed file is written beside the predicted one
-    if args.baselines:  # and each baseline's predictions beside them
-        written += [out.with_name(f"{out.stem}_{method}.h5ad") for method in CELL_EVAL_BASELINES]
-    for path in written:
-        _check_output_file(str(path), inputs=_inputs(args.run, args.data))
     from .export import (
         CELL_EVAL_BASELINES,
         cell_eval_command,
         heldout_perturbations,
+        observed_path,
         predictions_to_anndata,
         write_cell_eval_files,
     )
+
+    written = [out, observed_path(out)]  # the observed file is written beside the predicted one
+    if args.baselines:  # and each baseline's predictions beside them
+        written += [_baseline_path(out, method) for method in CELL_EVAL_BASELINES]
+    inputs = _inputs(args.run, args.data)
+    for path in written:
+        _check_output_file(str(path), inputs=inputs)
     from .pairs import make_pairs
     from .runs import check_split
 
@@ -549,7 +556,7 @@ def _predict_heldout(args) -> int:
             except ValueError as exc:  # a baseline without a prediction for some perturbation
                 print(f"{method}: skipped ({exc})", file=sys.stderr)
                 continue
-            path = out.with_name(f"{out.stem}_{method}.h5ad")
+            path = _baseline_path(out, method)
             base_pred.write_h5ad(path)
             print(f"Wrote {path} ({method}; score it against {real_path.name}).")
     print(f"Score with:  {cell_eval_command(pred_path, real_path)}")

@@ -175,13 +175,9 @@ def _unseen_diffs(recipe: str, baseline: str, results_dir: Path) -> list[float]:
     suffix = RECIPE_FILES.get(recipe)
     if suffix is None:
         return []
-    out = []
-    for screen in SCREENS:
-        for row in (_read(results_dir / f"accuracy_{screen}{suffix}.json") or {}).get("paired", []):
-            if (row.get("set"), row.get("reference"), row.get("baseline")) == (
-                    "held_out_perturbations", "independent", baseline) and row.get("mean_diff") is not None:
-                out.append(float(row["mean_diff"]))
-    return out
+    rows = [_unseen_row(_read(results_dir / f"accuracy_{screen}{suffix}.json"), baseline)
+            for screen in SCREENS]
+    return [float(row["mean_diff"]) for row in rows if row is not None]
 
 
 def _joined(cells: Any) -> str:
@@ -207,16 +203,24 @@ def _mean(run: dict[str, Any] | None, set_name: str) -> str:
     return "–"
 
 
+def _unseen_row(run: dict[str, Any] | None, baseline: str) -> dict[str, Any] | None:
+    """The stored paired row of LazyNet against ``baseline`` on unseen targets (independent reference)."""
+    for row in (run or {}).get("paired", []):
+        if (row.get("set"), row.get("reference"), row.get("baseline")) == (
+                "held_out_perturbations", "independent", baseline) and row.get("mean_diff") is not None:
+            return row
+    return None
+
+
 def _verdict(run: dict[str, Any] | None, baseline: str) -> str:
     """``"+0.080 ahead"``: LazyNet minus ``baseline`` on unseen targets and the verdict, or "–"."""
     from lazynet_core.metrics import judge_paired
 
-    for row in (run or {}).get("paired", []):
-        if (row.get("set"), row.get("reference"), row.get("baseline")) == (
-                "held_out_perturbations", "independent", baseline) and row.get("mean_diff") is not None:
-            verdict = judge_paired({"sd_diff": None, **row}, baseline=baseline)["verdict"]
-            return f"{row['mean_diff']:+.3f} {verdict}".replace("-", "−")
-    return "–"
+    row = _unseen_row(run, baseline)
+    if row is None:
+        return "–"
+    verdict = judge_paired({"sd_diff": None, **row}, baseline=baseline)["verdict"]
+    return f"{row['mean_diff']:+.3f} {verdict}".replace("-", "−")
 
 
 #: The redundant-hub design of ``combinations.py`` the Effects page quotes (10,000 cells, half held out).
